@@ -1,0 +1,140 @@
+// Module entry: the runner shared by every op, backend/thread queries, and registration.
+#include <dlfcn.h>
+
+#include <memory>
+
+#include "util.h"
+
+namespace wst::binding {
+
+const Backend& backend() { return cpu_backend(); }
+
+namespace {
+
+class OpWorker : public Napi::AsyncWorker {
+ public:
+  OpWorker(Napi::Env env, Work work, MakeResult make_result, std::vector<Napi::Value>& keep)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)), make_result_(std::move(make_result)) {
+    for (auto& v : keep) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    deferred_.Resolve(make_result_ ? make_result_(env) : env.Undefined());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  MakeResult make_result_;
+  std::vector<Napi::ObjectReference> refs_;
+};
+
+}  // namespace
+
+Napi::Value run_op(const Napi::CallbackInfo& info, bool async, std::vector<Napi::Value>& keep,
+                   Work work, MakeResult make_result) {
+  Napi::Env env = info.Env();
+  if (!async) {
+    try {
+      work();
+    } catch (const std::bad_alloc&) {
+      throw Napi::RangeError::New(env, "out of memory");
+    }
+    return make_result ? make_result(env) : env.Undefined();
+  }
+  auto* worker = new OpWorker(env, std::move(work), std::move(make_result), keep);
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+namespace {
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), num_threads());
+}
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  set_num_threads(int_arg(info, 0, "threads", 1, 1024));
+  return info.Env().Undefined();
+}
+
+// OpenBLAS, when the machine has it, for side-by-side GEMM comparison in `bench kernels`
+// only. Loaded with dlopen at run time: it is never a build or run dependency.
+using cblas_sgemm_t = void (*)(int, int, int, int, int, int, float, const float*, int,
+                               const float*, int, float, float*, int);
+using openblas_set_threads_t = void (*)(int);
+struct OpenBlas {
+  cblas_sgemm_t sgemm = nullptr;
+  openblas_set_threads_t set_threads = nullptr;
+};
+const OpenBlas& openblas() {
+  static OpenBlas ob = [] {
+    OpenBlas o;
+    for (const char* lib : {"libopenblas.so.0", "libopenblas.so", "libopenblasp.so.0"}) {
+      void* h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+      if (!h) continue;
+      o.sgemm = (cblas_sgemm_t)dlsym(h, "cblas_sgemm");
+      o.set_threads = (openblas_set_threads_t)dlsym(h, "openblas_set_num_threads");
+      if (o.sgemm) break;
+    }
+    return o;
+  }();
+  return ob;
+}
+
+Napi::Value OpenBlasAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), openblas().sgemm != nullptr);
+}
+
+// openblasSgemm(a, b, c, m, k, n, transB, threads): C = A @ op(B), row-major.
+Napi::Value OpenBlasSgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!openblas().sgemm) throw Napi::Error::New(env, "OpenBLAS is not installed");
+  std::vector<Napi::Value> keep;
+  int m = int_arg(info, 3, "m", 1), k = int_arg(info, 4, "k", 1), n = int_arg(info, 5, "n", 1);
+  bool transB = bool_arg(info, 6, "transB");
+  int threads = int_arg(info, 7, "threads", 1, 1024);
+  const float* a = array_arg<float>(info, 0, "a", checked_size(env, {m, k}), keep);
+  const float* b = array_arg<float>(info, 1, "b", checked_size(env, {k, n}), keep);
+  float* c = array_arg<float>(info, 2, "c", checked_size(env, {m, n}), keep);
+  if (openblas().set_threads) openblas().set_threads(threads);
+  // CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
+  openblas().sgemm(101, 111, transB ? 112 : 111, m, n, k, 1.0f, a, k, b, transB ? k : n, 0.0f, c, n);
+  return env.Undefined();
+}
+
+}  // namespace
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  exports.Set("backend", Napi::String::New(env, backend().name));
+  exports.Set("isa", Napi::String::New(env, cpu_isa()));
+  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("openblasAvailable", Napi::Function::New(env, OpenBlasAvailable));
+  exports.Set("openblasSgemm", Napi::Function::New(env, OpenBlasSgemm));
+  register_gemm(env, exports);
+  register_attention(env, exports);
+  register_layers(env, exports);
+  register_losses(env, exports);
+  register_sampling(env, exports);
+  register_optim(env, exports);
+  return exports;
+}
+
+}  // namespace wst::binding
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  return wst::binding::InitModule(env, exports);
+}
+
+NODE_API_MODULE(wst_dash, Init)

@@ -1,0 +1,157 @@
+// wst-dash kernel contract: every op the engine runs, as plain C++ over raw pointers.
+//
+// One signature per op; the CPU backend (native/cpu/) implements them all and is the
+// reference for every other backend (native/cuda/). All tensors are fp32 row-major and
+// contiguous unless a leading dimension is given. Shapes are in the comment above each op,
+// llm.c style. Kernels assume valid input: validation lives at the boundary (binding/, src/).
+//
+// Determinism: every CPU kernel gives bit-identical results for any thread count. Parallel
+// loops split work into chunks whose boundaries do not depend on the number of threads, and
+// reductions across chunks are summed in chunk order.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace wst {
+
+// ---------------------------------------------------------------------------------------
+// GEMM. C (m,n) = alpha * op(A) @ op(B) + beta * C, row-major.
+// op(A) is (m,k): A is (m,k) with leading dim lda, or (k,m) when transA.
+// op(B) is (k,n): B is (k,n) with leading dim ldb, or (n,k) when transB.
+// beta == 0 means C is write-only (its old contents, even NaN, are ignored).
+void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc);
+
+// ---------------------------------------------------------------------------------------
+// Causal grouped-query attention.
+// q (B,Tq,H,D), k (B,Tk,KVH,D), v (B,Tk,KVH,D) -> out (B,Tq,H,D), lse (B,H,Tq)
+// Head h reads kv head h / (H / KVH) (i.e. floor(h*KVH/H)); scale = 1/sqrt(D).
+// With causal, query i sits at absolute position Tk - Tq + i and sees keys 0..that position.
+// lse (log-sum-exp of the scaled scores per query row) is saved for the backward; may be null.
+// Never materialises a Tq x Tk matrix (tiled, online softmax).
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int B, int H, int KVH, int Tq, int Tk, int D, bool causal);
+// dout (B,Tq,H,D) -> dq (B,Tq,H,D), dk (B,Tk,KVH,D), dv (B,Tk,KVH,D), all overwritten.
+// Needs out and lse from the forward.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* out, const float* lse, int B,
+                        int H, int KVH, int Tq, int Tk, int D, bool causal);
+// One decode step per batch row against a KV cache.
+// q (B,H,D), kcache/vcache (B,maxT,KVH,D), lengths (B) -> out (B,H,D)
+// Row b's query sees cache positions 0..lengths[b]-1 (its own key already written there).
+void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
+                      const int32_t* lengths, int B, int H, int KVH, int maxT, int D);
+
+// ---------------------------------------------------------------------------------------
+// RMSNorm. inp (N,C), weight (C) -> out (N,C), rstd (N) saved for backward (may be null).
+// out = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps)
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps);
+// dout (N,C) -> dinp (N,C) overwritten, dweight (C) accumulated (+=).
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int N, int C);
+
+// RoPE, Hugging Face rotate-half convention. inp (N,H,D), positions (N) -> out (N,H,D).
+// inv_freq[i] = theta^(-2i/D), angle = pos * inv_freq[i] for i < D/2;
+// out[:D/2] = x1*cos - x2*sin, out[D/2:] = x2*cos + x1*sin. out may alias inp.
+void rope_forward(float* out, const float* inp, const int32_t* positions, int N, int H, int D,
+                  float theta);
+// dout (N,H,D) -> dinp (N,H,D) (the inverse rotation). dinp may alias dout.
+void rope_backward(float* dinp, const float* dout, const int32_t* positions, int N, int H, int D,
+                   float theta);
+
+// SwiGLU. gate (N,C), up (N,C) -> out (N,C) = silu(gate) * up
+void swiglu_forward(float* out, const float* gate, const float* up, int N, int C);
+// dout (N,C) -> dgate, dup (N,C), overwritten.
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
+                     const float* up, int N, int C);
+
+// Embedding. ids (N), table (V,C) -> out (N,C)
+void embedding_forward(float* out, const int32_t* ids, const float* table, int N, int V, int C);
+// dout (N,C) -> dtable (V,C) accumulated (+=), deterministic for repeated ids.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int N, int V, int C);
+
+// Residual add. a, b (n) -> out (n) = a + b. out may alias a or b.
+void residual_forward(float* out, const float* a, const float* b, size_t n);
+// dout (n) -> da += dout, db += dout.
+void residual_backward(float* da, float* db, const float* dout, size_t n);
+
+// ---------------------------------------------------------------------------------------
+// Softmax family over rows of logits (N,V).
+void softmax_forward(float* probs, const float* logits, int N, int V);
+void log_softmax_forward(float* out, const float* logits, int N, int V);
+// Per-token log-prob gather, fused: logits (N,V), ids (N) -> logprob (N), lse (N),
+// entropy (N) of the full distribution (may be null). Never stores the softmax.
+void token_logprobs_forward(float* logprob, float* lse, float* entropy, const float* logits,
+                            const int32_t* ids, int N, int V);
+// d logits from d logprob (and d entropy, may be null), recomputing p from logits and lse:
+// dlogits[v] = dlogprob * (1[v==id] - p_v) + dentropy * (-p_v * (log p_v + H)).
+// dlogits (N,V) overwritten. dlogits may alias logits (in place, saves a [N,V] buffer).
+void token_logprobs_backward(float* dlogits, const float* dlogprob, const float* dentropy,
+                             const float* logits, const int32_t* ids, const float* lse,
+                             const float* entropy, int N, int V);
+// Cross-entropy: losses (N) = -log softmax(logits)[targets]; targets < 0 are ignored (loss 0).
+void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets,
+                          int N, int V);
+// dlogits (N,V) = dlosses[r] * (p - onehot(target)); rows with target < 0 get 0.
+// dlogits may alias logits.
+void crossentropy_backward(float* dlogits, const float* dlosses, const float* logits,
+                           const int32_t* targets, const float* lse, int N, int V);
+
+// ---------------------------------------------------------------------------------------
+// Sampling. logits (N,V) -> ids (N), logprobs (N) (log-prob of the drawn token under the
+// filtered, temperature-scaled distribution; may be null).
+// temperature 0 -> argmax (lowest index on ties). Else p = softmax(logits / T), then
+// top-k (k <= 0: off), then top-p over the renormalised survivors (>= 1: off), then min-p
+// (keep p >= minP * pmax; <= 0: off). The draw uses Philox4x32-10 keyed by seeds[r] with
+// counter (counters[r], r-independent), so a row's draw depends only on its logits, seed
+// and counter: never on batch composition or thread count.
+struct SamplingParams {
+  float temperature;
+  int top_k;
+  float top_p;
+  float min_p;
+};
+void sample_tokens(int32_t* ids, float* logprobs, const float* logits, int N, int V,
+                   const SamplingParams& params, const uint64_t* seeds, const uint64_t* counters);
+// Philox4x32-10 uniform in [0,1) from (key, counter): exposed for tests and the CUDA twin.
+float philox_uniform(uint64_t key, uint64_t counter);
+
+// ---------------------------------------------------------------------------------------
+// GRPO loss with advantage filtering.
+// logprobs, old_logprobs, ref_logprobs (may be null), mask (S,T); advantages (S) ->
+// grad (S,T) = d loss / d logprobs (0 where masked or dropped). See README "kernels.grpo".
+enum class GrpoLossType : int { grpo = 0, bnpo = 1, dr_grpo = 2, dapo = 3 };
+struct GrpoParams {
+  float clip_low, clip_high, beta, filter_threshold;
+  GrpoLossType loss_type;
+  double normalizer;  // dapo only: global token count
+};
+struct GrpoResult {
+  double loss;
+  int kept;             // sequences with |A| > filter_threshold
+  double clip_fraction; // fraction of kept, unmasked tokens where the clip was active
+  double kl;            // mean KL over kept, unmasked tokens (0 without ref or beta == 0)
+  double kept_tokens;
+};
+GrpoResult grpo_loss(float* grad, const float* logprobs, const float* old_logprobs,
+                     const float* ref_logprobs, const float* advantages, const float* mask,
+                     int S, int T, const GrpoParams& params);
+
+// ---------------------------------------------------------------------------------------
+// Optimiser. AdamW with decoupled weight decay and bias correction; step counts from 1.
+// param -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * param)
+void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int step);
+// Sum of squares in float64, deterministic chunked reduction.
+double sum_squares(const float* x, size_t n);
+// x *= s
+void scale_inplace(float* x, size_t n, float s);
+
+// ---------------------------------------------------------------------------------------
+// Threads: one fixed pool, sized from WST_DASH_THREADS or the core count.
+int num_threads();
+void set_num_threads(int n);
+const char* cpu_isa();  // "avx512", "avx2" or "generic": the SIMD path chosen at run time
+
+}  // namespace wst

@@ -1,0 +1,72 @@
+// wst-dash CLI. Results go to stdout (JSON with --json); progress and logs go to stderr.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+export class UsageError extends Error {}
+
+interface Command {
+  summary: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
+}
+
+const commands: Record<string, Command> = {
+  'bench kernels': {
+    summary: 'GFLOP/s of GEMM and attention, tokens/s of sampling, vs the machine FMA peak and OpenBLAS',
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      threads: { type: 'string' },
+      out: { type: 'string' },
+    },
+    run: async (values) => {
+      const { runKernelBench } = await import('../bench/kernels.js');
+      await runKernelBench({
+        json: values.json as boolean,
+        quick: values.quick as boolean,
+        threads: values.threads === undefined ? undefined : parseIntArg(values.threads as string, '--threads'),
+        out: values.out as string | undefined,
+      });
+    },
+  },
+};
+
+export function parseIntArg(text: string, name: string, min = 1): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer >= ${min}, got "${text}"`);
+  return n;
+}
+
+function usage(): string {
+  const lines = ['usage: wst-dash <command> [options]', '', 'commands:'];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(18)} ${c.summary}`);
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(usage());
+    return argv.length === 0 ? 1 : 0;
+  }
+  const name = [argv.slice(0, 2).join(' '), argv[0]].find((n) => n in commands);
+  if (!name) {
+    console.error(`wst-dash: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${usage()}`);
+    return 2;
+  }
+  const command = commands[name];
+  const rest = argv.slice(name.split(' ').length);
+  try {
+    const { values, positionals } = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true });
+    await command.run(values, positionals);
+    return 0;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    if (err instanceof UsageError || e.code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`wst-dash ${name}: ${e.message}`);
+      return 2;
+    }
+    console.error(`wst-dash ${name}: ${e.stack ?? e.message}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

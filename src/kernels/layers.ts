@@ -1,0 +1,2 @@
+// TODO(helper): the layers ops.
+export {};

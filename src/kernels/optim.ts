@@ -1,0 +1,2 @@
+// TODO(helper): the optim ops.
+export {};

@@ -1,0 +1,58 @@
+// Loads the native addon. The CPU build is always there (built by `npm install`, or a prebuild
+// under prebuilds/ picked by node-gyp-build); the CUDA build is a separate .node, loaded only
+// when a usable device exists (or when WST_DASH_BACKEND=cuda forces it).
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+/** Package root: src/ and dist/ both sit one level below it. */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+// The addon's raw functions; the typed, validated surface is src/kernels.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type NativeAddon = Record<string, any> & {
+  backend: string;
+  isa: string;
+  getThreads(): number;
+  setThreads(n: number): void;
+};
+
+function loadCpu(): NativeAddon {
+  const local = path.join(packageRoot, 'build', 'Release', 'wst_dash.node');
+  if (existsSync(local)) return require(local);
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+  try {
+    return nodeGypBuild(packageRoot);
+  } catch (err) {
+    throw new Error(
+      `wst-dash: no native addon found (looked for build/Release/wst_dash.node and prebuilds/). ` +
+        `Run \`npm run build:native\`. Cause: ${(err as Error).message}`,
+    );
+  }
+}
+
+function loadCuda(): NativeAddon | undefined {
+  const file = path.join(packageRoot, 'build', 'Release', 'cuda', 'wst_dash_cuda.node');
+  if (!existsSync(file)) return undefined;
+  try {
+    const addon = require(file) as NativeAddon & { deviceCount(): number };
+    return addon.deviceCount() > 0 ? addon : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function load(): NativeAddon {
+  const wanted = process.env.WST_DASH_BACKEND;
+  if (wanted !== undefined && wanted !== 'cpu' && wanted !== 'cuda')
+    throw new RangeError(`WST_DASH_BACKEND must be "cpu" or "cuda", got "${wanted}"`);
+  if (wanted === 'cpu') return loadCpu();
+  const cuda = loadCuda();
+  if (cuda) return cuda;
+  if (wanted === 'cuda') throw new Error('WST_DASH_BACKEND=cuda but no CUDA build or no usable CUDA device');
+  return loadCpu();
+}
+
+export const native: NativeAddon = load();
