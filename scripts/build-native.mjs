@@ -12,6 +12,8 @@ const require = createRequire(import.meta.url);
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const args = [cmakeJs, process.argv.includes('--rebuild') ? 'rebuild' : 'compile',
   '--parallel', String(availableParallelism()), '--log-level', 'warn'];
+const outIndex = process.argv.indexOf('--out'); // a side build directory (default: build/)
+if (outIndex > 0 && process.argv[outIndex + 1]) args.push('--out', path.resolve(process.argv[outIndex + 1]));
 const cudaFlag = process.env.WST_DASH_CUDA; // "off" skips the CUDA addon even when nvcc exists
 if (cudaFlag) args.push(`--CDWST_DASH_CUDA=${cudaFlag.toUpperCase() === 'OFF' ? 'OFF' : 'ON'}`);
 const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });

@@ -20,6 +20,8 @@ export type NativeAddon = Record<string, any> & {
 };
 
 function loadCpu(): NativeAddon {
+  // WST_DASH_ADDON points at a specific build (e.g. a side build directory during development).
+  if (process.env.WST_DASH_ADDON) return require(path.resolve(process.env.WST_DASH_ADDON));
   const local = path.join(packageRoot, 'build', 'Release', 'wst_dash.node');
   if (existsSync(local)) return require(local);
   const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
