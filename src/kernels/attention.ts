@@ -1,6 +1,141 @@
-// TODO(helper): attention.
+// Grouped-query attention: prefill forward (with the log-sum-exp saved for training), its
+// backward, and one decode step against a KV cache. Layouts are token-major, like the model's
+// projections: q (batch, seqQ, heads, headDim), k and v (batch, seqK, kvHeads, headDim).
+// Query head h reads kv head floor(h * kvHeads / heads); scores are scaled by 1/sqrt(headDim).
+import { native } from '../native.js';
 import { defineOp } from './define.js';
-export const attention = defineOp((_args: Record<string, unknown>) => {
-  throw new Error('not implemented yet');
-  return { run: () => undefined, result: () => new Float32Array(0) };
+import * as v from './validate.js';
+
+export interface AttentionShape {
+  batch: number;
+  heads: number;
+  /** Must divide heads (heads / kvHeads query heads share each kv head). */
+  kvHeads: number;
+  seqQ: number;
+  seqK: number;
+  headDim: number;
+  /**
+   * Default true. Query i sits at absolute position seqK - seqQ + i and sees keys 0..that
+   * position (so seqQ < seqK continues a prefix). With seqQ > seqK the first seqQ - seqK queries
+   * see no key: their output is 0, their lse -Infinity and their gradients 0.
+   */
+  causal?: boolean;
+}
+
+export interface AttentionOptions extends AttentionShape {
+  /** (batch, seqQ, heads, headDim) */
+  q: Float32Array;
+  /** (batch, seqK, kvHeads, headDim) */
+  k: Float32Array;
+  /** (batch, seqK, kvHeads, headDim) */
+  v: Float32Array;
+}
+
+export interface AttentionBackwardOptions extends AttentionOptions {
+  /** Gradient of the loss with respect to out, (batch, seqQ, heads, headDim). */
+  dout: Float32Array;
+  /** out and lse from attentionForward with the same inputs. */
+  out: Float32Array;
+  /** (batch, heads, seqQ) */
+  lse: Float32Array;
+}
+
+export interface AttentionDecodeOptions {
+  /** One query per batch row: (batch, heads, headDim). */
+  q: Float32Array;
+  /** (batch, maxSeq, kvHeads, headDim); row b's positions 0..lengths[b]-1 are filled. */
+  kCache: Float32Array;
+  vCache: Float32Array;
+  /** Int32Array (batch): keys each row sees, in [1, maxSeq] (its own key already written). */
+  lengths: Int32Array;
+  batch: number;
+  heads: number;
+  kvHeads: number;
+  maxSeq: number;
+  headDim: number;
+}
+
+interface Dims {
+  B: number; H: number; KVH: number; Tq: number; Tk: number; D: number; causal: boolean;
+  nq: number; nk: number; nl: number;
+}
+
+function heads(o: v.Options): [number, number] {
+  const H = v.size(o.heads, 'heads'), KVH = v.size(o.kvHeads, 'kvHeads');
+  if (H % KVH !== 0) throw new RangeError(`kvHeads must divide heads, got heads ${H} and kvHeads ${KVH}`);
+  return [H, KVH];
+}
+
+function dims(o: v.Options): Dims {
+  const B = v.size(o.batch, 'batch');
+  const [H, KVH] = heads(o);
+  const Tq = v.size(o.seqQ, 'seqQ'), Tk = v.size(o.seqK, 'seqK'), D = v.size(o.headDim, 'headDim');
+  const causal = v.bool(o.causal, 'causal', true);
+  return {
+    B, H, KVH, Tq, Tk, D, causal,
+    nq: v.elements('q', B, Tq, H, D), nk: v.elements('k', B, Tk, KVH, D), nl: v.elements('lse', B, H, Tq),
+  };
+}
+
+function inputs(o: v.Options, d: Dims): [Float32Array, Float32Array, Float32Array] {
+  return [v.f32(o.q, 'q', d.nq), v.f32(o.k, 'k', d.nk), v.f32(o.v, 'v', d.nk)];
+}
+
+/** Attention output, shaped like q: (batch, seqQ, heads, headDim). */
+export const attention = defineOp((opts: AttentionOptions) => {
+  const o = v.options(opts);
+  const d = dims(o);
+  const [q, k, vv] = inputs(o, d);
+  const out = new Float32Array(d.nq);
+  return {
+    run: (async: boolean) =>
+      native.attentionForward(out, null, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+    result: () => out,
+  };
+});
+
+/** Forward for training: out (batch, seqQ, heads, headDim) and lse (batch, heads, seqQ). */
+export const attentionForward = defineOp((opts: AttentionOptions) => {
+  const o = v.options(opts);
+  const d = dims(o);
+  const [q, k, vv] = inputs(o, d);
+  const out = new Float32Array(d.nq), lse = new Float32Array(d.nl);
+  return {
+    run: (async: boolean) =>
+      native.attentionForward(out, lse, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+    result: () => ({ out, lse }),
+  };
+});
+
+/** Gradients of attention: dq shaped like q, dk and dv like k. Recomputes the scores from lse. */
+export const attentionBackward = defineOp((opts: AttentionBackwardOptions) => {
+  const o = v.options(opts);
+  const d = dims(o);
+  const [q, k, vv] = inputs(o, d);
+  const dout = v.f32(o.dout, 'dout', d.nq), out = v.f32(o.out, 'out', d.nq), lse = v.f32(o.lse, 'lse', d.nl);
+  const dq = new Float32Array(d.nq), dk = new Float32Array(d.nk), dv = new Float32Array(d.nk);
+  return {
+    run: (async: boolean) =>
+      native.attentionBackward(dq, dk, dv, dout, q, k, vv, out, lse, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+    result: () => ({ dq, dk, dv }),
+  };
+});
+
+/** One decode step: out (batch, heads, headDim), row b attending to cache positions 0..lengths[b]-1. */
+export const attentionDecode = defineOp((opts: AttentionDecodeOptions) => {
+  const o = v.options(opts);
+  const B = v.size(o.batch, 'batch');
+  const [H, KVH] = heads(o);
+  const maxT = v.size(o.maxSeq, 'maxSeq'), D = v.size(o.headDim, 'headDim');
+  const nq = v.elements('q', B, H, D), nc = v.elements('kCache', B, maxT, KVH, D);
+  const q = v.f32(o.q, 'q', nq), kc = v.f32(o.kCache, 'kCache', nc), vc = v.f32(o.vCache, 'vCache', nc);
+  const lengths = v.i32(o.lengths, 'lengths', B);
+  for (let b = 0; b < B; b++)
+    if (lengths[b] < 1 || lengths[b] > maxT)
+      throw new RangeError(`lengths[${b}] = ${lengths[b]} is outside [1, ${maxT}]`);
+  const out = new Float32Array(nq);
+  return {
+    run: (async: boolean) => native.attentionDecode(out, q, kc, vc, lengths, B, H, KVH, maxT, D, async),
+    result: () => out,
+  };
 });
