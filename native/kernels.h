@@ -44,10 +44,10 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
 
 // ---------------------------------------------------------------------------------------
 // RMSNorm. inp (N,C), weight (C) -> out (N,C), rstd (N) saved for backward (may be null).
-// out = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps)
+// out = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps). out may alias inp.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps);
-// dout (N,C) -> dinp (N,C) overwritten, dweight (C) accumulated (+=).
+// dout (N,C) -> dinp (N,C) overwritten, dweight (C) accumulated (+=). dinp may alias dout.
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                       const float* weight, const float* rstd, int N, int C);
 
@@ -106,6 +106,16 @@ void crossentropy_backward(float* dlogits, const float* dlosses, const float* lo
 // (keep p >= minP * pmax; <= 0: off). The draw uses Philox4x32-10 keyed by seeds[r] with
 // counter (counters[r], r-independent), so a row's draw depends only on its logits, seed
 // and counter: never on batch composition or thread count.
+// Precisely: NaN logits count as -inf. Canonical order = logit descending, ties by lower
+// index. Weights w = exp((x - max) / T) in fp32 (exp to ~1 ulp; w_max = 1); when
+// the max is +inf, the +inf tokens get w = 1 and the rest 0. Every filter keeps a prefix of
+// the canonical order: top-k the first k; top-p the shortest prefix whose mass reaches
+// top_p * (mass of the top-k survivors); min-p the tokens with w >= min_p. Tokens with
+// w = 0 are never kept. With Z the kept mass and u = philox_uniform(seeds[r], counters[r]),
+// the drawn token is the first kept token (canonical order) whose cumulative mass exceeds
+// u * Z; logprobs[r] = (x - max) / T - log Z for it.
+// logprobs at temperature 0 are 0 (the greedy choice is a point mass). A row with no logit
+// above -inf (all -inf or NaN) has no distribution: ids[r] = 0, logprobs[r] = NaN.
 struct SamplingParams {
   float temperature;
   int top_k;
@@ -115,6 +125,8 @@ struct SamplingParams {
 void sample_tokens(int32_t* ids, float* logprobs, const float* logits, int N, int V,
                    const SamplingParams& params, const uint64_t* seeds, const uint64_t* counters);
 // Philox4x32-10 uniform in [0,1) from (key, counter): exposed for tests and the CUDA twin.
+// Key words (lo32(key), hi32(key)), counter words (lo32(counter), hi32(counter), 0, 0);
+// u = (output word 0 >> 8) * 2^-24.
 float philox_uniform(uint64_t key, uint64_t counter);
 
 // ---------------------------------------------------------------------------------------
@@ -139,10 +151,14 @@ GrpoResult grpo_loss(float* grad, const float* logprobs, const float* old_logpro
                      int S, int T, const GrpoParams& params);
 
 // ---------------------------------------------------------------------------------------
-// Optimiser. AdamW with decoupled weight decay and bias correction; step counts from 1.
-// param -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * param)
-void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, int step);
+// Optimiser. AdamW exactly as torch.optim.AdamW computes it; step counts from 1.
+// param (n) *= 1 - lr * weight_decay        (decoupled decay, applied first)
+// m = beta1 * m + (1 - beta1) * grad;  v = beta2 * v + (1 - beta2) * grad^2
+// param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+// The hyperparameters are double, as Python passes them: torch forms 1 - beta2 etc. in double
+// before rounding to float (1 - float(0.999) would be 1.3e-5 off).
+void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int step);
 // Sum of squares in float64, deterministic chunked reduction.
 double sum_squares(const float* x, size_t n);
 // x *= s
