@@ -128,6 +128,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   register_losses(env, exports);
   register_sampling(env, exports);
   register_optim(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,12 @@ inline size_t checked_size(const Napi::Env& env, std::initializer_list<int64_t> 
   return total;
 }
 
+// A JS object that a MakeResult may return later: local handles die with their scope, so a
+// result built before async work must be held through a persistent reference.
+inline std::shared_ptr<Napi::ObjectReference> persist(Napi::Object o) {
+  return std::make_shared<Napi::ObjectReference>(Napi::Persistent(o));
+}
+
 using Work = std::function<void()>;
 using MakeResult = std::function<Napi::Value(Napi::Env)>;
 
@@ -109,5 +116,6 @@ void register_layers(Napi::Env env, Napi::Object exports);
 void register_losses(Napi::Env env, Napi::Object exports);
 void register_sampling(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
+void register_model(Napi::Env env, Napi::Object exports);
 
 }  // namespace wst::binding

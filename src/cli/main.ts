@@ -1,7 +1,8 @@
 // wst-dash CLI. Results go to stdout (JSON with --json); progress and logs go to stderr.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-export class UsageError extends Error {}
+import { UsageError, parseIntArg } from './args.js';
+import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
 
 interface Command {
   summary: string;
@@ -10,6 +11,36 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  generate: {
+    summary: 'generate from a model folder: --model DIR (--prompt TEXT | --ids 1,2,3) [--json]',
+    options: {
+      model: { type: 'string' }, prompt: { type: 'string' }, ids: { type: 'string' },
+      'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
+      'top-p': { type: 'string' }, 'min-p': { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+    },
+    run: (values) => generateCommand(values),
+  },
+  logits: {
+    summary: 'logits at the last position: --model DIR --ids 1,2,3 [--json]',
+    options: { model: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' } },
+    run: (values) => logitsCommand(values),
+  },
+  'export gguf': {
+    summary: 'export a llama model folder to GGUF: --model DIR --out FILE [--dtype f32|f16]',
+    options: { model: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } },
+    run: (values) => exportGgufCommand(values),
+  },
+  'check-answers': {
+    summary: 'answer-checker self-agreement on a data file: --task gsm8k|math500 --file PATH [--json]',
+    options: { task: { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
+    run: async (values) => {
+      const { runCheckAnswers } = await import('../rl/check-answers.js');
+      const task = values.task as string | undefined;
+      if (task !== 'gsm8k' && task !== 'math500') throw new UsageError('--task must be gsm8k or math500');
+      if (!values.file) throw new UsageError('--file PATH is required');
+      runCheckAnswers({ task, file: values.file as string, json: values.json as boolean | undefined });
+    },
+  },
   'bench kernels': {
     summary: 'GFLOP/s of GEMM and attention, tokens/s of sampling, vs the machine FMA peak and OpenBLAS',
     options: {
@@ -30,11 +61,6 @@ const commands: Record<string, Command> = {
   },
 };
 
-export function parseIntArg(text: string, name: string, min = 1): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer >= ${min}, got "${text}"`);
-  return n;
-}
 
 function usage(): string {
   const lines = ['usage: wst-dash <command> [options]', '', 'commands:'];

@@ -1,0 +1,653 @@
+#include "llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace wst {
+
+// ---- Buffer ---------------------------------------------------------------------------------
+
+void Buffer::resize(const Backend* be, size_t n) {
+  if (n <= cap_ && be == be_) {
+    n_ = n;
+    return;
+  }
+  release();
+  be_ = be;
+  ptr_ = n ? (float*)be->alloc(n * sizeof(float)) : nullptr;
+  n_ = cap_ = n;
+}
+
+void Buffer::zero() {
+  if (!n_) return;
+  if (be_->host_memory) {
+    std::memset(ptr_, 0, n_ * sizeof(float));
+  } else {
+    std::vector<float> z(n_, 0.f);
+    be_->upload(ptr_, z.data(), n_ * sizeof(float));
+  }
+}
+
+void Buffer::release() {
+  if (ptr_) be_->free(ptr_);
+  ptr_ = nullptr;
+  n_ = cap_ = 0;
+}
+
+// ---- Activations saved by the forward for the backward --------------------------------------
+
+struct LlamaModel::Activations {
+  int B = 0, T = 0;
+  // Per layer. x_in[l] is the residual stream entering layer l, x_mid[l] after attention.
+  std::vector<Buffer> x_in, xn1, rstd1, qpre, rstdq, kpre, rstdk, q, k, v, att, lse, x_mid, xn2,
+      rstd2, g, u, h;
+  Buffer x_last, xf, rstdf, logits, tmp;
+  // Per token: log-prob of the target, its log-sum-exp, entropy, and the loss gradient.
+  Buffer lp, lse_tok, ent, dlp, ones;
+  // Backward scratch.
+  Buffer dres, dxn, dtmp, dq, dk, dv, datt, dk2, dI1, dI2, dI3;
+  std::vector<int32_t> positions, ids;
+  std::vector<float> mask;
+};
+
+// ---- Construction and parameters ------------------------------------------------------------
+
+void LlamaModel::add_tensor(const std::string& name, std::vector<int64_t> shape) {
+  TensorInfo t;
+  t.name = name;
+  t.shape = std::move(shape);
+  t.size = 1;
+  for (auto d : t.shape) t.size *= (size_t)d;
+  t.offset = total_;
+  total_ += (t.size + 15) / 16 * 16;  // 64-byte aligned tensors
+  tensors_.push_back(std::move(t));
+}
+
+LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg) {
+  if (!be_->host_memory)
+    throw std::runtime_error("the model runs on the CPU backend only in this build");
+  const int C = cfg.dim, V = cfg.vocab, I = cfg.hidden, Dh = cfg.head_dim;
+  const int Hq = cfg.n_heads * Dh, Hk = cfg.n_kv_heads * Dh;
+  add_tensor("model.embed_tokens.weight", {V, C});
+  for (int l = 0; l < cfg.n_layers; l++) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    add_tensor(p + "input_layernorm.weight", {C});
+    add_tensor(p + "self_attn.q_proj.weight", {Hq, C});
+    add_tensor(p + "self_attn.k_proj.weight", {Hk, C});
+    add_tensor(p + "self_attn.v_proj.weight", {Hk, C});
+    if (cfg.qkv_bias) {
+      add_tensor(p + "self_attn.q_proj.bias", {Hq});
+      add_tensor(p + "self_attn.k_proj.bias", {Hk});
+      add_tensor(p + "self_attn.v_proj.bias", {Hk});
+    }
+    if (cfg.qk_norm) {
+      add_tensor(p + "self_attn.q_norm.weight", {Dh});
+      add_tensor(p + "self_attn.k_norm.weight", {Dh});
+    }
+    add_tensor(p + "self_attn.o_proj.weight", {C, Hq});
+    add_tensor(p + "post_attention_layernorm.weight", {C});
+    add_tensor(p + "mlp.gate_proj.weight", {I, C});
+    add_tensor(p + "mlp.up_proj.weight", {I, C});
+    add_tensor(p + "mlp.down_proj.weight", {C, I});
+  }
+  add_tensor("model.norm.weight", {C});
+  if (!cfg.tied_embeddings) add_tensor("lm_head.weight", {V, C});
+
+  auto off = [&](const std::string& n) { return find(n) ? find(n)->offset : (size_t)-1; };
+  embed_off_ = off("model.embed_tokens.weight");
+  norm_off_ = off("model.norm.weight");
+  lm_head_off_ = cfg.tied_embeddings ? embed_off_ : off("lm_head.weight");
+  for (int l = 0; l < cfg.n_layers; l++) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerOffsets o;
+    o.attn_norm = off(p + "input_layernorm.weight");
+    o.wq = off(p + "self_attn.q_proj.weight");
+    o.wk = off(p + "self_attn.k_proj.weight");
+    o.wv = off(p + "self_attn.v_proj.weight");
+    o.bq = off(p + "self_attn.q_proj.bias");
+    o.bk = off(p + "self_attn.k_proj.bias");
+    o.bv = off(p + "self_attn.v_proj.bias");
+    o.q_norm = off(p + "self_attn.q_norm.weight");
+    o.k_norm = off(p + "self_attn.k_norm.weight");
+    o.wo = off(p + "self_attn.o_proj.weight");
+    o.ffn_norm = off(p + "post_attention_layernorm.weight");
+    o.w_gate = off(p + "mlp.gate_proj.weight");
+    o.w_up = off(p + "mlp.up_proj.weight");
+    o.w_down = off(p + "mlp.down_proj.weight");
+    layers_.push_back(o);
+  }
+  params_.resize(be_, total_);
+  params_.zero();
+  acts_ = std::make_unique<Activations>();
+}
+
+LlamaModel::~LlamaModel() = default;
+
+const TensorInfo* LlamaModel::find(const std::string& name) const {
+  for (auto& t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+void LlamaModel::set_tensor(const TensorInfo& t, const float* host) {
+  be_->upload(params_.data() + t.offset, host, t.size * sizeof(float));
+}
+
+void LlamaModel::get_tensor(const TensorInfo& t, float* host) const {
+  be_->download(host, params_.data() + t.offset, t.size * sizeof(float));
+}
+
+void LlamaModel::get_grad(const TensorInfo& t, float* host) {
+  ensure_grads();
+  be_->download(host, grads_.data() + t.offset, t.size * sizeof(float));
+}
+
+void LlamaModel::init_random(uint64_t seed, float std) {
+  // splitmix64 -> Box-Muller normals; norms start at 1, output projections are scaled by
+  // 1/sqrt(2 * layers) (GPT-2 style) so the residual stream does not grow with depth.
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  auto next = [&] {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  auto uniform = [&] { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
+  std::vector<float> host;
+  for (auto& t : tensors_) {
+    host.assign(t.size, 0.f);
+    bool is_norm = t.name.find("norm") != std::string::npos;
+    bool is_bias = t.name.find(".bias") != std::string::npos;
+    bool is_out = t.name.find("o_proj") != std::string::npos || t.name.find("down_proj") != std::string::npos;
+    double sd = std * (is_out ? 1.0 / std::sqrt(2.0 * std::max(1, cfg_.n_layers)) : 1.0);
+    for (size_t i = 0; i < t.size; i++) {
+      if (is_norm) host[i] = 1.f;
+      else if (is_bias) host[i] = 0.f;
+      else host[i] = (float)(sd * std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()));
+    }
+    set_tensor(t, host.data());
+  }
+}
+
+size_t LlamaModel::activation_floats_per_token() const {
+  const size_t C = cfg_.dim, I = cfg_.hidden, Hq = (size_t)cfg_.n_heads * cfg_.head_dim,
+               Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim, V = cfg_.vocab;
+  size_t per_layer = 4 * C + 2 + 2 * Hq + 2 * Hk + 3 * I + cfg_.n_heads +
+                     (cfg_.qk_norm ? Hq + Hk + cfg_.n_heads + cfg_.n_kv_heads : 0);
+  size_t scratch = 3 * C + 3 * Hq + 3 * Hk + 3 * I;
+  return cfg_.n_layers * per_layer + 3 * C + 1 + V + 5 + scratch;
+}
+
+void LlamaModel::ensure_activations(int B, int T) {
+  auto& a = *acts_;
+  const size_t N = (size_t)B * T, C = cfg_.dim, I = cfg_.hidden, V = cfg_.vocab,
+               H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Hq = H * cfg_.head_dim,
+               Hk = KVH * cfg_.head_dim, L = cfg_.n_layers;
+  a.B = B;
+  a.T = T;
+  for (auto* vec : {&a.x_in, &a.xn1, &a.rstd1, &a.qpre, &a.rstdq, &a.kpre, &a.rstdk, &a.q, &a.k,
+                    &a.v, &a.att, &a.lse, &a.x_mid, &a.xn2, &a.rstd2, &a.g, &a.u, &a.h})
+    if (vec->size() != L) {
+      std::vector<Buffer> fresh(L);
+      vec->swap(fresh);
+    }
+  for (size_t l = 0; l < L; l++) {
+    a.x_in[l].resize(be_, N * C);
+    a.xn1[l].resize(be_, N * C);
+    a.rstd1[l].resize(be_, N);
+    if (cfg_.qk_norm) {
+      a.qpre[l].resize(be_, N * Hq);
+      a.rstdq[l].resize(be_, N * H);
+      a.kpre[l].resize(be_, N * Hk);
+      a.rstdk[l].resize(be_, N * KVH);
+    }
+    a.q[l].resize(be_, N * Hq);
+    a.k[l].resize(be_, N * Hk);
+    a.v[l].resize(be_, N * Hk);
+    a.att[l].resize(be_, N * Hq);
+    a.lse[l].resize(be_, N * H);
+    a.x_mid[l].resize(be_, N * C);
+    a.xn2[l].resize(be_, N * C);
+    a.rstd2[l].resize(be_, N);
+    a.g[l].resize(be_, N * I);
+    a.u[l].resize(be_, N * I);
+    a.h[l].resize(be_, N * I);
+  }
+  a.x_last.resize(be_, N * C);
+  a.xf.resize(be_, N * C);
+  a.rstdf.resize(be_, N);
+  a.logits.resize(be_, N * V);
+  a.tmp.resize(be_, N * std::max(C, Hq));
+  for (auto* b : {&a.lp, &a.lse_tok, &a.ent, &a.dlp}) b->resize(be_, N);
+  if (a.ones.size() < N) {
+    a.ones.resize(be_, N);
+    std::fill(a.ones.data(), a.ones.data() + N, 1.f);
+  }
+  a.positions.resize(N);
+  for (size_t n = 0; n < N; n++) a.positions[n] = (int32_t)(n % T);
+}
+
+// out (N,out_dim) = in (N,in_dim) @ W^T (+ bias), W (out_dim,in_dim) as in Hugging Face Linear.
+static void linear_forward(const Backend* be, float* out, const float* in, const float* W,
+                           const float* bias, const float* ones, int N, int in_dim, int out_dim) {
+  be->sgemm(false, true, N, out_dim, in_dim, 1.f, in, in_dim, W, in_dim, 0.f, out, out_dim);
+  // out += ones (N,1) @ bias (1,out_dim)
+  if (bias) be->sgemm(false, false, N, out_dim, 1, 1.f, ones, 1, bias, out_dim, 1.f, out, out_dim);
+}
+
+// Inverts linear_forward: din (N,in_dim) = dout @ W (+= when accumulate), dW += dout^T @ in,
+// dbias += ones^T @ dout.
+static void linear_backward(const Backend* be, float* din, float* dW, float* dbias,
+                            const float* dout, const float* in, const float* W, const float* ones,
+                            int N, int in_dim, int out_dim, bool accumulate_din) {
+  if (din)
+    be->sgemm(false, false, N, in_dim, out_dim, 1.f, dout, out_dim, W, in_dim,
+              accumulate_din ? 1.f : 0.f, din, in_dim);
+  be->sgemm(true, false, out_dim, in_dim, N, 1.f, dout, out_dim, in, in_dim, 1.f, dW, in_dim);
+  if (dbias) be->sgemm(true, false, 1, out_dim, N, 1.f, ones, 1, dout, out_dim, 1.f, dbias, out_dim);
+}
+
+// ---- Forward ----------------------------------------------------------------------------------
+
+void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* sink) {
+  ensure_activations(B, T);
+  auto& a = *acts_;
+  const int N = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
+            KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const float eps = cfg_.norm_eps;
+  const float* ones = a.ones.data();
+  be_->embedding_forward(a.x_in[0].data(), tokens, P(embed_off_), N, V, C);
+  for (int l = 0; l < cfg_.n_layers; l++) {
+    const LayerOffsets& o = layers_[l];
+    const float* x = a.x_in[l].data();
+    float* x_next = l + 1 < cfg_.n_layers ? a.x_in[l + 1].data() : a.x_last.data();
+    be_->rmsnorm_forward(a.xn1[l].data(), a.rstd1[l].data(), x, P(o.attn_norm), N, C, eps);
+    float* qdst = cfg_.qk_norm ? a.qpre[l].data() : a.q[l].data();
+    float* kdst = cfg_.qk_norm ? a.kpre[l].data() : a.k[l].data();
+    const bool bias = cfg_.qkv_bias;
+    linear_forward(be_, qdst, a.xn1[l].data(), P(o.wq), bias ? P(o.bq) : nullptr, ones, N, C, Hq);
+    linear_forward(be_, kdst, a.xn1[l].data(), P(o.wk), bias ? P(o.bk) : nullptr, ones, N, C, Hk);
+    linear_forward(be_, a.v[l].data(), a.xn1[l].data(), P(o.wv), bias ? P(o.bv) : nullptr, ones, N, C, Hk);
+    if (cfg_.qk_norm) {
+      be_->rmsnorm_forward(a.q[l].data(), a.rstdq[l].data(), qdst, P(o.q_norm), N * H, Dh, eps);
+      be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
+    }
+    be_->rope_forward(a.q[l].data(), a.q[l].data(), a.positions.data(), N, H, Dh, cfg_.rope_theta);
+    be_->rope_forward(a.k[l].data(), a.k[l].data(), a.positions.data(), N, KVH, Dh, cfg_.rope_theta);
+    if (sink) {
+      for (int b = 0; b < B; b++) {
+        int slot = sink->active + b;
+        size_t row = (size_t)slot * sink->max_seq * Hk;
+        std::memcpy(sink->kcache[l].data() + row, a.k[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
+        std::memcpy(sink->vcache[l].data() + row, a.v[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
+      }
+    }
+    be_->attention_forward(a.att[l].data(), a.lse[l].data(), a.q[l].data(), a.k[l].data(),
+                           a.v[l].data(), B, H, KVH, T, T, Dh, true);
+    linear_forward(be_, a.tmp.data(), a.att[l].data(), P(o.wo), nullptr, ones, N, Hq, C);
+    be_->residual_forward(a.x_mid[l].data(), x, a.tmp.data(), (size_t)N * C);
+    be_->rmsnorm_forward(a.xn2[l].data(), a.rstd2[l].data(), a.x_mid[l].data(), P(o.ffn_norm), N, C, eps);
+    linear_forward(be_, a.g[l].data(), a.xn2[l].data(), P(o.w_gate), nullptr, ones, N, C, I);
+    linear_forward(be_, a.u[l].data(), a.xn2[l].data(), P(o.w_up), nullptr, ones, N, C, I);
+    be_->swiglu_forward(a.h[l].data(), a.g[l].data(), a.u[l].data(), N, I);
+    linear_forward(be_, a.tmp.data(), a.h[l].data(), P(o.w_down), nullptr, ones, N, I, C);
+    be_->residual_forward(x_next, a.x_mid[l].data(), a.tmp.data(), (size_t)N * C);
+  }
+  be_->rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.x_last.data(), P(norm_off_), N, C, eps);
+  if (keep_logits)
+    linear_forward(be_, a.logits.data(), a.xf.data(), P(lm_head_off_), nullptr, ones, N, C, V);
+}
+
+void LlamaModel::forward_logits(const int32_t* tokens, int B, int T, float* logits_out) {
+  forward(tokens, B, T, true, nullptr);
+  be_->download(logits_out, acts_->logits.data(), (size_t)B * T * cfg_.vocab * sizeof(float));
+}
+
+void LlamaModel::score(const int32_t* tokens, const int32_t* targets, int B, int T,
+                       float* logprobs_out, float* entropy_out) {
+  forward(tokens, B, T, true, nullptr);
+  auto& a = *acts_;
+  const int N = B * T;
+  a.ids.resize(N);
+  for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
+  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), entropy_out ? a.ent.data() : nullptr,
+                              a.logits.data(), a.ids.data(), N, cfg_.vocab);
+  for (int n = 0; n < N; n++) {
+    logprobs_out[n] = targets[n] < 0 ? 0.f : a.lp.data()[n];
+    if (entropy_out) entropy_out[n] = targets[n] < 0 ? 0.f : a.ent.data()[n];
+  }
+}
+
+// ---- Backward ---------------------------------------------------------------------------------
+
+void LlamaModel::ensure_grads() {
+  if (grads_.size() == total_) return;
+  grads_.resize(be_, total_);
+  grads_.zero();
+}
+
+void LlamaModel::zero_grad() {
+  ensure_grads();
+  grads_.zero();
+}
+
+// Backward from d logits (stored in place of the logits) into every parameter gradient (+=).
+void LlamaModel::backward(const int32_t* tokens, int B, int T) {
+  ensure_grads();
+  auto& a = *acts_;
+  const int N = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
+            KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const float* ones = a.ones.data();
+  for (auto* b : {&a.dres, &a.dxn, &a.dtmp}) b->resize(be_, (size_t)N * C);
+  for (auto* b : {&a.dq, &a.datt}) b->resize(be_, (size_t)N * Hq);
+  for (auto* b : {&a.dk, &a.dv, &a.dk2}) b->resize(be_, (size_t)N * Hk);
+  for (auto* b : {&a.dI1, &a.dI2, &a.dI3}) b->resize(be_, (size_t)N * I);
+  float *dres = a.dres.data(), *dxn = a.dxn.data(), *dtmp = a.dtmp.data();
+
+  // logits = xf @ Wlm^T
+  linear_backward(be_, dxn, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data(), P(lm_head_off_), ones, N, C, V, false);
+  // xf = rmsnorm(x_last)
+  be_->rmsnorm_backward(dres, G(norm_off_), dxn, a.x_last.data(), P(norm_off_), a.rstdf.data(), N, C);
+  for (int l = cfg_.n_layers - 1; l >= 0; l--) {
+    const LayerOffsets& o = layers_[l];
+    // x_next = x_mid + h @ Wdown^T: dres flows to x_mid unchanged, and into the MLP.
+    linear_backward(be_, a.dI3.data(), G(o.w_down), nullptr, dres, a.h[l].data(), P(o.w_down), ones, N, I, C, false);
+    // h = silu(g) * u
+    be_->swiglu_backward(a.dI1.data(), a.dI2.data(), a.dI3.data(), a.g[l].data(), a.u[l].data(), N, I);
+    // g = xn2 @ Wgate^T, u = xn2 @ Wup^T
+    linear_backward(be_, dxn, G(o.w_gate), nullptr, a.dI1.data(), a.xn2[l].data(), P(o.w_gate), ones, N, C, I, false);
+    linear_backward(be_, dxn, G(o.w_up), nullptr, a.dI2.data(), a.xn2[l].data(), P(o.w_up), ones, N, C, I, true);
+    // xn2 = rmsnorm(x_mid)
+    be_->rmsnorm_backward(dtmp, G(o.ffn_norm), dxn, a.x_mid[l].data(), P(o.ffn_norm), a.rstd2[l].data(), N, C);
+    be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
+    // x_mid = x_in + att @ Wo^T
+    linear_backward(be_, a.datt.data(), G(o.wo), nullptr, dres, a.att[l].data(), P(o.wo), ones, N, Hq, C, false);
+    // att = attention(q, k, v)
+    be_->attention_backward(a.dq.data(), a.dk.data(), a.dv.data(), a.datt.data(), a.q[l].data(),
+                            a.k[l].data(), a.v[l].data(), a.att[l].data(), a.lse[l].data(), B, H,
+                            KVH, T, T, Dh, true);
+    // q = rope(q), k = rope(k)
+    be_->rope_backward(a.dq.data(), a.dq.data(), a.positions.data(), N, H, Dh, cfg_.rope_theta);
+    be_->rope_backward(a.dk.data(), a.dk.data(), a.positions.data(), N, KVH, Dh, cfg_.rope_theta);
+    float* dqpre = a.dq.data();
+    float* dkpre = a.dk.data();
+    if (cfg_.qk_norm) {  // q = rmsnorm_per_head(qpre), k likewise
+      be_->rmsnorm_backward(a.datt.data(), G(o.q_norm), a.dq.data(), a.qpre[l].data(), P(o.q_norm), a.rstdq[l].data(), N * H, Dh);
+      be_->rmsnorm_backward(a.dk2.data(), G(o.k_norm), a.dk.data(), a.kpre[l].data(), P(o.k_norm), a.rstdk[l].data(), N * KVH, Dh);
+      dqpre = a.datt.data();
+      dkpre = a.dk2.data();
+    }
+    // q/k/v = xn1 @ W^T (+ b)
+    const bool bias = cfg_.qkv_bias;
+    linear_backward(be_, dxn, G(o.wq), bias ? G(o.bq) : nullptr, dqpre, a.xn1[l].data(), P(o.wq), ones, N, C, Hq, false);
+    linear_backward(be_, dxn, G(o.wk), bias ? G(o.bk) : nullptr, dkpre, a.xn1[l].data(), P(o.wk), ones, N, C, Hk, true);
+    linear_backward(be_, dxn, G(o.wv), bias ? G(o.bv) : nullptr, a.dv.data(), a.xn1[l].data(), P(o.wv), ones, N, C, Hk, true);
+    // xn1 = rmsnorm(x_in)
+    be_->rmsnorm_backward(dtmp, G(o.attn_norm), dxn, a.x_in[l].data(), P(o.attn_norm), a.rstd1[l].data(), N, C);
+    be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
+  }
+  // x_in[0] = embedding(tokens)
+  be_->embedding_backward(G(embed_off_), dres, tokens, N, V, C);
+}
+
+// ---- Train steps ------------------------------------------------------------------------------
+
+TrainStepResult LlamaModel::train_sft(const int32_t* tokens, const int32_t* targets, int B, int T,
+                                      const SftParams& p) {
+  forward(tokens, B, T, true, nullptr);
+  auto& a = *acts_;
+  const int N = B * T, V = cfg_.vocab;
+  a.ids.resize(N);
+  for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
+  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), a.ids.data(), N, V);
+  TrainStepResult r;
+  const float scale = (float)(-1.0 / p.normalizer);
+  double sum = 0, ent = 0;
+  for (int n = 0; n < N; n++) {
+    bool on = targets[n] >= 0;
+    a.dlp.data()[n] = on ? scale : 0.f;
+    if (on) {
+      sum += a.lp.data()[n];
+      ent += a.ent.data()[n];
+      r.tokens += 1;
+    }
+  }
+  r.loss = -sum / p.normalizer;
+  r.entropy = r.tokens > 0 ? ent / r.tokens : 0;
+  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), a.ids.data(),
+                               a.lse_tok.data(), nullptr, N, V);
+  backward(tokens, B, T);
+  return r;
+}
+
+TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* targets,
+                                       const float* mask, const float* old_logprobs,
+                                       const float* ref_logprobs, const float* advantages, int B,
+                                       int T, const GrpoParams& p, float loss_scale) {
+  forward(tokens, B, T, true, nullptr);
+  auto& a = *acts_;
+  const int N = B * T, V = cfg_.vocab;
+  a.ids.resize(N);
+  a.mask.resize(N);
+  for (int n = 0; n < N; n++) {
+    a.ids[n] = targets[n] < 0 ? 0 : targets[n];
+    a.mask[n] = targets[n] < 0 ? 0.f : (mask ? mask[n] : 1.f);
+  }
+  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), a.ids.data(), N, V);
+  TrainStepResult r;
+  // No old log-probs: the policy's own, detached (num_iterations == 1, ratio exactly 1).
+  const float* old = old_logprobs ? old_logprobs : a.lp.data();
+  r.grpo = be_->grpo_loss(a.dlp.data(), a.lp.data(), old, ref_logprobs, advantages,
+                          a.mask.data(), B, T, p);
+  if (loss_scale != 1.f) be_->scale_inplace(a.dlp.data(), (size_t)N, loss_scale);
+  r.loss = r.grpo.loss * loss_scale;
+  double ent = 0;
+  for (int n = 0; n < N; n++)
+    if (a.mask[n] != 0.f) {
+      ent += a.ent.data()[n];
+      r.tokens += 1;
+    }
+  r.entropy = r.tokens > 0 ? ent / r.tokens : 0;
+  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), a.ids.data(),
+                               a.lse_tok.data(), nullptr, N, V);
+  backward(tokens, B, T);
+  return r;
+}
+
+double LlamaModel::optimizer_step(const OptimizerParams& p) {
+  ensure_grads();
+  if (m_.size() != total_) {
+    m_.resize(be_, total_);
+    v_.resize(be_, total_);
+    m_.zero();
+    v_.zero();
+  }
+  double norm = std::sqrt(be_->sum_squares(grads_.data(), total_));
+  if (p.max_grad_norm > 0 && norm > p.max_grad_norm)
+    be_->scale_inplace(grads_.data(), total_, (float)(p.max_grad_norm / (norm + 1e-6)));
+  step_++;
+  for (auto& t : tensors_) {
+    // No weight decay on norms and biases (1-D tensors), as is usual for transformers.
+    double wd = t.shape.size() == 1 ? 0.0 : p.weight_decay;
+    be_->adamw_update(params_.data() + t.offset, grads_.data() + t.offset, m_.data() + t.offset,
+                      v_.data() + t.offset, t.size, p.lr, p.beta1, p.beta2, p.eps, wd, step_);
+  }
+  grads_.zero();
+  return norm;
+}
+
+void LlamaModel::get_optimizer_state(float* m, float* v) {
+  if (m_.size() != total_) {
+    std::memset(m, 0, total_ * sizeof(float));
+    std::memset(v, 0, total_ * sizeof(float));
+    return;
+  }
+  be_->download(m, m_.data(), total_ * sizeof(float));
+  be_->download(v, v_.data(), total_ * sizeof(float));
+}
+
+void LlamaModel::set_optimizer_state(const float* m, const float* v) {
+  m_.resize(be_, total_);
+  v_.resize(be_, total_);
+  be_->upload(m_.data(), m, total_ * sizeof(float));
+  be_->upload(v_.data(), v, total_ * sizeof(float));
+}
+
+// ---- Generation ---------------------------------------------------------------------------------
+
+std::unique_ptr<LlamaModel::Context> LlamaModel::create_context(int max_batch, int max_seq) {
+  auto ctx = std::make_unique<Context>();
+  ctx->max_batch = max_batch;
+  ctx->max_seq = max_seq;
+  const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim, Hq = (size_t)cfg_.n_heads * cfg_.head_dim;
+  ctx->kcache.resize(cfg_.n_layers);
+  ctx->vcache.resize(cfg_.n_layers);
+  for (int l = 0; l < cfg_.n_layers; l++) {
+    ctx->kcache[l].resize(be_, (size_t)max_batch * max_seq * Hk);
+    ctx->vcache[l].resize(be_, (size_t)max_batch * max_seq * Hk);
+  }
+  ctx->row_of_slot.assign(max_batch, -1);
+  ctx->lengths.assign(max_batch, 0);
+  ctx->last_token.assign(max_batch, 0);
+  ctx->logits.resize(be_, (size_t)max_batch * cfg_.vocab);
+  const size_t Bm = max_batch, C = cfg_.dim, I = cfg_.hidden;
+  ctx->x.resize(be_, Bm * C);
+  ctx->xn.resize(be_, Bm * C);
+  ctx->q.resize(be_, Bm * Hq);
+  ctx->k.resize(be_, Bm * Hk);
+  ctx->v.resize(be_, Bm * Hk);
+  ctx->att.resize(be_, Bm * Hq);
+  ctx->tmp.resize(be_, Bm * std::max(C, Hq));
+  ctx->g.resize(be_, Bm * I);
+  ctx->u.resize(be_, Bm * I);
+  ctx->h.resize(be_, Bm * I);
+  ctx->positions.resize(max_batch);
+  ctx->slot_lengths_plus1.resize(max_batch);
+  return ctx;
+}
+
+void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B) {
+  int T = 0;
+  for (int b = 0; b < B; b++) T = std::max<int>(T, (int)(offsets[b + 1] - offsets[b]));
+  std::vector<int32_t> padded((size_t)B * T, 0);
+  for (int b = 0; b < B; b++)
+    std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)b * T);
+  forward(padded.data(), B, T, false, &ctx);
+  // Logits of each row's last prompt token only.
+  const int C = cfg_.dim, V = cfg_.vocab;
+  auto& a = *acts_;
+  for (int b = 0; b < B; b++) {
+    int len = (int)(offsets[b + 1] - offsets[b]);
+    std::memcpy(ctx.tmp.data() + (size_t)b * C, a.xf.data() + ((size_t)b * T + len - 1) * C, C * sizeof(float));
+  }
+  linear_forward(be_, ctx.logits.data() + (size_t)ctx.active * V, ctx.tmp.data(), P(lm_head_off_), nullptr,
+                 a.ones.data(), B, C, V);
+  for (int b = 0; b < B; b++) {
+    int slot = ctx.active + b;
+    ctx.lengths[slot] = (int32_t)(offsets[b + 1] - offsets[b]);
+    ctx.row_of_slot[slot] = ctx.rows() - B + b;
+  }
+  ctx.active += B;
+}
+
+void LlamaModel::Context::finish_slot(int slot, const Backend* be, int n_layers, size_t row_floats) {
+  int row = row_of_slot[slot];
+  finished[row] = 1;
+  int last = active - 1;
+  if (slot != last) {
+    size_t used = (size_t)lengths[last] * row_floats;
+    for (int l = 0; l < n_layers; l++) {
+      std::memcpy(kcache[l].data() + slot * (size_t)max_seq * row_floats,
+                  kcache[l].data() + last * (size_t)max_seq * row_floats, used * sizeof(float));
+      std::memcpy(vcache[l].data() + slot * (size_t)max_seq * row_floats,
+                  vcache[l].data() + last * (size_t)max_seq * row_floats, used * sizeof(float));
+    }
+    row_of_slot[slot] = row_of_slot[last];
+    lengths[slot] = lengths[last];
+    last_token[slot] = last_token[last];
+  }
+  row_of_slot[last] = -1;
+  active--;
+}
+
+int LlamaModel::decode(Context& ctx, int n_steps) {
+  const int C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads,
+            Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const float eps = cfg_.norm_eps;
+  std::vector<int32_t> ids;
+  std::vector<float> lps;
+  std::vector<uint64_t> seeds, counters;
+  std::vector<float> ones(std::max(1, ctx.max_batch), 1.f);
+  for (int step = 0; step < n_steps && ctx.active > 0; step++) {
+    const int B = ctx.active;
+    ids.resize(B);
+    lps.resize(B);
+    seeds.resize(B);
+    counters.resize(B);
+    for (int s = 0; s < B; s++) {
+      int row = ctx.row_of_slot[s];
+      seeds[s] = ctx.seeds[row];
+      counters[s] = (uint64_t)ctx.generated[row];
+    }
+    be_->sample_tokens(ids.data(), lps.data(), ctx.logits.data(), B, V, ctx.sampling, seeds.data(), counters.data());
+    std::vector<uint8_t> done(B, 0);
+    for (int s = 0; s < B; s++) {
+      int row = ctx.row_of_slot[s];
+      ctx.out_tokens[row].push_back(ids[s]);
+      ctx.out_logprobs[row].push_back(lps[s]);
+      ctx.generated[row]++;
+      ctx.last_token[s] = ids[s];
+      bool stop = std::find(ctx.stop_ids.begin(), ctx.stop_ids.end(), ids[s]) != ctx.stop_ids.end();
+      done[s] = stop || ctx.generated[row] >= ctx.max_new[row] || ctx.lengths[s] >= ctx.max_seq;
+    }
+    for (int s = B - 1; s >= 0; s--)
+      if (done[s]) ctx.finish_slot(s, be_, cfg_.n_layers, (size_t)Hk);
+    const int A = ctx.active;
+    if (A == 0) break;
+    // One decode step for the A rows still active: token last_token[s] at position lengths[s].
+    for (int s = 0; s < A; s++) {
+      ctx.positions[s] = ctx.lengths[s];
+      ctx.slot_lengths_plus1[s] = ctx.lengths[s] + 1;
+    }
+    be_->embedding_forward(ctx.x.data(), ctx.last_token.data(), P(embed_off_), A, V, C);
+    for (int l = 0; l < cfg_.n_layers; l++) {
+      const LayerOffsets& o = layers_[l];
+      be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(o.attn_norm), A, C, eps);
+      const bool bias = cfg_.qkv_bias;
+      linear_forward(be_, ctx.q.data(), ctx.xn.data(), P(o.wq), bias ? P(o.bq) : nullptr, ones.data(), A, C, Hq);
+      linear_forward(be_, ctx.k.data(), ctx.xn.data(), P(o.wk), bias ? P(o.bk) : nullptr, ones.data(), A, C, Hk);
+      linear_forward(be_, ctx.v.data(), ctx.xn.data(), P(o.wv), bias ? P(o.bv) : nullptr, ones.data(), A, C, Hk);
+      if (cfg_.qk_norm) {  // per-head norms, through scratch (rmsnorm does not promise aliasing)
+        be_->rmsnorm_forward(ctx.att.data(), nullptr, ctx.q.data(), P(o.q_norm), A * H, Dh, eps);
+        be_->rmsnorm_forward(ctx.tmp.data(), nullptr, ctx.k.data(), P(o.k_norm), A * KVH, Dh, eps);
+        std::memcpy(ctx.q.data(), ctx.att.data(), (size_t)A * Hq * sizeof(float));
+        std::memcpy(ctx.k.data(), ctx.tmp.data(), (size_t)A * Hk * sizeof(float));
+      }
+      be_->rope_forward(ctx.q.data(), ctx.q.data(), ctx.positions.data(), A, H, Dh, cfg_.rope_theta);
+      be_->rope_forward(ctx.k.data(), ctx.k.data(), ctx.positions.data(), A, KVH, Dh, cfg_.rope_theta);
+      for (int s = 0; s < A; s++) {
+        size_t at = ((size_t)s * ctx.max_seq + ctx.lengths[s]) * Hk;
+        std::memcpy(ctx.kcache[l].data() + at, ctx.k.data() + (size_t)s * Hk, Hk * sizeof(float));
+        std::memcpy(ctx.vcache[l].data() + at, ctx.v.data() + (size_t)s * Hk, Hk * sizeof(float));
+      }
+      be_->attention_decode(ctx.att.data(), ctx.q.data(), ctx.kcache[l].data(), ctx.vcache[l].data(),
+                            ctx.slot_lengths_plus1.data(), A, H, KVH, ctx.max_seq, Dh);
+      linear_forward(be_, ctx.tmp.data(), ctx.att.data(), P(o.wo), nullptr, ones.data(), A, Hq, C);
+      be_->residual_forward(ctx.x.data(), ctx.x.data(), ctx.tmp.data(), (size_t)A * C);
+      be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(o.ffn_norm), A, C, eps);
+      linear_forward(be_, ctx.g.data(), ctx.xn.data(), P(o.w_gate), nullptr, ones.data(), A, C, I);
+      linear_forward(be_, ctx.u.data(), ctx.xn.data(), P(o.w_up), nullptr, ones.data(), A, C, I);
+      be_->swiglu_forward(ctx.h.data(), ctx.g.data(), ctx.u.data(), A, I);
+      linear_forward(be_, ctx.tmp.data(), ctx.h.data(), P(o.w_down), nullptr, ones.data(), A, I, C);
+      be_->residual_forward(ctx.x.data(), ctx.x.data(), ctx.tmp.data(), (size_t)A * C);
+    }
+    be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(norm_off_), A, C, eps);
+    linear_forward(be_, ctx.logits.data(), ctx.xn.data(), P(lm_head_off_), nullptr, ones.data(), A, C, V);
+    for (int s = 0; s < A; s++) ctx.lengths[s]++;
+  }
+  return ctx.active;
+}
+
+}  // namespace wst

@@ -1,0 +1,176 @@
+// The Llama family (Llama/Mistral/SmolLM/TinyLlama, Qwen2 with q/k/v biases, Qwen3 with per-head
+// q/k RMSNorm) built from the ops of the backend seam. Weights, gradients, AdamW state,
+// activations and KV caches all live here, on the backend; entry points are whole steps:
+// forward/score, train step (forward -> log-probs -> loss gradient -> backward -> accumulate),
+// optimizer step, and batched generation (prefill + decode with sampling inside).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../backend.h"
+
+namespace wst {
+
+struct LlamaConfig {
+  int vocab = 0, dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  float rope_theta = 10000.f, norm_eps = 1e-5f;
+  bool tied_embeddings = false, qkv_bias = false, qk_norm = false;
+};
+
+struct TensorInfo {
+  std::string name;          // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  std::vector<int64_t> shape;
+  size_t offset = 0, size = 0;  // in floats, inside the flat parameter buffer
+};
+
+// A device buffer of floats owned through the backend.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Backend* be, size_t n) { resize(be, n); }
+  ~Buffer() { release(); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept : be_(o.be_), ptr_(o.ptr_), n_(o.n_), cap_(o.cap_) {
+    o.ptr_ = nullptr;
+    o.n_ = o.cap_ = 0;
+  }
+  void resize(const Backend* be, size_t n);  // contents undefined after a growth
+  void zero();
+  float* data() const { return ptr_; }
+  size_t size() const { return n_; }
+ private:
+  void release();
+  const Backend* be_ = nullptr;
+  float* ptr_ = nullptr;
+  size_t n_ = 0, cap_ = 0;
+};
+
+struct SftParams {
+  double normalizer;  // loss = -sum(logprob of targets) / normalizer (the caller's token count)
+};
+
+struct TrainStepResult {
+  double loss = 0, tokens = 0, entropy = 0;  // entropy: mean over loss tokens
+  GrpoResult grpo{};
+};
+
+struct OptimizerParams {
+  double lr, beta1, beta2, eps, weight_decay, max_grad_norm;  // max_grad_norm <= 0: no clipping
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(const Backend* backend, const LlamaConfig& cfg);
+  ~LlamaModel();
+  const LlamaConfig& config() const { return cfg_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(const std::string& name) const;
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }
+  std::mutex& mutex() { return mu_; }
+
+  void init_random(uint64_t seed, float std);
+  void set_tensor(const TensorInfo& t, const float* host);
+  void get_tensor(const TensorInfo& t, float* host) const;
+  // The accumulated gradient of a tensor (zeros before the first backward).
+  void get_grad(const TensorInfo& t, float* host);
+
+  // Logits for every position. tokens (B,T) right-padded -> logits (B,T,V) on the host.
+  void forward_logits(const int32_t* tokens, int B, int T, float* logits_out);
+  // Teacher-forced log-probs: tokens (B,T), targets (B,T) (target at position t is scored by the
+  // logits at t; < 0 means "not scored", giving 0) -> logprobs (B,T), entropy (B,T) (nullable).
+  void score(const int32_t* tokens, const int32_t* targets, int B, int T, float* logprobs_out,
+             float* entropy_out);
+  // One micro-batch: forward, loss gradient, backward; gradients ACCUMULATE (+=).
+  // SFT: targets (B,T), loss = -sum logprob(targets) / normalizer.
+  TrainStepResult train_sft(const int32_t* tokens, const int32_t* targets, int B, int T,
+                            const SftParams& p);
+  // GRPO: loss from kernels' grpo_loss on the target log-probs; mask = (targets >= 0) * mask.
+  // old_logprobs null: the current log-probs, detached (ratio 1), as TRL does for one iteration.
+  // loss_scale multiplies this micro-batch's loss and gradient (accumulation weighting).
+  TrainStepResult train_grpo(const int32_t* tokens, const int32_t* targets, const float* mask,
+                             const float* old_logprobs, const float* ref_logprobs,
+                             const float* advantages, int B, int T, const GrpoParams& p,
+                             float loss_scale = 1.f);
+  // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
+  double optimizer_step(const OptimizerParams& p);
+  void zero_grad();
+  int step() const { return step_; }
+  void set_step(int s) { step_ = s; }
+  // Optimizer state (m, v) on the host; allocated on first use.
+  void get_optimizer_state(float* m, float* v);
+  void set_optimizer_state(const float* m, const float* v);
+  bool has_optimizer_state() const { return m_.size() != 0; }
+  size_t activation_floats_per_token() const;
+
+  // ---- generation --------------------------------------------------------------------------
+  struct Context;
+  std::unique_ptr<Context> create_context(int max_batch, int max_seq);
+  // Prefill B prompts (ragged; prompt b is prompt_tokens[offsets[b]..offsets[b+1])) into the
+  // context's rows and leave, for each row, the logits of its last prompt token.
+  void prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B);
+  // Decode up to n_steps tokens per active row: sample (per-row seed, counter = tokens generated
+  // so far), append, stop on stop ids / max_new / context end, run one decode step for the rows
+  // still active. Finished rows leave the batch (their cache slot is reused).
+  // Returns the number of rows still active.
+  int decode(Context& ctx, int n_steps);
+
+ private:
+  struct LayerOffsets {
+    size_t attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, ffn_norm, w_gate, w_up, w_down;
+  };
+  struct Activations;
+  void add_tensor(const std::string& name, std::vector<int64_t> shape);
+  void ensure_activations(int B, int T);
+  void forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* cache_sink);
+  void backward(const int32_t* tokens, int B, int T);
+  void ensure_grads();
+  double loss_tokens_entropy(const float* mask, int N);
+  const float* P(size_t off) const { return params_.data() + off; }
+  float* G(size_t off) { return grads_.data() + off; }
+
+  const Backend* be_;
+  LlamaConfig cfg_;
+  std::vector<TensorInfo> tensors_;
+  std::vector<LayerOffsets> layers_;
+  size_t embed_off_ = 0, norm_off_ = 0, lm_head_off_ = 0;
+  size_t total_ = 0;
+  Buffer params_, grads_, m_, v_;
+  int step_ = 0;
+  std::unique_ptr<Activations> acts_;
+  std::mutex mu_;
+};
+
+struct LlamaModel::Context {
+  int max_batch, max_seq;
+  std::vector<Buffer> kcache, vcache;  // per layer (max_batch, max_seq, KVH, Dh)
+  // Per slot state; slots [0, active) are the rows still generating.
+  int active = 0;
+  std::vector<int> row_of_slot;        // slot -> caller's row index
+  std::vector<int32_t> lengths;        // tokens in the cache per slot
+  std::vector<int32_t> last_token;     // per slot
+  Buffer logits;                       // (max_batch, V): next-token logits per slot
+  // Per caller row:
+  std::vector<uint64_t> seeds;
+  std::vector<int> generated;          // tokens generated so far
+  std::vector<int> max_new;
+  std::vector<std::vector<int32_t>> out_tokens;
+  std::vector<std::vector<float>> out_logprobs;
+  std::vector<uint8_t> finished;
+  std::vector<int> reported;           // tokens already handed to the caller
+  std::vector<int32_t> stop_ids;
+  SamplingParams sampling{1.f, 0, 1.f, 0.f};
+  // Decode scratch, (max_batch, ...) each.
+  Buffer x, xn, q, k, v, att, tmp, g, u, h;
+  std::vector<int32_t> positions, slot_lengths_plus1;
+  // Adds rows (caller row indices start at rows()); returns the first new row index.
+  int rows() const { return (int)seeds.size(); }
+  // Row in `slot` is done: swap the last active slot into its place (cache rows included).
+  void finish_slot(int slot, const Backend* be, int n_layers, size_t row_floats);
+};
+
+}  // namespace wst

@@ -1,0 +1,478 @@
+// A Llama-family model on the native engine: load → generate / score → train → save.
+// Weights, gradients, optimizer state and KV caches live natively; every heavy call is one
+// native step run off the event loop. TypeScript orchestrates; it never shuttles activations.
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { native } from '../native.js';
+import { writeDirAtomic, writeFileAtomic } from './atomic.js';
+import { configToHf, validateConfig, type ModelConfig } from './config.js';
+import { loadCheckpoint, readSafetensors, writeSafetensors } from './safetensors.js';
+import { loadTokenizer, type Tokenizer } from './tokenizer.js';
+
+export type { ModelConfig } from './config.js';
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax). Default 1. */
+  temperature?: number;
+  /** Keep the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Nucleus: keep the smallest set with this much mass (1 = off). */
+  topP?: number;
+  /** Keep tokens with p >= minP * pmax (0 = off). */
+  minP?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Default 64. */
+  maxNewTokens?: number;
+  /** Row i draws with Philox key seed + i (or seed[i] when an array), counter = tokens generated so far. */
+  seed?: number | readonly number[];
+  /** Stop token ids and/or stop strings (strings need a tokenizer). EOS ids of the config always stop. */
+  stop?: readonly (string | number)[];
+  /** Most rows decoded together (continuous batching refills freed rows). Default 64. */
+  batchSize?: number;
+  /** Decode steps per native call (streaming granularity). Default 16. */
+  stepsPerCall?: number;
+  /** Prepend BOS when encoding text prompts (default: true when the config has a BOS id). */
+  addBos?: boolean;
+  /** Called after each native decode call with the number of rows finished so far. */
+  onProgress?: (finished: number, total: number) => void;
+}
+
+export interface Generation {
+  /** The prompt's token ids. */
+  promptIds: number[];
+  /** New token ids (the stop token included when one stopped it). */
+  ids: number[];
+  /** Log-prob of each sampled token under the sampling distribution. */
+  logprobs: number[];
+  /** Decoded new text (when the model has a tokenizer), cut before a matched stop string. */
+  text?: string;
+  finishReason: 'stop' | 'length';
+}
+
+export interface StreamChunk {
+  row: number;
+  ids: number[];
+  logprobs: number[];
+  done: boolean;
+}
+
+export interface ScoreOptions {
+  /** Score tokens at positions >= from (each conditioned on its prefix). Default 1. */
+  from?: number | readonly number[];
+  /** Sequences per native call. Default 16. */
+  batchSize?: number;
+  entropy?: boolean;
+}
+
+export interface TrainBatch {
+  /** Input token ids per sequence (ragged; right-padded natively). */
+  sequences: readonly (readonly number[])[];
+  /** Loss starts at this position of each sequence: tokens[from..] are predicted. */
+  from: number | readonly number[];
+}
+
+export interface SftStepOptions {
+  /** Divide the summed token loss by this (for accumulation across micro-batches). Default: tokens here. */
+  normalizer?: number;
+}
+
+export interface GrpoStepOptions {
+  /** Per-sequence advantage. */
+  advantages: readonly number[];
+  /**
+   * Old-policy log-probs of the scored tokens, per sequence (length = sequence.length - from).
+   * Omitted: the current policy's own log-probs, detached (ratio 1; one iteration per batch).
+   */
+  oldLogprobs?: readonly (ArrayLike<number>)[];
+  refLogprobs?: readonly (ArrayLike<number>)[];
+  clipLow?: number;
+  clipHigh?: number;
+  beta?: number;
+  filterThreshold?: number;
+  lossType?: 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+  normalizer?: number;
+  /** Multiplies this micro-batch's loss and gradient (weighting for gradient accumulation). Default 1. */
+  lossScale?: number;
+}
+
+export interface StepResult {
+  loss: number;
+  tokens: number;
+  entropy: number;
+  kept: number;
+  clipFraction: number;
+  kl: number;
+}
+
+export interface OptimizerOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Global-norm gradient clipping (0 = off). */
+  maxGradNorm?: number;
+}
+
+const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
+
+function nativeConfig(config: ModelConfig): Record<string, unknown> {
+  return { ...config };
+}
+
+function splitmixSeed(seed: number, row: number): bigint {
+  return BigInt.asUintN(64, BigInt(Math.floor(seed)) + BigInt(row));
+}
+
+export class Model {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  private readonly handle: any;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly tokenizer: Tokenizer | undefined,
+  ) {
+    this.handle = new native.Model(nativeConfig(config));
+  }
+
+  /** A model with seeded random weights (normal(0, std); norms 1). */
+  static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer } = {}): Model {
+    validateConfig(config);
+    const m = new Model(config, options.tokenizer);
+    m.handle.initRandom(options.seed ?? 0, options.std ?? 0.02);
+    return m;
+  }
+
+  /** Loads a Hugging Face folder: config.json, model.safetensors (or shards), tokenizer if any. */
+  static async load(dir: string): Promise<Model> {
+    if (!existsSync(dir)) throw new Error(`model folder ${dir} does not exist`);
+    const { config, tensors } = await loadCheckpoint(dir);
+    const tokenizer = await loadTokenizer(dir);
+    const m = new Model(config, tokenizer);
+    for (const [name, t] of tensors) m.handle.setTensor(name, t.data);
+    const trainer = path.join(dir, 'trainer_state.json');
+    if (existsSync(trainer)) await m.loadTrainingState(dir);
+    return m;
+  }
+
+  /** Serialises native calls on this model (one at a time, in call order). */
+  private run<T>(fn: () => T | Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  get numParams(): number {
+    return this.handle.numParams();
+  }
+
+  get eosIds(): number[] {
+    const e = this.config.eosTokenId;
+    return e === null ? [] : Array.isArray(e) ? e : [e];
+  }
+
+  /** Floats of saved activations per training token (peak training memory ≈ this × 4 B × tokens). */
+  get activationFloatsPerToken(): number {
+    return this.handle.activationFloatsPerToken();
+  }
+
+  tensorNames(): { name: string; shape: number[] }[] {
+    return this.handle.tensors();
+  }
+
+  getTensor(name: string): Float32Array {
+    return this.handle.getTensor(name);
+  }
+
+  /** The gradient accumulated since the last optimizerStep / zeroGrad. */
+  getGrad(name: string): Float32Array {
+    return this.handle.getGrad(name);
+  }
+
+  setTensor(name: string, data: Float32Array): void {
+    this.handle.setTensor(name, data);
+  }
+
+  private checkIds(ids: readonly number[], name: string): void {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize)
+        throw new RangeError(`${name}[${i}] = ${id} is not a token id in [0, ${this.config.vocabSize})`);
+    }
+  }
+
+  /** Encodes a prompt (text needs a tokenizer; arrays are token ids). */
+  encode(prompt: string | readonly number[], addBos?: boolean): number[] {
+    if (typeof prompt !== 'string') {
+      if (!Array.isArray(prompt) && !ArrayBuffer.isView(prompt)) throw new TypeError('prompt must be a string or an array of token ids');
+      const ids = Array.from(prompt as ArrayLike<number>);
+      this.checkIds(ids, 'prompt');
+      return ids;
+    }
+    if (!this.tokenizer) throw new Error('this model has no tokenizer: give prompts as token ids');
+    const ids = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    const bos = this.config.bosTokenId;
+    return (addBos ?? bos !== null) && bos !== null ? [bos, ...ids] : ids;
+  }
+
+  /** Logits (B,T,V) of right-padded tokens (B,T). */
+  forwardLogits(tokens: Int32Array, batch: number, seq: number): Promise<Float32Array> {
+    return this.run(() => this.handle.forwardLogits(tokens, batch, seq, true));
+  }
+
+  /** Logits at the last position of one sequence of token ids. */
+  async logits(ids: readonly number[]): Promise<Float32Array> {
+    this.checkIds(ids, 'ids');
+    if (ids.length === 0) throw new RangeError('ids must not be empty');
+    const all = await this.forwardLogits(Int32Array.from(ids), 1, ids.length);
+    const V = this.config.vocabSize;
+    return all.slice((ids.length - 1) * V, ids.length * V);
+  }
+
+  /** Batched generation with continuous batching; see GenerateOptions. */
+  async generate(prompts: readonly (string | readonly number[])[], options: GenerateOptions = {}): Promise<Generation[]> {
+    const results: Generation[] = [];
+    for await (const _ of this.streamRows(prompts, options, results)) {
+      /* drain */
+    }
+    return results;
+  }
+
+  /** Streams new tokens as they are decoded (chunks of stepsPerCall per row). */
+  stream(prompts: readonly (string | readonly number[])[], options: GenerateOptions = {}): AsyncIterable<StreamChunk> {
+    return this.streamRows(prompts, options, []);
+  }
+
+  private async *streamRows(prompts: readonly (string | readonly number[])[], options: GenerateOptions, results: Generation[]): AsyncGenerator<StreamChunk> {
+    if (!Array.isArray(prompts)) throw new TypeError('prompts must be an array');
+    const maxNew = options.maxNewTokens ?? 64;
+    if (!Number.isInteger(maxNew) || maxNew < 1) throw new RangeError(`maxNewTokens must be an integer >= 1, got ${maxNew}`);
+    const batchSize = options.batchSize ?? 64;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be an integer >= 1, got ${batchSize}`);
+    const stepsPerCall = options.stepsPerCall ?? 16;
+    const temperature = options.temperature ?? 1;
+    if (!Number.isFinite(temperature) || temperature < 0) throw new RangeError(`temperature must be a finite number >= 0, got ${temperature}`);
+    const topK = options.topK ?? 0, topP = options.topP ?? 1, minP = options.minP ?? 0;
+    if (!Number.isInteger(topK) || topK < 0) throw new RangeError(`topK must be an integer >= 0, got ${topK}`);
+    if (!(topP > 0 && topP <= 1)) throw new RangeError(`topP must be in (0, 1], got ${topP}`);
+    if (!(minP >= 0 && minP < 1)) throw new RangeError(`minP must be in [0, 1), got ${minP}`);
+    const seed = options.seed ?? 0;
+    if (Array.isArray(seed) ? seed.length !== prompts.length : !Number.isInteger(seed) || (seed as number) < 0)
+      throw new RangeError('seed must be a non-negative integer or one per prompt');
+    const stopIds = new Set<number>(this.eosIds);
+    const stopStrings: string[] = [];
+    for (const s of options.stop ?? []) {
+      if (typeof s === 'number') stopIds.add(s);
+      else if (typeof s === 'string' && s.length > 0) stopStrings.push(s);
+      else throw new TypeError('stop entries must be token ids or non-empty strings');
+    }
+    if (stopStrings.length > 0 && !this.tokenizer) throw new Error('stop strings need a tokenizer');
+    const encoded = prompts.map((p) => this.encode(p, options.addBos));
+    encoded.forEach((ids, i) => {
+      if (ids.length === 0) throw new RangeError(`prompt ${i} is empty`);
+    });
+    const maxPrompt = Math.max(0, ...encoded.map((e) => e.length));
+    for (let i = 0; i < encoded.length; i++)
+      results[i] = { promptIds: encoded[i], ids: [], logprobs: [], finishReason: 'length', text: this.tokenizer ? '' : undefined };
+    if (encoded.length === 0) return;
+
+    const rowsTotal = encoded.length;
+    const ctx = this.handle.createContext(Math.min(batchSize, rowsTotal), maxPrompt + maxNew);
+    const sampling = { temperature, topK, topP, minP };
+    const stopArr = Int32Array.from(stopIds);
+    const rowOf: number[] = []; // context row -> prompt index
+    const done: boolean[] = new Array(rowsTotal).fill(false);
+    let next = 0, finished = 0, active = 0;
+    const capacity = Math.min(batchSize, rowsTotal);
+    while (finished < rowsTotal) {
+      const free = capacity - active;
+      if (free > 0 && next < rowsTotal) {
+        const take = encoded.slice(next, next + free);
+        const offsets = new Int32Array(take.length + 1);
+        take.forEach((t, i) => (offsets[i + 1] = offsets[i] + t.length));
+        const seeds = new BigUint64Array(take.map((_, i) =>
+          Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : splitmixSeed(seed as number, next + i)));
+        await this.run(() => ctx.addRows(Int32Array.from(take.flat()), offsets, seeds,
+          new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
+        for (let i = 0; i < take.length; i++) rowOf.push(next + i);
+        next += take.length;
+        active += take.length;
+      }
+      const out = await this.run(() => ctx.decode(stepsPerCall, true));
+      let at = 0;
+      for (let r = 0; r < out.counts.length; r++) {
+        const n = out.counts[r];
+        const idx = rowOf[r];
+        const ids = Array.from(out.tokens.subarray(at, at + n) as Int32Array);
+        const lps = Array.from(out.logprobs.subarray(at, at + n) as Float32Array);
+        at += n;
+        if (done[idx]) continue;
+        const res = results[idx];
+        let rowDone = out.finished[r] === 1;
+        if (n === 0 && !rowDone) continue;
+        res.ids.push(...ids);
+        res.logprobs.push(...lps);
+        if (rowDone && ids.length > 0 && stopIds.has(ids[ids.length - 1])) res.finishReason = 'stop';
+        if (this.tokenizer) {
+          res.text = this.tokenizer.decode(res.ids);
+          const hits = stopStrings.map((s) => res.text!.indexOf(s)).filter((i) => i >= 0);
+          if (hits.length > 0) {
+            res.text = res.text.slice(0, Math.min(...hits));
+            res.finishReason = 'stop';
+            if (!rowDone) await this.run(() => ctx.finishRow(r));
+            rowDone = true;
+          }
+        }
+        if (rowDone) {
+          done[idx] = true;
+          finished++;
+          active--;
+        }
+        yield { row: idx, ids, logprobs: lps, done: rowDone };
+      }
+      options.onProgress?.(finished, rowsTotal);
+    }
+  }
+
+  private packBatch(sequences: readonly (readonly number[])[], from: number | readonly number[]) {
+    const B = sequences.length;
+    if (B === 0) throw new RangeError('sequences must not be empty');
+    const froms = typeof from === 'number' ? new Array(B).fill(from) : Array.from(from);
+    if (froms.length !== B) throw new RangeError(`from must be a number or one per sequence (${B})`);
+    const T = Math.max(...sequences.map((s) => s.length));
+    const tokens = new Int32Array(B * T), targets = new Int32Array(B * T).fill(-1);
+    sequences.forEach((s, b) => {
+      this.checkIds(s, `sequences[${b}]`);
+      const f = froms[b];
+      if (!Number.isInteger(f) || f < 1 || f > s.length) throw new RangeError(`from[${b}] = ${f} must be in [1, ${s.length}]`);
+      for (let t = 0; t < s.length; t++) tokens[b * T + t] = s[t];
+      // The logits at position t predict token t+1.
+      for (let t = f - 1; t < s.length - 1; t++) targets[b * T + t] = s[t + 1];
+    });
+    return { B, T, tokens, targets, froms };
+  }
+
+  /** Teacher-forced log-probs of sequence[from..] given the prefix, per sequence. */
+  async score(sequences: readonly (readonly number[])[], options: ScoreOptions = {}): Promise<{ logprobs: Float32Array[]; entropy?: Float32Array[] }> {
+    const batchSize = options.batchSize ?? 16;
+    const from = options.from ?? 1;
+    const lps: Float32Array[] = [], ents: Float32Array[] = [];
+    for (let i = 0; i < sequences.length; i += batchSize) {
+      const seqs = sequences.slice(i, i + batchSize);
+      const f = typeof from === 'number' ? from : from.slice(i, i + batchSize);
+      const { B, T, tokens, targets, froms } = this.packBatch(seqs, f);
+      const r = await this.run(() => this.handle.score(tokens, targets, B, T, options.entropy ?? false, true));
+      for (let b = 0; b < B; b++) {
+        const lo = b * T + froms[b] - 1, hi = b * T + seqs[b].length - 1;
+        lps.push(r.logprobs.slice(lo, hi));
+        if (options.entropy) ents.push(r.entropy.slice(lo, hi));
+      }
+    }
+    return options.entropy ? { logprobs: lps, entropy: ents } : { logprobs: lps };
+  }
+
+  /** One SFT micro-batch: forward + backward, gradients accumulate until optimizerStep. */
+  async trainSft(batch: TrainBatch, options: SftStepOptions = {}): Promise<StepResult> {
+    const { B, T, tokens, targets } = this.packBatch(batch.sequences, batch.from);
+    let count = 0;
+    for (const t of targets) if (t >= 0) count++;
+    const normalizer = options.normalizer ?? Math.max(1, count);
+    return this.run(() => this.handle.trainSft(tokens, targets, B, T, normalizer, true));
+  }
+
+  /** One GRPO micro-batch (the loss of kernels.grpo on the policy's log-probs); gradients accumulate. */
+  async trainGrpo(batch: TrainBatch, options: GrpoStepOptions): Promise<StepResult> {
+    const { B, T, tokens, targets, froms } = this.packBatch(batch.sequences, batch.from);
+    if (options.advantages.length !== B) throw new RangeError(`advantages must have one value per sequence (${B})`);
+    const scatter = (rows: readonly ArrayLike<number>[], name: string) => {
+      if (rows.length !== B) throw new RangeError(`${name} must have one array per sequence (${B})`);
+      const out = new Float32Array(B * T);
+      rows.forEach((row, b) => {
+        const n = batch.sequences[b].length - froms[b];
+        if (row.length !== n) throw new RangeError(`${name}[${b}] must have ${n} values (sequence length - from), got ${row.length}`);
+        for (let i = 0; i < n; i++) out[b * T + froms[b] - 1 + i] = row[i];
+      });
+      return out;
+    };
+    const old = options.oldLogprobs ? scatter(options.oldLogprobs, 'oldLogprobs') : null;
+    const ref = options.refLogprobs ? scatter(options.refLogprobs, 'refLogprobs') : null;
+    const lossType = options.lossType ?? 'grpo';
+    if (!(lossType in LOSS_TYPES)) throw new RangeError(`lossType must be one of ${Object.keys(LOSS_TYPES).join(', ')}`);
+    const params = {
+      clipLow: options.clipLow ?? 0.2,
+      clipHigh: options.clipHigh ?? 0.2,
+      beta: options.beta ?? 0,
+      filterThreshold: options.filterThreshold ?? -1,
+      lossType: LOSS_TYPES[lossType],
+      normalizer: options.normalizer ?? 0,
+      lossScale: options.lossScale ?? 1,
+    };
+    const adv = Float32Array.from(options.advantages);
+    return this.run(() => this.handle.trainGrpo(tokens, targets, null, old, ref, adv, B, T, params, true));
+  }
+
+  /** Clip (global norm), AdamW, zero gradients. Returns the gradient norm before clipping. */
+  optimizerStep(options: OptimizerOptions): Promise<number> {
+    if (!(Number.isFinite(options.lr) && options.lr >= 0)) throw new RangeError(`lr must be a finite number >= 0, got ${options.lr}`);
+    return this.run(() => this.handle.optimizerStep(options, true));
+  }
+
+  zeroGrad(): Promise<void> {
+    return this.run(() => this.handle.zeroGrad());
+  }
+
+  get step(): number {
+    return this.handle.getStep();
+  }
+
+  /** All parameters by Hugging Face name (copies). */
+  tensors(): Map<string, { shape: number[]; data: Float32Array }> {
+    const out = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const t of this.tensorNames()) out.set(t.name, { shape: t.shape, data: this.getTensor(t.name) });
+    return out;
+  }
+
+  /**
+   * Saves a Hugging Face folder atomically: config.json, model.safetensors, tokenizer files; with
+   * `training`, also optimizer.safetensors (AdamW m, v) and trainer_state.json (step + caller state).
+   */
+  async save(dir: string, options: { training?: Record<string, unknown> } = {}): Promise<void> {
+    const tensors = this.tensors();
+    const optimizer = options.training ? await this.run(() => this.handle.getOptimizerState()) : null;
+    await writeDirAtomic(dir, async (tmp) => {
+      await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(configToHf(this.config), null, 2) + '\n');
+      await writeSafetensors(path.join(tmp, 'model.safetensors'), tensors);
+      if (this.tokenizer) await this.tokenizer.save(tmp);
+      if (options.training) {
+        if (optimizer)
+          await writeSafetensors(path.join(tmp, 'optimizer.safetensors'), {
+            m: { shape: [optimizer.m.length], data: optimizer.m },
+            v: { shape: [optimizer.v.length], data: optimizer.v },
+          });
+        await writeFileAtomic(path.join(tmp, 'trainer_state.json'),
+          JSON.stringify({ step: this.step, hasOptimizer: optimizer !== null, ...options.training }, null, 2) + '\n');
+      }
+    });
+  }
+
+  /** Restores step and AdamW state saved by save(dir, { training }). Returns the caller's state. */
+  async loadTrainingState(dir: string): Promise<Record<string, unknown>> {
+    const state = JSON.parse(await readFile(path.join(dir, 'trainer_state.json'), 'utf8')) as Record<string, unknown>;
+    if (state.hasOptimizer) {
+      const opt = await readSafetensors(path.join(dir, 'optimizer.safetensors'));
+      const m = opt.get('m'), v = opt.get('v');
+      if (!m || !v) throw new Error(`${dir}/optimizer.safetensors must hold tensors m and v`);
+      this.handle.setOptimizerState(m.data, v.data);
+    }
+    this.handle.setStep(Number(state.step ?? 0));
+    return state;
+  }
+}
+
+export async function loadModel(dir: string): Promise<Model> {
+  return Model.load(dir);
+}

@@ -1,0 +1,62 @@
+// The built-in default: a small character-level Llama for the `arith` task, warm-started by SFT
+// and cached, so that `wst-dash demo` and `bench dash` run anywhere without downloads.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { parseConfig, type ModelConfig } from '../models/config.js';
+import { Model } from '../models/model.js';
+import { CharTokenizer } from '../models/tokenizer.js';
+import { ARITH_VOCAB, arith } from './tasks/arith.js';
+import { evaluate, trainSft } from './trainer.js';
+
+export interface BuiltinSftOptions {
+  steps: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+}
+
+export const BUILTIN_SFT: BuiltinSftOptions = { steps: 300, batchSize: 16, lr: 3e-3, seed: 0 };
+
+export function builtinTokenizer(): CharTokenizer {
+  return new CharTokenizer([...ARITH_VOCAB]);
+}
+
+/** A ~0.9M-parameter Llama (hidden 128, 4 layers, GQA 4/2) over the arith characters. */
+export function builtinConfig(vocabSize = builtinTokenizer().vocabSize): ModelConfig {
+  return parseConfig({
+    model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: vocabSize, hidden_size: 128,
+    intermediate_size: 352, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2,
+    max_position_embeddings: 512, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
+    bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
+  });
+}
+
+export function cacheDir(): string {
+  return process.env.WST_DASH_CACHE ? path.resolve(process.env.WST_DASH_CACHE) : path.join(homedir(), '.cache', 'wst-dash');
+}
+
+/** The SFT warm-started built-in model: loaded from the cache, or trained (then cached). */
+export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
+  const sft = { ...BUILTIN_SFT, ...options };
+  const config = builtinConfig();
+  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, v: 1 })).digest('hex').slice(0, 12);
+  const dir = path.join(cacheDir(), `arith-sft-${key}`);
+  if (!options.refresh && existsSync(path.join(dir, 'model.safetensors'))) {
+    return { model: await Model.load(dir), dir, cached: true, seconds: 0 };
+  }
+  const model = Model.create(config, { seed: sft.seed, std: 0.02, tokenizer: builtinTokenizer() });
+  const log = options.log ?? (() => undefined);
+  log(`SFT warm-up of the built-in model (${(model.numParams / 1e6).toFixed(2)}M params): ${sft.steps} steps × ${sft.batchSize}`);
+  const train = arith.examples('train', { seed: 1, limit: 20000 });
+  const res = await trainSft({
+    task: arith, model, steps: sft.steps, batchSize: sft.batchSize, lr: sft.lr, warmupSteps: 20, schedule: 'cosine',
+    seed: sft.seed, trainExamples: train,
+    onStep: (step, loss) => { if (step % 25 === 0 || step === sft.steps) log(`  sft step ${step}/${sft.steps} loss ${loss.toFixed(4)}`); },
+  });
+  await model.save(dir);
+  return { model, dir, cached: false, seconds: res.seconds };
+}
+
+export { evaluate };

@@ -1,0 +1,326 @@
+// One RL/SFT trainer loop. SFT, GRPO (two faithful baselines) and DASH are options of the same
+// loop, not copies:
+//   generation 'per-microbatch'  GRPO as TRL 0.16 ran it: each backprop micro-batch generates for
+//                                its own few prompts, then backprops (β = 0.04 by default).
+//   generation 'decoupled'       GRPO as TRL >= 0.18 / verl: one generation per optimizer step.
+//   DASH                         preemptive sampling (one large inference batch per optimizer step,
+//                                sized for inference, independent of the backprop micro-batch) +
+//                                gradient filtering (|A| <= τ never reaches the training forward) +
+//                                no KL (no reference forward).
+// The policy being trained and the model producing rewards may differ: rewards are pluggable async
+// functions, so a frozen (possibly remote) student can be the judge (WST).
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Model, StepResult } from '../models/model.js';
+import type { Example, Task } from './tasks/common.js';
+
+export type RewardFn = (prompt: string, completion: string, example: Example) => number | Promise<number>;
+
+/** 1 when the task's checker accepts the completion's final answer, else 0. */
+export function correctnessReward(task: Task): RewardFn {
+  return (_prompt, completion, example) => (task.isCorrect(completion, example) ? 1 : 0);
+}
+
+export type GenerationMode = 'per-microbatch' | 'decoupled' | 'preemptive';
+export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+
+export interface RlOptions {
+  task: Task;
+  policy: Model;
+  /** Frozen reference for the KL term (needed when beta > 0). */
+  reference?: Model;
+  reward?: RewardFn;
+  steps: number;
+  promptsPerStep: number;
+  /** Completions per prompt (G). */
+  groupSize: number;
+  generation: GenerationMode;
+  /** Sequences per backprop micro-batch. */
+  microBatch: number;
+  /** Rows decoded together (preemptive/decoupled); default all rows of the step. */
+  generationBatch?: number;
+  /** Drop sequences with |A| <= τ before the training forward (DASH); < 0 keeps all. */
+  filterThreshold: number;
+  beta: number;
+  clipLow?: number;
+  clipHigh?: number;
+  lossType?: LossType;
+  /** Divide advantages by the group's std (Dr. GRPO turns this off). */
+  scaleRewards?: boolean;
+  lr: number;
+  warmupSteps?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  weightDecay?: number;
+  maxGradNorm?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  maxNewTokens: number;
+  seed: number;
+  /** Examples to draw prompts from (default: task.examples('train', { seed })). */
+  trainExamples?: Example[];
+  /** Held-out examples for periodic evaluation. */
+  evalExamples?: Example[];
+  evalEvery?: number;
+  /** JSONL file: one line of metrics per optimizer step (and per evaluation). */
+  metricsFile?: string;
+  onStep?: (m: StepMetrics) => void;
+  onEval?: (e: EvalResult & { step: number; trainSeconds: number }) => void;
+}
+
+export interface StepMetrics {
+  step: number;
+  reward: number;
+  accuracy: number;
+  keptFraction: number;
+  clipFraction: number;
+  kl: number;
+  entropy: number;
+  completionLength: number;
+  tokensGenerated: number;
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  seconds: { generate: number; score: number; train: number; total: number };
+  /** Wall time of training so far (evaluation excluded). */
+  elapsed: number;
+}
+
+export interface EvalResult {
+  accuracy: number;
+  n: number;
+  seconds: number;
+}
+
+export interface RlResult {
+  steps: StepMetrics[];
+  evals: (EvalResult & { step: number; trainSeconds: number })[];
+  seconds: number;
+}
+
+const now = () => performance.now() / 1000;
+
+export function learningRate(opts: Pick<RlOptions, 'lr' | 'warmupSteps' | 'schedule' | 'steps'>, step: number): number {
+  const warm = opts.warmupSteps ?? 0;
+  if (step < warm) return (opts.lr * (step + 1)) / warm;
+  const t = opts.steps > warm ? (step - warm) / (opts.steps - warm) : 0;
+  switch (opts.schedule ?? 'constant') {
+    case 'linear':
+      return opts.lr * (1 - t);
+    case 'cosine':
+      return opts.lr * 0.5 * (1 + Math.cos(Math.PI * t));
+    default:
+      return opts.lr;
+  }
+}
+
+/** Group-normalised advantages: (r - mean_group) / (std_group + 1e-4) (std off: r - mean). */
+export function groupAdvantages(rewards: readonly number[], groupSize: number, scale = true): number[] {
+  const out = new Array<number>(rewards.length);
+  for (let g = 0; g < rewards.length; g += groupSize) {
+    const grp = rewards.slice(g, g + groupSize);
+    const mean = grp.reduce((a, b) => a + b, 0) / grp.length;
+    // unbiased std, as torch.std (TRL)
+    const std = grp.length > 1 ? Math.sqrt(grp.reduce((a, b) => a + (b - mean) ** 2, 0) / (grp.length - 1)) : 0;
+    for (let i = 0; i < grp.length; i++) out[g + i] = scale ? (grp[i] - mean) / (std + 1e-4) : grp[i] - mean;
+  }
+  return out;
+}
+
+interface Sample {
+  example: Example;
+  prompt: string;
+  promptIds: number[];
+  ids: number[];
+  completion: string;
+  reward: number;
+  correct: boolean;
+  advantage: number;
+}
+
+/** Greedy accuracy of `model` on `examples` (batched). */
+export async function evaluate(model: Model, task: Task, examples: readonly Example[], options: { maxNewTokens: number; batchSize?: number }): Promise<EvalResult> {
+  const t0 = now();
+  const gens = await model.generate(examples.map((e) => task.prompt(e)), {
+    maxNewTokens: options.maxNewTokens, temperature: 0, batchSize: options.batchSize ?? 128, stop: task.stop as string[], stepsPerCall: 64,
+  });
+  let correct = 0;
+  gens.forEach((g, i) => (correct += task.isCorrect(g.text ?? '', examples[i]) ? 1 : 0));
+  return { accuracy: examples.length ? correct / examples.length : 0, n: examples.length, seconds: now() - t0 };
+}
+
+export async function trainRl(opts: RlOptions): Promise<RlResult> {
+  const { task, policy } = opts;
+  if (opts.beta > 0 && !opts.reference) throw new Error('beta > 0 needs a reference model');
+  if (opts.generation === 'per-microbatch' && opts.microBatch % opts.groupSize !== 0)
+    throw new RangeError(`microBatch (${opts.microBatch}) must be a multiple of groupSize (${opts.groupSize}) for per-micro-batch generation`);
+  const reward = opts.reward ?? correctnessReward(task);
+  const train = opts.trainExamples ?? task.examples('train', { seed: opts.seed });
+  if (train.length === 0) throw new Error('no training examples');
+  const result: RlResult = { steps: [], evals: [], seconds: 0 };
+  let trainSeconds = 0;
+  if (opts.metricsFile) {
+    await mkdir(path.dirname(opts.metricsFile), { recursive: true });
+    if (!existsSync(opts.metricsFile)) await writeFile(opts.metricsFile, '');
+  }
+  const log = async (record: object) => {
+    if (opts.metricsFile) await appendFile(opts.metricsFile, JSON.stringify(record) + '\n');
+  };
+  const runEval = async (step: number) => {
+    if (!opts.evalExamples?.length) return;
+    const e = await evaluate(policy, task, opts.evalExamples, { maxNewTokens: opts.maxNewTokens });
+    const rec = { ...e, step, trainSeconds };
+    result.evals.push(rec);
+    opts.onEval?.(rec);
+    await log({ type: 'eval', ...rec });
+  };
+  await runEval(0);
+
+  const sampling = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  let cursor = (opts.seed * 7919) % train.length;
+  const nextPrompts = (n: number) => {
+    const out: Example[] = [];
+    for (let i = 0; i < n; i++) out.push(train[(cursor++) % train.length]);
+    return out;
+  };
+
+  // Generates G completions for each example and scores them (rewards, advantages).
+  const rollout = async (examples: Example[], step: number, batch: number, t: { generate: number; score: number }) => {
+    const t0 = now();
+    const prompts: string[] = [], exs: Example[] = [];
+    for (const ex of examples) for (let g = 0; g < opts.groupSize; g++) { prompts.push(task.prompt(ex)); exs.push(ex); }
+    const seeds = prompts.map((_, i) => opts.seed * 1_000_003 + step * 10_007 + i + cursor * 131);
+    const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: task.stop as string[] });
+    const t1 = now();
+    t.generate += t1 - t0;
+    const rewards = await Promise.all(gens.map((g, i) => reward(prompts[i], g.text ?? '', exs[i])));
+    const adv = groupAdvantages(rewards, opts.groupSize, opts.scaleRewards ?? true);
+    t.score += now() - t1;
+    return gens.map<Sample>((g, i) => ({
+      example: exs[i], prompt: prompts[i], promptIds: g.promptIds, ids: g.ids, completion: g.text ?? '',
+      reward: rewards[i], correct: task.isCorrect(g.text ?? '', exs[i]), advantage: adv[i],
+    }));
+  };
+
+  // Backprop on samples (already filtered), in micro-batches; gradients accumulate.
+  const backprop = async (samples: Sample[], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }) => {
+    const stats: StepResult[] = [];
+    for (let i = 0; i < samples.length; i += opts.microBatch) {
+      const mb = samples.slice(i, i + opts.microBatch);
+      const sequences = mb.map((s) => [...s.promptIds, ...s.ids]);
+      const from = mb.map((s) => s.promptIds.length);
+      let ref: Float32Array[] | undefined;
+      if (opts.beta > 0) {
+        const t0 = now();
+        ref = (await opts.reference!.score(sequences, { from, batchSize: opts.microBatch })).logprobs;
+        t.score += now() - t0;
+      }
+      const t0 = now();
+      stats.push(await policy.trainGrpo({ sequences, from }, {
+        advantages: mb.map((s) => s.advantage), refLogprobs: ref, beta: opts.beta,
+        clipLow: opts.clipLow ?? 0.2, clipHigh: opts.clipHigh ?? 0.2, lossType: opts.lossType ?? 'grpo',
+        filterThreshold: opts.filterThreshold, lossScale: lossScale(mb),
+      }));
+      t.train += now() - t0;
+    }
+    return stats;
+  };
+
+  const keptOf = (samples: Sample[]) => samples.filter((s) => Math.abs(s.advantage) > opts.filterThreshold);
+
+  for (let step = 0; step < opts.steps; step++) {
+    const tStart = now();
+    const t = { generate: 0, score: 0, train: 0 };
+    const examples = nextPrompts(opts.promptsPerStep);
+    let all: Sample[] = [];
+    let stats: StepResult[] = [];
+    if (opts.generation === 'per-microbatch') {
+      // TRL 0.16: each micro-batch generates for its own prompts; the Trainer averages micro-batch
+      // losses over the gradient-accumulation steps.
+      const perMb = opts.microBatch / opts.groupSize;
+      const accum = Math.ceil(examples.length / perMb);
+      for (let i = 0; i < examples.length; i += perMb) {
+        const samples = await rollout(examples.slice(i, i + perMb), step * 1000 + i, opts.microBatch, t);
+        all = all.concat(samples);
+        stats = stats.concat(await backprop(samples, () => 1 / accum, t));
+      }
+    } else {
+      all = await rollout(examples, step, opts.generationBatch ?? examples.length * opts.groupSize, t);
+      // Filtering happens here, before any training forward: dropped samples cost nothing.
+      const kept = keptOf(all).sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length));
+      const total = kept.length;
+      if (total > 0) stats = await backprop(kept, (mb) => keptOf(mb).length / total, t);
+    }
+    const t0 = now();
+    const lr = learningRate(opts, step);
+    const gradNorm = await policy.optimizerStep({ lr, weightDecay: opts.weightDecay ?? 0, maxGradNorm: opts.maxGradNorm ?? 1 });
+    t.train += now() - t0;
+    const total = now() - tStart;
+    trainSeconds += total;
+    const tokensScored = stats.reduce((a, s) => a + s.tokens, 0) || 1;
+    const m: StepMetrics = {
+      step: step + 1,
+      reward: all.reduce((a, s) => a + s.reward, 0) / all.length,
+      accuracy: all.reduce((a, s) => a + (s.correct ? 1 : 0), 0) / all.length,
+      keptFraction: keptOf(all).length / all.length,
+      clipFraction: stats.reduce((a, s) => a + s.clipFraction * s.tokens, 0) / tokensScored,
+      kl: stats.reduce((a, s) => a + s.kl * s.tokens, 0) / tokensScored,
+      entropy: stats.reduce((a, s) => a + s.entropy * s.tokens, 0) / tokensScored,
+      completionLength: all.reduce((a, s) => a + s.ids.length, 0) / all.length,
+      tokensGenerated: all.reduce((a, s) => a + s.ids.length, 0),
+      loss: stats.reduce((a, s) => a + s.loss, 0),
+      gradNorm,
+      lr,
+      seconds: { ...t, total },
+      elapsed: trainSeconds,
+    };
+    result.steps.push(m);
+    opts.onStep?.(m);
+    await log({ type: 'step', ...m });
+    if (opts.evalEvery && (step + 1) % opts.evalEvery === 0 && step + 1 < opts.steps) await runEval(step + 1);
+  }
+  await runEval(opts.steps);
+  result.seconds = trainSeconds;
+  return result;
+}
+
+export interface SftOptions {
+  task: Task;
+  model: Model;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  warmupSteps?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  weightDecay?: number;
+  maxGradNorm?: number;
+  seed: number;
+  trainExamples?: Example[];
+  onStep?: (step: number, loss: number) => void;
+}
+
+/** Supervised warm-up on the task's reference solutions (prompt + solution + EOS). */
+export async function trainSft(opts: SftOptions): Promise<{ losses: number[]; seconds: number }> {
+  const { task, model } = opts;
+  const train = opts.trainExamples ?? task.examples('train', { seed: opts.seed });
+  const eos = model.eosIds[0];
+  const losses: number[] = [];
+  const t0 = now();
+  let cursor = 0;
+  for (let step = 0; step < opts.steps; step++) {
+    const sequences: number[][] = [], from: number[] = [];
+    for (let i = 0; i < opts.batchSize; i++) {
+      const ex = train[(cursor++) % train.length];
+      const p = model.encode(task.prompt(ex));
+      const c = model.encode(task.reference(ex), false);
+      sequences.push(eos === undefined ? [...p, ...c] : [...p, ...c, eos]);
+      from.push(p.length);
+    }
+    const r = await model.trainSft({ sequences, from });
+    await model.optimizerStep({ lr: learningRate({ ...opts }, step), weightDecay: opts.weightDecay ?? 0, maxGradNorm: opts.maxGradNorm ?? 1 });
+    losses.push(r.loss);
+    opts.onStep?.(step + 1, r.loss);
+  }
+  return { losses, seconds: now() - t0 };
+}
