@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { UsageError, parseIntArg } from './args.js';
 import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
+import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
 
 interface Command {
   summary: string;
@@ -10,7 +11,32 @@ interface Command {
   run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
 }
 
+const trainOptions: Command['options'] = {
+  task: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' },
+  lr: { type: 'string' }, 'batch-size': { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' },
+  'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
+  'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
+};
+
 const commands: Record<string, Command> = {
+  demo: {
+    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR]',
+    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' } },
+    run: (values) => benchDashCommand(values, true),
+  },
+  'bench dash': {
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR]',
+    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' } },
+    run: (values) => benchDashCommand(values),
+  },
+  'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR', options: trainOptions, run: (v) => trainCommand('sft', v) },
+  'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR', options: trainOptions, run: (v) => trainCommand('grpo', v) },
+  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering --out DIR', options: trainOptions, run: (v) => trainCommand('dash', v) },
+  eval: {
+    summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json]',
+    options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' } },
+    run: (values) => evalCommand(values),
+  },
   generate: {
     summary: 'generate from a model folder: --model DIR (--prompt TEXT | --ids 1,2,3) [--json]',
     options: {

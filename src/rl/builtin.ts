@@ -7,8 +7,12 @@ import path from 'node:path';
 import { parseConfig, type ModelConfig } from '../models/config.js';
 import { Model } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
-import { ARITH_VOCAB, arith } from './tasks/arith.js';
+import { ARITH_VOCAB, createArithTask } from './tasks/arith.js';
 import { evaluate, trainSft } from './trainer.js';
+
+/** The built-in task: arith at difficulty 2 (one or two steps, numbers up to 50, + - *). */
+export const BUILTIN_DIFFICULTY = Number(process.env.WST_DASH_ARITH_DIFFICULTY ?? 1);
+export const builtinTask = createArithTask({ difficulty: BUILTIN_DIFFICULTY });
 
 export interface BuiltinSftOptions {
   steps: number;
@@ -17,7 +21,7 @@ export interface BuiltinSftOptions {
   seed: number;
 }
 
-export const BUILTIN_SFT: BuiltinSftOptions = { steps: 300, batchSize: 16, lr: 3e-3, seed: 0 };
+export const BUILTIN_SFT: BuiltinSftOptions = { steps: Number(process.env.WST_SFT_STEPS ?? 300), batchSize: 16, lr: Number(process.env.WST_SFT_LR ?? 3e-3), seed: 0 };
 
 export function builtinTokenizer(): CharTokenizer {
   return new CharTokenizer([...ARITH_VOCAB]);
@@ -41,7 +45,7 @@ export function cacheDir(): string {
 export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
   const sft = { ...BUILTIN_SFT, ...options };
   const config = builtinConfig();
-  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, v: 1 })).digest('hex').slice(0, 12);
+  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1 })).digest('hex').slice(0, 12);
   const dir = path.join(cacheDir(), `arith-sft-${key}`);
   if (!options.refresh && existsSync(path.join(dir, 'model.safetensors'))) {
     return { model: await Model.load(dir), dir, cached: true, seconds: 0 };
@@ -49,9 +53,9 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   const model = Model.create(config, { seed: sft.seed, std: 0.02, tokenizer: builtinTokenizer() });
   const log = options.log ?? (() => undefined);
   log(`SFT warm-up of the built-in model (${(model.numParams / 1e6).toFixed(2)}M params): ${sft.steps} steps × ${sft.batchSize}`);
-  const train = arith.examples('train', { seed: 1, limit: 20000 });
+  const train = builtinTask.examples('train', { seed: 1, limit: 20000 });
   const res = await trainSft({
-    task: arith, model, steps: sft.steps, batchSize: sft.batchSize, lr: sft.lr, warmupSteps: 20, schedule: 'cosine',
+    task: builtinTask, model, steps: sft.steps, batchSize: sft.batchSize, lr: sft.lr, warmupSteps: 20, schedule: 'cosine',
     seed: sft.seed, trainExamples: train,
     onStep: (step, loss) => { if (step % 25 === 0 || step === sft.steps) log(`  sft step ${step}/${sft.steps} loss ${loss.toFixed(4)}`); },
   });

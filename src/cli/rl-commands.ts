@@ -1,0 +1,135 @@
+// CLI commands for RL: train, eval, bench dash, demo.
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from '../models/atomic.js';
+import { UsageError, parseIntArg } from './args.js';
+import { parseFloatArg } from './model-commands.js';
+
+/** A one-line progress display on a terminal (stderr); plain lines elsewhere, throttled. */
+export function progressLine(): { update: (text: string) => void; done: () => void } {
+  const tty = process.stderr.isTTY;
+  let last = 0, shown = false;
+  return {
+    update(text) {
+      const t = Date.now();
+      if (tty) {
+        process.stderr.write(`\r\x1b[K${text}`);
+        shown = true;
+      } else if (t - last > 5000) {
+        process.stderr.write(text + '\n');
+        last = t;
+      }
+    },
+    done() {
+      if (tty && shown) process.stderr.write('\n');
+      shown = false;
+    },
+  };
+}
+
+async function taskFor(name: string | undefined, file?: string) {
+  const { getTask } = await import('../rl/tasks/index.js');
+  const { builtinTask } = await import('../rl/builtin.js');
+  if (name === undefined || name === 'arith') return builtinTask;
+  if (name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be arith, gsm8k or math500, got "${name}"`);
+  void file;
+  return getTask(name);
+}
+
+export async function evalCommand(values: Record<string, unknown>): Promise<void> {
+  const { Model } = await import('../models/model.js');
+  const { evaluate } = await import('../rl/trainer.js');
+  if (!values.model) throw new UsageError('--model DIR is required');
+  const task = await taskFor(values.task as string | undefined);
+  const limit = values.limit === undefined ? 500 : parseIntArg(values.limit as string, '--limit');
+  const examples = task.examples('test', { limit, file: values.file as string | undefined, seed: 12345 });
+  const model = await Model.load(values.model as string);
+  const maxNewTokens = values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens');
+  const r = await evaluate(model, task, examples, { maxNewTokens });
+  if (values.json) console.log(JSON.stringify({ accuracy: r.accuracy, n: r.n }));
+  else console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% on ${r.n} problems (${r.seconds.toFixed(1)} s)`);
+}
+
+export async function trainCommand(algo: string | undefined, values: Record<string, unknown>): Promise<void> {
+  const { Model } = await import('../models/model.js');
+  const { trainRl, trainSft } = await import('../rl/trainer.js');
+  const { builtinSftModel, builtinConfig, builtinTokenizer } = await import('../rl/builtin.js');
+  if (algo !== 'sft' && algo !== 'grpo' && algo !== 'dash') throw new UsageError('usage: wst-dash train sft|grpo|dash --task arith|gsm8k|math500 [--model DIR] --out DIR');
+  const out = values.out as string | undefined;
+  if (!out) throw new UsageError('--out DIR is required');
+  const task = await taskFor(values.task as string | undefined);
+  const steps = values.steps === undefined ? (algo === 'sft' ? 300 : 20) : parseIntArg(values.steps as string, '--steps');
+  const seed = values.seed === undefined ? 0 : parseIntArg(values.seed as string, '--seed', 0);
+  const bar = progressLine();
+  let model;
+  if (values.model) model = await Model.load(values.model as string);
+  else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer() });
+  else model = (await builtinSftModel({ log: (l) => console.error(l) })).model;
+  await mkdir(out, { recursive: true });
+  if (algo === 'sft') {
+    const batchSize = values['batch-size'] === undefined ? 16 : parseIntArg(values['batch-size'] as string, '--batch-size');
+    const res = await trainSft({
+      task, model, steps, batchSize, lr: parseFloatArg(values.lr as string | undefined, '--lr', 3e-3), warmupSteps: 20, schedule: 'cosine', seed,
+      onStep: (s, loss) => bar.update(`sft step ${s}/${steps} loss ${loss.toFixed(4)}`),
+    });
+    bar.done();
+    await model.save(out);
+    console.log(JSON.stringify({ steps, finalLoss: res.losses[res.losses.length - 1], seconds: res.seconds, out }));
+    return;
+  }
+  const dash = algo === 'dash';
+  const generation = dash ? 'preemptive' : ((values.generation as string | undefined) ?? 'per-microbatch');
+  if (generation !== 'per-microbatch' && generation !== 'decoupled' && generation !== 'preemptive')
+    throw new UsageError('--generation must be per-microbatch, decoupled or preemptive');
+  const beta = parseFloatArg(values.beta as string | undefined, '--beta', dash ? 0 : 0.04);
+  const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir) : undefined;
+  const metricsFile = path.join(out, 'metrics.jsonl');
+  await writeFileAtomic(metricsFile, '');
+  const res = await trainRl({
+    task, policy: model, reference, steps, seed,
+    promptsPerStep: values.prompts === undefined ? 16 : parseIntArg(values.prompts as string, '--prompts'),
+    groupSize: values.group === undefined ? 8 : parseIntArg(values.group as string, '--group'),
+    microBatch: values['micro-batch'] === undefined ? 8 : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
+    generation, beta,
+    filterThreshold: parseFloatArg(values.tau as string | undefined, '--tau', dash ? 0 : -1),
+    lr: parseFloatArg(values.lr as string | undefined, '--lr', 2e-4),
+    maxNewTokens: values['max-new-tokens'] === undefined ? 40 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
+    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 1),
+    evalExamples: task.examples('test', { seed: 12345, limit: values['eval-problems'] === undefined ? 200 : parseIntArg(values['eval-problems'] as string, '--eval-problems') }),
+    evalEvery: values['eval-every'] === undefined ? 0 : parseIntArg(values['eval-every'] as string, '--eval-every'),
+    metricsFile,
+    onStep: (m) => bar.update(`${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
+    onEval: (e) => { bar.done(); console.error(`step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}%`); },
+  });
+  bar.done();
+  await model.save(out, { training: { algorithm: algo, generation, beta } });
+  const last = res.evals[res.evals.length - 1];
+  console.log(JSON.stringify({ steps, seconds: res.seconds, accuracy: last?.accuracy ?? null, out }));
+}
+
+export async function benchDashCommand(values: Record<string, unknown>, demo = false): Promise<void> {
+  const { runRace, raceTable, DEFAULT_RACE } = await import('../rl/race.js');
+  const bar = progressLine();
+  const outDir = (values.out as string | undefined) ?? (demo ? 'wst-dash-demo' : path.join('bench', 'results', 'dash'));
+  const steps = values.steps === undefined ? (demo ? 12 : DEFAULT_RACE.steps) : parseIntArg(values.steps as string, '--steps');
+  const arms = demo ? (['grpo', 'dash'] as const) : DEFAULT_RACE.arms;
+  const r = await runRace({
+    ...DEFAULT_RACE, arms: [...arms], steps, outDir,
+    evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
+    log: (l) => { bar.done(); console.error(l); },
+    progress: (t) => bar.update(t),
+  });
+  bar.done();
+  if (demo) {
+    const { writeDemoReport } = await import('../rl/report.js');
+    const report = await writeDemoReport(r, outDir);
+    console.log(raceTable(r));
+    console.log(`\nreport: ${report}`);
+    return;
+  }
+  if (values.json) {
+    const { arms, ...rest } = r;
+    const slim = Object.fromEntries(Object.entries(arms).map(([k, a]) => [k, { ...a, steps: undefined }]));
+    console.log(JSON.stringify({ ...rest, arms: slim }));
+  } else console.log(raceTable(r));
+}

@@ -1,0 +1,161 @@
+// The DASH vs GRPO race: the same warm-started model, seeds, prompts and number of optimizer steps
+// for each arm; wall time split by phase; held-out accuracy; a JSON record, an SVG plot and a report.
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from '../models/atomic.js';
+import { Model } from '../models/model.js';
+import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY } from './builtin.js';
+import { accuracySvg } from './plot.js';
+import { evaluate, trainRl, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
+
+export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash';
+
+export interface RaceOptions {
+  arms: ArmName[];
+  steps: number;
+  promptsPerStep: number;
+  groupSize: number;
+  microBatch: number;
+  evalProblems: number;
+  evalEvery: number;
+  lr: number;
+  maxNewTokens: number;
+  seed: number;
+  outDir: string;
+  /** Print progress lines to stderr. */
+  log: (line: string) => void;
+  /** Live progress (a terminal bar), called often. */
+  progress?: (text: string) => void;
+}
+
+export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
+  arms: ['grpo', 'grpo_decoupled', 'dash'],
+  steps: 16,
+  promptsPerStep: 16,
+  groupSize: 8,
+  microBatch: 8,
+  evalProblems: 500,
+  evalEvery: 4,
+  lr: 2e-4,
+  maxNewTokens: 40,
+  seed: 1,
+};
+
+export interface ArmResult {
+  name: ArmName;
+  description: string;
+  seconds: number;
+  phases: { generate: number; score: number; train: number };
+  accuracy: number;
+  accuracyStart: number;
+  keptFraction: number;
+  tokensGenerated: number;
+  curve: { seconds: number; accuracy: number; step: number }[];
+  steps: StepMetrics[];
+}
+
+export interface RaceResult {
+  task: string;
+  settings: Record<string, unknown>;
+  sft: { dir: string; cached: boolean; seconds: number; accuracy: number };
+  arms: Partial<Record<ArmName, ArmResult>>;
+  time_reduction_vs_grpo?: number;
+  time_reduction_vs_decoupled?: number;
+  accuracy_gain_dash?: number;
+  files: { json: string; svg: string; metrics: string[] };
+}
+
+function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta'> & { description: string } {
+  switch (name) {
+    case 'grpo':
+      return { generation: 'per-microbatch', filterThreshold: -1, beta: 0.04,
+        description: 'GRPO, per-micro-batch generation (TRL 0.16): each micro-batch of ' + o.microBatch + ' completions generates for its own prompts, beta 0.04 (reference forward), no filtering' };
+    case 'grpo_decoupled':
+      return { generation: 'decoupled', filterThreshold: -1, beta: 0.04,
+        description: 'GRPO, decoupled generation (TRL >= 0.18 / verl): one generation per optimizer step, beta 0.04, no filtering' };
+    case 'dash':
+      return { generation: 'preemptive', filterThreshold: 0, beta: 0,
+        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= 0 dropped before the forward) + no KL' };
+  }
+}
+
+export async function runRace(o: RaceOptions): Promise<RaceResult> {
+  await mkdir(o.outDir, { recursive: true });
+  const task = builtinTask;
+  const sft = await builtinSftModel({ log: o.log });
+  o.log(sft.cached ? `using the cached SFT model ${sft.dir}` : `SFT warm-up took ${sft.seconds.toFixed(1)} s (cached in ${sft.dir})`);
+  const evalExamples = task.examples('test', { seed: 12345, limit: o.evalProblems });
+  const trainExamples = task.examples('train', { seed: 777, limit: 20000 });
+  const start = await evaluate(sft.model, task, evalExamples, { maxNewTokens: o.maxNewTokens });
+  o.log(`SFT model: held-out accuracy ${(100 * start.accuracy).toFixed(1)}% on ${start.n} problems`);
+
+  const result: RaceResult = {
+    task: `arith (difficulty ${BUILTIN_DIFFICULTY})`,
+    settings: { steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize, microBatch: o.microBatch,
+      evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: 1, lossType: 'grpo' },
+    sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy },
+    arms: {},
+    files: { json: '', svg: '', metrics: [] },
+  };
+  for (const name of o.arms) {
+    const arm = armOptions(name, o);
+    o.log(`\n[${name}] ${arm.description}`);
+    const policy = await Model.load(sft.dir);
+    const reference = arm.beta > 0 ? await Model.load(sft.dir) : undefined;
+    const metricsFile = path.join(o.outDir, `metrics-${name}.jsonl`);
+    await writeFileAtomic(metricsFile, '');
+    const run: RlResult = await trainRl({
+      task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
+      microBatch: o.microBatch, generation: arm.generation, filterThreshold: arm.filterThreshold, beta: arm.beta,
+      lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: 1,
+      trainExamples, evalExamples, evalEvery: o.evalEvery, metricsFile,
+      onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
+      onEval: (e) => o.log(`[${name}] step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}% after ${e.trainSeconds.toFixed(1)} s of training`),
+    });
+    const phases = { generate: 0, score: 0, train: 0 };
+    for (const s of run.steps) {
+      phases.generate += s.seconds.generate;
+      phases.score += s.seconds.score;
+      phases.train += s.seconds.train;
+    }
+    const last = run.evals[run.evals.length - 1];
+    result.arms[name] = {
+      name, description: arm.description, seconds: run.seconds, phases,
+      accuracy: last?.accuracy ?? 0, accuracyStart: start.accuracy,
+      keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
+      tokensGenerated: run.steps.reduce((a, s) => a + s.tokensGenerated, 0),
+      curve: run.evals.map((e) => ({ seconds: e.trainSeconds, accuracy: e.accuracy, step: e.step })),
+      steps: run.steps,
+    };
+    result.files.metrics.push(metricsFile);
+    o.log(`[${name}] ${run.seconds.toFixed(1)} s (generate ${phases.generate.toFixed(1)}, score ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)}), accuracy ${(100 * (last?.accuracy ?? 0)).toFixed(1)}%`);
+  }
+  const { grpo, grpo_decoupled: dec, dash } = result.arms;
+  if (dash && grpo) result.time_reduction_vs_grpo = 1 - dash.seconds / grpo.seconds;
+  if (dash && dec) result.time_reduction_vs_decoupled = 1 - dash.seconds / dec.seconds;
+  if (dash) result.accuracy_gain_dash = dash.accuracy - start.accuracy;
+  const json = path.join(o.outDir, 'bench-dash.json');
+  const svg = path.join(o.outDir, 'accuracy-vs-time.svg');
+  result.files.json = json;
+  result.files.svg = svg;
+  await writeFileAtomic(svg, accuracySvg(
+    Object.values(result.arms).map((a) => ({ name: a!.name, points: a!.curve.map((c) => ({ x: c.seconds, y: c.accuracy })) })),
+    { title: 'Held-out accuracy vs training wall time', xLabel: 'training wall time (s)', yLabel: 'held-out accuracy' }));
+  await writeFileAtomic(json, JSON.stringify(result, null, 2) + '\n');
+  return result;
+}
+
+export function raceTable(r: RaceResult): string {
+  const rows = [['arm', 'wall s', 'generate', 'score', 'train', 'accuracy', 'kept'].join(' | ')];
+  rows.push(['---', '---:', '---:', '---:', '---:', '---:', '---:'].join(' | '));
+  for (const a of Object.values(r.arms))
+    rows.push([a!.name, a!.seconds.toFixed(1), a!.phases.generate.toFixed(1), a!.phases.score.toFixed(1), a!.phases.train.toFixed(1),
+      `${(100 * a!.accuracy).toFixed(1)}%`, `${(100 * a!.keptFraction).toFixed(0)}%`].join(' | '));
+  const lines = rows.map((x) => `| ${x} |`);
+  lines.push('');
+  lines.push(`SFT start accuracy: ${(100 * r.sft.accuracy).toFixed(1)}%`);
+  if (r.time_reduction_vs_grpo !== undefined) lines.push(`DASH time reduction vs per-micro-batch GRPO: ${(100 * r.time_reduction_vs_grpo).toFixed(1)}%`);
+  if (r.time_reduction_vs_decoupled !== undefined) lines.push(`DASH time reduction vs decoupled GRPO: ${(100 * r.time_reduction_vs_decoupled).toFixed(1)}%`);
+  if (r.accuracy_gain_dash !== undefined) lines.push(`DASH held-out accuracy gain over SFT: ${(100 * r.accuracy_gain_dash).toFixed(1)} points`);
+  return lines.join('\n');
+}
