@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ModelConfig } from '../src/models/config.js';
 import { Model } from '../src/models/model.js';
+import { CharTokenizer } from '../src/models/tokenizer.js';
 import { rng } from './helpers.js';
 import { referenceLogits, referenceLoss, type Weights } from './reference/llama.js';
 
@@ -137,6 +138,22 @@ describe('generation on a random model', () => {
     const [s] = await model.generate([prompts[0]], { maxNewTokens: 50, temperature: 1, seed: 1, stop: [stopAt] });
     expect(s.ids).toEqual(g.ids.slice(0, g.ids.indexOf(stopAt) + 1));
     expect(s.finishReason).toBe('stop');
+  });
+
+  it('stop strings cut the text and drop tokens decoded after the stop', async () => {
+    const tok = new CharTokenizer([...'abcdefghij\n']);
+    const cfgChar = parseConfig({ model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 1,
+      num_attention_heads: 2, num_key_value_heads: 1, bos_token_id: 1, eos_token_id: 2 });
+    const m = Model.create(cfgChar, { seed: 4, std: 0.5, tokenizer: tok });
+    const [free] = await m.generate(['abc'], { maxNewTokens: 60, temperature: 1, seed: 3, stop: [] });
+    const text = free.text!;
+    const stopChar = [...text].find((c, i) => i > 0 && c !== '\n')!;
+    const [cut] = await m.generate(['abc'], { maxNewTokens: 60, temperature: 1, seed: 3, stop: [stopChar], stepsPerCall: 16 });
+    const at = text.indexOf(stopChar);
+    expect(cut.text).toBe(text.slice(0, at));
+    expect(cut.ids).toEqual(free.ids.slice(0, at + 1));
+    expect(cut.logprobs.length).toBe(cut.ids.length);
+    expect(cut.finishReason).toBe('stop');
   });
 
   it('streams the same tokens as generate', async () => {

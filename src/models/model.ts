@@ -314,14 +314,24 @@ export class Model {
         const res = results[idx];
         let rowDone = out.finished[r] === 1;
         if (n === 0 && !rowDone) continue;
+        const before = res.ids.length;
         res.ids.push(...ids);
         res.logprobs.push(...lps);
         if (rowDone && ids.length > 0 && stopIds.has(ids[ids.length - 1])) res.finishReason = 'stop';
         if (this.tokenizer) {
           res.text = this.tokenizer.decode(res.ids);
-          const hits = stopStrings.map((s) => res.text!.indexOf(s)).filter((i) => i >= 0);
-          if (hits.length > 0) {
-            res.text = res.text.slice(0, Math.min(...hits));
+          const hit = (text: string) => stopStrings.some((s) => text.includes(s));
+          if (stopStrings.length > 0 && hit(res.text)) {
+            // Keep the tokens up to the one that completed the stop string (it stays, like EOS);
+            // tokens decoded after it in the same native call are dropped.
+            let k = before + 1;
+            while (k < res.ids.length && !hit(this.tokenizer.decode(res.ids.slice(0, k)))) k++;
+            res.ids.length = k;
+            res.logprobs.length = k;
+            ids.length = Math.max(0, k - before);
+            lps.length = ids.length;
+            const full = this.tokenizer.decode(res.ids);
+            res.text = full.slice(0, Math.min(...stopStrings.map((s) => full.indexOf(s)).filter((i) => i >= 0)));
             res.finishReason = 'stop';
             if (!rowDone) await this.run(() => ctx.finishRow(r));
             rowDone = true;
