@@ -241,6 +241,14 @@ describe.skipIf(!haveStories)('stories260K (real pretrained checkpoint)', () => 
     }
   });
 
+  it('greedy decoding from BOS gives the ids llama.cpp gives on our GGUF export', async () => {
+    // Recorded with node-llama-cpp 3.21.1 on `wst-dash export gguf` of this checkpoint (F32 and F16),
+    // and equal to the float64 reference's argmax chain.
+    const model = await Model.load(stories);
+    const [g] = await model.generate([[1]], { maxNewTokens: 20, temperature: 0 });
+    expect(g.ids).toEqual([461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299, 362, 409, 283, 264, 283, 452, 288, 13]);
+  });
+
   it('safetensors save/load round trip is bit-exact', async () => {
     const model = await Model.load(stories);
     const dir = mkdtempSync(path.join(tmpdir(), 'wst-stories-'));
