@@ -116,7 +116,8 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`wst-dash ${name}: ${e.message}`);
       return 2;
     }
-    console.error(`wst-dash ${name}: ${e.stack ?? e.message}`);
+    // Stack traces only on request: users get the message, which names what was wrong.
+    console.error(`wst-dash ${name}: ${process.env.WST_DASH_DEBUG ? e.stack ?? e.message : e.message}`);
     return 1;
   }
 }

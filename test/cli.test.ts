@@ -1,0 +1,79 @@
+// The CLI, run as a user runs it (a child process), on the real fixtures when present.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { readGguf } from '../src/models/gguf.js';
+import { loadCheckpoint } from '../src/models/safetensors.js';
+import { referenceLogits } from './reference/llama.js';
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const shared = path.resolve(process.env.WST_DASH_SHARED ?? path.join(root, '../shared'));
+const stories = path.join(shared, 'models/stories260K');
+const gsm8k = path.join(shared, 'data/gsm8k.test.jsonl');
+
+async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), ...args], { cwd: root, maxBuffer: 1 << 26 });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout: string; stderr: string; code: number };
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
+  }
+}
+
+describe('cli', () => {
+  it('prints usage and rejects unknown commands and bad options with exit code 2', async () => {
+    const unknown = await cli('frobnicate');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command/);
+    const bad = await cli('logits', '--model', '/nonexistent', '--ids', 'a,b');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--ids must hold non-negative integers/);
+    const missing = await cli('generate', '--ids', '1');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--model DIR is required/);
+  });
+
+  describe.skipIf(!existsSync(stories))('on stories260K', () => {
+    it('logits --json matches the float64 reference (<= 1e-4 abs)', async () => {
+      const { stdout, code } = await cli('logits', '--model', stories, '--ids', '1,461,401,13', '--json');
+      expect(code).toBe(0);
+      const { logits } = JSON.parse(stdout) as { logits: number[] };
+      const { config, tensors } = await loadCheckpoint(stories);
+      const ref = referenceLogits(config, new Map([...tensors].map(([k, t]) => [k, t.data])), [1, 461, 401, 13]);
+      expect(logits.length).toBe(config.vocabSize);
+      for (let v = 0; v < logits.length; v++) expect(Math.abs(logits[v] - ref[3][v])).toBeLessThan(1e-4);
+    });
+
+    it('generate --json is greedy by default and reproduces the reference ids', async () => {
+      const { stdout, code } = await cli('generate', '--model', stories, '--ids', '1', '--max-new-tokens', '8', '--json');
+      expect(code).toBe(0);
+      expect(JSON.parse(stdout).ids).toEqual([461, 461, 401, 401, 401, 461, 378, 455]);
+    });
+
+    it('export gguf writes a file llama.cpp can read (f16)', async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'wst-gguf-'));
+      try {
+        const out = path.join(dir, 'stories.gguf');
+        const { code } = await cli('export', 'gguf', '--model', stories, '--out', out, '--dtype', 'f16');
+        expect(code).toBe(0);
+        const g = await readGguf(out);
+        expect(g.tensors.size ?? (g.tensors as unknown as unknown[]).length).toBeGreaterThan(0);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  it.skipIf(!existsSync(gsm8k))('check-answers agrees on every GSM8K test row', async () => {
+    const { stdout, code } = await cli('check-answers', '--task', 'gsm8k', '--file', gsm8k, '--json');
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({ n: 1319, agree: 1319 });
+  });
+});
