@@ -1,4 +1,5 @@
 #include "util.h"
+#include "../native/cpu/gemm_kernels.h"
 
 namespace wst::binding {
 namespace {
@@ -22,10 +23,32 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// measureFmaPeak(seconds, threads): GFLOP/s of the active SIMD path's FMA loop, summed over
+// `threads` pool threads running at once (for `bench kernels`; set the pool size first).
+Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
+  double seconds = number_arg(info, 0, "seconds");
+  if (seconds <= 0 || seconds > 60) throw Napi::RangeError::New(info.Env(), "seconds must be in (0, 60]");
+  int threads = int_arg(info, 1, "threads", 1, 1024);
+  return Napi::Number::New(info.Env(), fma_peak_gflops(seconds, threads));
+}
+
+// measureReadBandwidth(bytes, seconds, threads): GB/s of a streaming sum over a buffer of
+// `bytes` per thread (the reference for memory-bound kernels in `bench kernels`).
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  double bytes = number_arg(info, 0, "bytes");
+  if (bytes < 4096 || bytes > (double)(1ull << 34)) throw Napi::RangeError::New(info.Env(), "bytes must be in [4096, 2^34]");
+  double seconds = number_arg(info, 1, "seconds");
+  if (seconds <= 0 || seconds > 60) throw Napi::RangeError::New(info.Env(), "seconds must be in (0, 60]");
+  int threads = int_arg(info, 2, "threads", 1, 1024);
+  return Napi::Number::New(info.Env(), read_bandwidth_gbps((size_t)bytes, seconds, threads));
+}
+
 }  // namespace
 
 void register_gemm(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("measureFmaPeak", Napi::Function::New(env, MeasureFmaPeak));
+  exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
 }
 
 }  // namespace wst::binding
