@@ -132,9 +132,10 @@ inline void store_row(float* c, __m512 al, __m512 a0, __m512 a1, __m512 a2, __m5
                             _mm512_fmadd_ps(al, a[v], _mm512_maskz_loadu_ps(m[v], c + 16 * v)));
 }
 
-// NR (1..4) rows of C, columns [c0, c0 + 64): vector v covers lanes m[v] (0 past the row end).
+// NR (1..4) rows of C, columns [c0, c0 + 64): vector v < NV covers lanes m[v] (0 past the row
+// end); vectors v >= NV lie wholly past the row end and are skipped (head_dim < 64).
 // Named accumulators, not an array: GCC otherwise spills the array to the stack every k.
-template <int NR>
+template <int NR, int NV>
 inline void accum_rows(float* const* C, float alpha, const float* P, long prow, long pcol, int K,
                        const float* Bm, long ldb, int c0, const __mmask16* m) {
   const __m512 z = _mm512_setzero_ps();
@@ -144,25 +145,35 @@ inline void accum_rows(float* const* C, float alpha, const float* P, long prow, 
   for (int k = 0; k < K; k++) {
     const float* b = Bm + k * ldb + c0;
     const float* p = P + k * pcol;
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-    const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32), b3 = _mm512_maskz_loadu_ps(m3, b + 48);
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+    const __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : z;
+    const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(m2, b + 32) : z;
+    const __m512 b3 = NV > 3 ? _mm512_maskz_loadu_ps(m3, b + 48) : z;
     __m512 q = _mm512_set1_ps(p[0]);
-    a00 = _mm512_fmadd_ps(q, b0, a00); a01 = _mm512_fmadd_ps(q, b1, a01);
-    a02 = _mm512_fmadd_ps(q, b2, a02); a03 = _mm512_fmadd_ps(q, b3, a03);
+    a00 = _mm512_fmadd_ps(q, b0, a00);
+    if (NV > 1) a01 = _mm512_fmadd_ps(q, b1, a01);
+    if (NV > 2) a02 = _mm512_fmadd_ps(q, b2, a02);
+    if (NV > 3) a03 = _mm512_fmadd_ps(q, b3, a03);
     if (NR > 1) {
       q = _mm512_set1_ps(p[prow]);
-      a10 = _mm512_fmadd_ps(q, b0, a10); a11 = _mm512_fmadd_ps(q, b1, a11);
-      a12 = _mm512_fmadd_ps(q, b2, a12); a13 = _mm512_fmadd_ps(q, b3, a13);
+      a10 = _mm512_fmadd_ps(q, b0, a10);
+      if (NV > 1) a11 = _mm512_fmadd_ps(q, b1, a11);
+      if (NV > 2) a12 = _mm512_fmadd_ps(q, b2, a12);
+      if (NV > 3) a13 = _mm512_fmadd_ps(q, b3, a13);
     }
     if (NR > 2) {
       q = _mm512_set1_ps(p[2 * prow]);
-      a20 = _mm512_fmadd_ps(q, b0, a20); a21 = _mm512_fmadd_ps(q, b1, a21);
-      a22 = _mm512_fmadd_ps(q, b2, a22); a23 = _mm512_fmadd_ps(q, b3, a23);
+      a20 = _mm512_fmadd_ps(q, b0, a20);
+      if (NV > 1) a21 = _mm512_fmadd_ps(q, b1, a21);
+      if (NV > 2) a22 = _mm512_fmadd_ps(q, b2, a22);
+      if (NV > 3) a23 = _mm512_fmadd_ps(q, b3, a23);
     }
     if (NR > 3) {
       q = _mm512_set1_ps(p[3 * prow]);
-      a30 = _mm512_fmadd_ps(q, b0, a30); a31 = _mm512_fmadd_ps(q, b1, a31);
-      a32 = _mm512_fmadd_ps(q, b2, a32); a33 = _mm512_fmadd_ps(q, b3, a33);
+      a30 = _mm512_fmadd_ps(q, b0, a30);
+      if (NV > 1) a31 = _mm512_fmadd_ps(q, b1, a31);
+      if (NV > 2) a32 = _mm512_fmadd_ps(q, b2, a32);
+      if (NV > 3) a33 = _mm512_fmadd_ps(q, b3, a33);
     }
   }
   const __m512 al = _mm512_set1_ps(alpha);
@@ -172,17 +183,28 @@ inline void accum_rows(float* const* C, float alpha, const float* P, long prow, 
   if (NR > 3) store_row(C[3] + c0, al, a30, a31, a32, a33, m);
 }
 
+template <int NV>
+void accum_cols(float* const* C, float alpha, const float* P, long prow, long pcol, int M, int K,
+                const float* Bm, long ldb, int c0, const __mmask16* m) {
+  int r = 0;
+  for (; r + 4 <= M; r += 4) accum_rows<4, NV>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m);
+  switch (M - r) {
+    case 3: accum_rows<3, NV>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
+    case 2: accum_rows<2, NV>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
+    case 1: accum_rows<1, NV>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
+    default: break;
+  }
+}
+
 void accum(float* const* C, float alpha, const float* P, long prow, long pcol, int M, int K,
            const float* Bm, long ldb, int D) {
   for (int c0 = 0; c0 < D; c0 += 64) {
     const __mmask16 m[4] = {lanes(D - c0), lanes(D - c0 - 16), lanes(D - c0 - 32), lanes(D - c0 - 48)};
-    int r = 0;
-    for (; r + 4 <= M; r += 4) accum_rows<4>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m);
-    switch (M - r) {
-      case 3: accum_rows<3>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
-      case 2: accum_rows<2>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
-      case 1: accum_rows<1>(C + r, alpha, P + r * prow, prow, pcol, K, Bm, ldb, c0, m); break;
-      default: break;
+    switch ((D - c0 >= 64 ? 64 : D - c0 + 15) / 16) {
+      case 1: accum_cols<1>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, m); break;
+      case 2: accum_cols<2>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, m); break;
+      case 3: accum_cols<3>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, m); break;
+      default: accum_cols<4>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, m); break;
     }
   }
 }

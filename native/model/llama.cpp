@@ -4,10 +4,31 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace wst {
 
 // ---- Buffer ---------------------------------------------------------------------------------
+
+// Large host buffers (weights, gradients, AdamW state, activations, KV caches) ask for
+// transparent huge pages before their first touch: the weight stream of a batch-1 decode step
+// and the optimizer's passes are memory-bound, and 2 MiB pages spare the TLB walks and let the
+// hardware prefetchers run across what would be 4 KiB page boundaries (batch-1 decode of a
+// 126 MB model: +3-14% in same-process A/B pairs). Only the 2 MiB-aligned interior is advised;
+// a no-op where THP is off.
+static void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = 2u << 20;
+  if (bytes < 2 * kHuge) return;
+  uintptr_t b = ((uintptr_t)p + kHuge - 1) & ~(kHuge - 1), e = ((uintptr_t)p + bytes) & ~(kHuge - 1);
+  if (e > b) madvise((void*)b, e - b, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
 
 void Buffer::resize(const Backend* be, size_t n) {
   if (n <= cap_ && be == be_) {
@@ -17,6 +38,7 @@ void Buffer::resize(const Backend* be, size_t n) {
   release();
   be_ = be;
   ptr_ = n ? (float*)be->alloc(n * sizeof(float)) : nullptr;
+  if (ptr_ && be->host_memory) advise_huge_pages(ptr_, n * sizeof(float));
   n_ = cap_ = n;
 }
 

@@ -67,6 +67,16 @@ const commands: Record<string, Command> = {
       runCheckAnswers({ task, file: values.file as string, json: values.json as boolean | undefined });
     },
   },
+  'bench decode': {
+    summary: 'prefill/decode tokens/s at batch 1, 8, 64: [--model DIR] [--batch B] [--seq T] [--threads N] [--json]',
+    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' } },
+    run: (values) => modelBench('decode', values),
+  },
+  'bench train': {
+    summary: 'training tokens/s, ms/step and peak RSS: [--model DIR] [--batch B] [--seq T] [--threads N] [--json]',
+    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' } },
+    run: (values) => modelBench('train', values),
+  },
   'bench kernels': {
     summary: 'GFLOP/s of GEMM and attention, tokens/s of sampling, vs the machine FMA peak and OpenBLAS',
     options: {
@@ -87,6 +97,12 @@ const commands: Record<string, Command> = {
   },
 };
 
+
+async function modelBench(kind: 'decode' | 'train', values: Record<string, unknown>): Promise<void> {
+  const { runModelBench } = await import('../bench/model.js');
+  const int = (k: string) => (values[k] === undefined ? undefined : parseIntArg(values[k] as string, `--${k}`));
+  await runModelBench(kind, { model: values.model as string | undefined, batch: int('batch'), seq: int('seq'), threads: int('threads'), reps: int('reps'), json: Boolean(values.json) });
+}
 
 function usage(): string {
   const lines = ['usage: wst-dash <command> [options]', '', 'commands:'];
