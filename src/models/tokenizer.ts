@@ -83,6 +83,7 @@ export class HfTokenizer implements Tokenizer {
     private readonly json: string,
     private readonly configJson: string | undefined,
     private readonly template: ((messages: ChatMessage[], addGenerationPrompt: boolean) => string) | undefined,
+    private readonly unkId: number | undefined,
   ) {}
 
   static async load(dir: string): Promise<HfTokenizer> {
@@ -109,7 +110,12 @@ export class HfTokenizer implements Tokenizer {
       template = (messages, addGenerationPrompt) =>
         compiled.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: special('bos_token'), eos_token: special('eos_token') });
     }
-    return new HfTokenizer(tok, json, configJson, template);
+    // The id pieces without a vocabulary entry map to (some models' encoders leave them undefined).
+    const model = (parsed as { model?: { unk_token?: string; vocab?: unknown } }).model;
+    let unkId: number | undefined;
+    if (model?.unk_token !== undefined && model.vocab && !Array.isArray(model.vocab))
+      unkId = (model.vocab as Record<string, number>)[model.unk_token];
+    return new HfTokenizer(tok, json, configJson, template, unkId);
   }
 
   get vocabSize(): number {
@@ -119,7 +125,12 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    const ids: (number | undefined)[] = this.tok.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    return ids.map((id) => {
+      if (id !== undefined) return id;
+      if (this.unkId === undefined) throw new RangeError(`the tokenizer has no id for a piece of ${JSON.stringify(text.slice(0, 80))} and no unk token`);
+      return this.unkId;
+    });
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
