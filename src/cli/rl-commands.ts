@@ -111,7 +111,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   const { runRace, raceTable, DEFAULT_RACE } = await import('../rl/race.js');
   const bar = progressLine();
   const outDir = (values.out as string | undefined) ?? (demo ? 'wst-dash-demo' : path.join('bench', 'results', 'dash'));
-  const steps = values.steps === undefined ? (demo ? 12 : DEFAULT_RACE.steps) : parseIntArg(values.steps as string, '--steps');
+  const steps = values.steps === undefined ? DEFAULT_RACE.steps : parseIntArg(values.steps as string, '--steps');
   const arms = demo ? (['grpo', 'dash'] as const) : DEFAULT_RACE.arms;
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir,

@@ -10,8 +10,8 @@ import { CharTokenizer } from '../models/tokenizer.js';
 import { ARITH_VOCAB, createArithTask } from './tasks/arith.js';
 import { evaluate, trainSft } from './trainer.js';
 
-/** The built-in task: arith at difficulty 2 (one or two steps, numbers up to 50, + - *). */
-export const BUILTIN_DIFFICULTY = Number(process.env.WST_DASH_ARITH_DIFFICULTY ?? 1);
+/** The built-in task: arith at difficulty 1 (one step, + or -, numbers up to 20). */
+export const BUILTIN_DIFFICULTY = 1;
 export const builtinTask = createArithTask({ difficulty: BUILTIN_DIFFICULTY });
 
 export interface BuiltinSftOptions {
@@ -21,13 +21,13 @@ export interface BuiltinSftOptions {
   seed: number;
 }
 
-export const BUILTIN_SFT: BuiltinSftOptions = { steps: Number(process.env.WST_SFT_STEPS ?? 300), batchSize: 16, lr: Number(process.env.WST_SFT_LR ?? 3e-3), seed: 0 };
+export const BUILTIN_SFT: BuiltinSftOptions = { steps: 300, batchSize: 16, lr: 5e-3, seed: 0 };
 
 export function builtinTokenizer(): CharTokenizer {
   return new CharTokenizer([...ARITH_VOCAB]);
 }
 
-/** A ~0.9M-parameter Llama (hidden 128, 4 layers, GQA 4/2) over the arith characters. */
+/** A 0.75M-parameter Llama (hidden 128, 4 layers, GQA 4/2) over the arith characters. */
 export function builtinConfig(vocabSize = builtinTokenizer().vocabSize): ModelConfig {
   return parseConfig({
     model_type: 'llama', architectures: ['LlamaForCausalLM'], vocab_size: vocabSize, hidden_size: 128,
@@ -43,7 +43,10 @@ export function cacheDir(): string {
 
 /** The SFT warm-started built-in model: loaded from the cache, or trained (then cached). */
 export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
-  const sft = { ...BUILTIN_SFT, ...options };
+  const sft: BuiltinSftOptions = {
+    steps: options.steps ?? BUILTIN_SFT.steps, batchSize: options.batchSize ?? BUILTIN_SFT.batchSize,
+    lr: options.lr ?? BUILTIN_SFT.lr, seed: options.seed ?? BUILTIN_SFT.seed,
+  };
   const config = builtinConfig();
   const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1 })).digest('hex').slice(0, 12);
   const dir = path.join(cacheDir(), `arith-sft-${key}`);

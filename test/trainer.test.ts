@@ -1,0 +1,164 @@
+// The RL/SFT trainer loop: advantages, schedules, the three generation modes, gradient filtering
+// before the training forward, a reward that really rises, and the race's JSON record.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { parseConfig } from '../src/models/config.js';
+import { Model } from '../src/models/model.js';
+import { CharTokenizer } from '../src/models/tokenizer.js';
+import { groupAdvantages, learningRate, trainRl, type RewardFn, type RlOptions } from '../src/rl/trainer.js';
+import { ARITH_VOCAB, createArithTask } from '../src/rl/tasks/arith.js';
+
+const task = createArithTask({ difficulty: 1 });
+const tmp = mkdtempSync(path.join(tmpdir(), 'wst-trainer-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** A very small char-level Llama over the arith alphabet (random weights). */
+function tinyModel(seed = 3): Model {
+  const tok = new CharTokenizer([...ARITH_VOCAB]);
+  const config = parseConfig({
+    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256, rms_norm_eps: 1e-5,
+    rope_theta: 10000, tie_word_embeddings: true, bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
+  });
+  return Model.create(config, { seed, std: 0.3, tokenizer: tok });
+}
+
+const train = task.examples('train', { seed: 5, limit: 64 });
+
+function base(policy: Model, over: Partial<RlOptions> = {}): RlOptions {
+  return {
+    task, policy, steps: 1, promptsPerStep: 4, groupSize: 2, generation: 'preemptive', microBatch: 2,
+    filterThreshold: 0, beta: 0, lr: 1e-3, maxNewTokens: 6, seed: 1, trainExamples: train, ...over,
+  };
+}
+
+describe('groupAdvantages', () => {
+  it('normalises each group by its mean and unbiased std', () => {
+    const a = groupAdvantages([1, 0, 0, 0, 2, 4, 6, 8], 4);
+    const g1 = [1, 0, 0, 0], m1 = 0.25, s1 = Math.sqrt(g1.reduce((s, r) => s + (r - m1) ** 2, 0) / 3);
+    const g2 = [2, 4, 6, 8], m2 = 5, s2 = Math.sqrt(g2.reduce((s, r) => s + (r - m2) ** 2, 0) / 3);
+    const want = [...g1.map((r) => (r - m1) / (s1 + 1e-4)), ...g2.map((r) => (r - m2) / (s2 + 1e-4))];
+    a.forEach((v, i) => expect(v).toBeCloseTo(want[i], 12));
+    expect(a[0]).toBeCloseTo(0.75 / (0.5 + 1e-4), 12); // (1 - 0.25) / std, std = sqrt(0.75 / 3) = 0.5
+  });
+  it('gives exactly zero to uniform groups and r - mean without scaling', () => {
+    expect(groupAdvantages([1, 1, 1, 0, 0, 0], 3)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(groupAdvantages([3, 1, 2, 2], 2, false)).toEqual([1, -1, 0, 0]);
+  });
+});
+
+describe('learningRate', () => {
+  it('warms up linearly, then follows the schedule', () => {
+    const o = { lr: 1e-3, warmupSteps: 4, steps: 14 };
+    expect(learningRate(o, 0)).toBeCloseTo(2.5e-4, 15);
+    expect(learningRate(o, 3)).toBeCloseTo(1e-3, 15);
+    expect(learningRate({ ...o, schedule: 'constant' }, 13)).toBe(1e-3);
+    expect(learningRate({ ...o, schedule: 'linear' }, 9)).toBeCloseTo(5e-4, 15);
+    expect(learningRate({ ...o, schedule: 'cosine' }, 4)).toBeCloseTo(1e-3, 15);
+    expect(learningRate({ ...o, schedule: 'cosine' }, 9)).toBeCloseTo(5e-4, 15);
+    expect(learningRate({ ...o, schedule: 'cosine', steps: 4 }, 4)).toBeCloseTo(1e-3, 15);
+  });
+});
+
+describe('trainRl', () => {
+  it('filters |A| <= τ before the training forward: uniform groups never reach trainGrpo', async () => {
+    const policy = tinyModel();
+    const spy = vi.spyOn(policy, 'trainGrpo');
+    const r = await trainRl(base(policy, { steps: 2, reward: () => 1 }));
+    expect(spy).not.toHaveBeenCalled();
+    expect(r.steps.map((s) => s.keptFraction)).toEqual([0, 0]);
+  });
+
+  it('DASH trains exactly the kept sequences; the baselines train all of them', async () => {
+    // reward = parity of the completion's length: mixed groups are likely, uniform ones possible
+    const reward: RewardFn = (_p, c) => c.length % 2;
+    for (const [generation, tau] of [['preemptive', 0], ['decoupled', -1]] as const) {
+      const policy = tinyModel();
+      const seen: number[][] = [];
+      const orig = policy.trainGrpo.bind(policy);
+      vi.spyOn(policy, 'trainGrpo').mockImplementation(async (batch, o) => {
+        seen.push([...o.advantages]);
+        return orig(batch, o);
+      });
+      const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 4, microBatch: 4, generation, filterThreshold: tau, reward }));
+      const trained = seen.flat();
+      const total = r.steps.length * 16;
+      if (tau >= 0) {
+        expect(trained.every((a) => Math.abs(a) > 0)).toBe(true);
+        expect(trained.length).toBe(Math.round(r.steps.reduce((a, s) => a + s.keptFraction * 16, 0)));
+      } else expect(trained.length).toBe(total);
+    }
+  });
+
+  it('per-micro-batch generation calls generate once per micro-batch; decoupled and DASH once per step', async () => {
+    const counts: Record<string, number> = {};
+    for (const generation of ['per-microbatch', 'decoupled', 'preemptive'] as const) {
+      const policy = tinyModel();
+      const gen = vi.spyOn(policy, 'generate');
+      const train = vi.spyOn(policy, 'trainGrpo');
+      // 6 prompts × G 2 with micro-batch 4 (2 prompts each): 3 micro-batches per step
+      await trainRl(base(policy, { steps: 2, promptsPerStep: 6, groupSize: 2, microBatch: 4, generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
+      counts[generation] = gen.mock.calls.length;
+      for (const call of gen.mock.calls) expect(call[0].length).toBe(generation === 'per-microbatch' ? 4 : 12);
+      expect(train.mock.calls.length).toBe(2 * 3);
+    }
+    expect(counts).toEqual({ 'per-microbatch': 6, decoupled: 2, preemptive: 2 });
+  });
+
+  it('per-micro-batch generation needs micro-batch to be a multiple of G; beta > 0 needs a reference', async () => {
+    await expect(trainRl(base(tinyModel(), { generation: 'per-microbatch', microBatch: 3, groupSize: 2 }))).rejects.toThrow(/multiple of groupSize/);
+    await expect(trainRl(base(tinyModel(), { beta: 0.04 }))).rejects.toThrow(/reference/);
+  });
+
+  it('a toy reward rises (the loop really optimises the reward) and metrics are logged per step', async () => {
+    const policy = tinyModel(11);
+    const metricsFile = path.join(tmp, 'toy.jsonl');
+    // reward: how many of the first 4 completion characters are digits
+    const reward: RewardFn = (_p, c) => [...c.slice(0, 4)].filter((ch) => ch >= '0' && ch <= '9').length / 4;
+    const r = await trainRl(base(policy, { steps: 14, promptsPerStep: 8, groupSize: 8, microBatch: 16, lr: 1e-2, maxNewTokens: 4, reward, metricsFile }));
+    const first = (r.steps[0].reward + r.steps[1].reward) / 2;
+    const last = (r.steps[12].reward + r.steps[13].reward) / 2;
+    expect(last).toBeGreaterThan(first + 0.2);
+    const lines = readFileSync(metricsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'step')).toHaveLength(14);
+    const s = lines[0];
+    for (const k of ['reward', 'accuracy', 'keptFraction', 'clipFraction', 'kl', 'entropy', 'completionLength', 'tokensGenerated', 'seconds', 'elapsed'])
+      expect(s).toHaveProperty(k);
+    expect(s.seconds.total).toBeGreaterThanOrEqual(s.seconds.generate + s.seconds.score + s.seconds.train - 1e-6);
+  });
+});
+
+describe('runRace', () => {
+  it('writes the bench JSON (arms, time reductions), the SVG and per-arm metrics on a tiny run', async () => {
+    const prev = process.env.WST_DASH_CACHE;
+    process.env.WST_DASH_CACHE = path.join(tmp, 'cache');
+    try {
+      const { runRace, raceTable } = await import('../src/rl/race.js');
+      const outDir = path.join(tmp, 'race');
+      const r = await runRace({
+        arms: ['grpo', 'grpo_decoupled', 'dash'], steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 2, evalProblems: 8,
+        evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined,
+      });
+      const json = JSON.parse(readFileSync(path.join(outDir, 'bench-dash.json'), 'utf8'));
+      for (const name of ['grpo', 'grpo_decoupled', 'dash']) {
+        expect(json.arms[name].seconds).toBeGreaterThan(0);
+        expect(json.arms[name].accuracy).toBeGreaterThanOrEqual(0);
+        expect(json.arms[name].accuracy).toBeLessThanOrEqual(1);
+        expect(json.arms[name].phases).toHaveProperty('generate');
+      }
+      expect(json.time_reduction_vs_grpo).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo.seconds, 12);
+      expect(json.time_reduction_vs_decoupled).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo_decoupled.seconds, 12);
+      expect(readFileSync(path.join(outDir, 'accuracy-vs-time.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
+      for (const f of r.files.metrics) expect(existsSync(f)).toBe(true);
+      expect(raceTable(r)).toMatch(/DASH time reduction vs per-micro-batch GRPO/);
+      const { writeDemoReport } = await import('../src/rl/report.js');
+      const md = readFileSync(await writeDemoReport(r, outDir), 'utf8');
+      expect(md).toMatch(/## Where the time goes/);
+    } finally {
+      if (prev === undefined) delete process.env.WST_DASH_CACHE;
+      else process.env.WST_DASH_CACHE = prev;
+    }
+  });
+});
