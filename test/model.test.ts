@@ -132,6 +132,17 @@ describe('generation on a random model', () => {
     }
   });
 
+  it('repeated prompts (a GRPO group) are prefilled once and decode exactly as when given alone', async () => {
+    const group = [prompts[2], prompts[2], prompts[0], prompts[2], prompts[0], prompts[2]];
+    const seeds = [11, 12, 13, 14, 15, 16];
+    const batched = await model.generate(group, { maxNewTokens: 10, temperature: 1, seed: seeds, batchSize: 4 });
+    for (let i = 0; i < group.length; i++) {
+      const [alone] = await model.generate([group[i]], { maxNewTokens: 10, temperature: 1, seed: [seeds[i]] });
+      expect(batched[i].ids).toEqual(alone.ids);
+      for (let t = 0; t < alone.logprobs.length; t++) expect(Math.abs(batched[i].logprobs[t] - alone.logprobs[t])).toBeLessThan(1e-5);
+    }
+  });
+
   it('stops on stop ids and reports the reason', async () => {
     const [g] = await model.generate([prompts[0]], { maxNewTokens: 50, temperature: 1, seed: 1 });
     const stopAt = g.ids[2];

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -273,7 +274,8 @@ static void linear_backward(const Backend* be, float* din, float* dW, float* dbi
 
 // ---- Forward ----------------------------------------------------------------------------------
 
-void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* sink) {
+void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* sink,
+                         const int* sink_slots) {
   ensure_activations(B, T);
   auto& a = *acts_;
   const int N = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
@@ -300,7 +302,7 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     be_->rope_forward(a.k[l].data(), a.k[l].data(), a.positions.data(), N, KVH, Dh, cfg_.rope_theta);
     if (sink) {
       for (int b = 0; b < B; b++) {
-        int slot = sink->active + b;
+        int slot = sink_slots ? sink_slots[b] : sink->active + b;
         size_t row = (size_t)slot * sink->max_seq * Hk;
         std::memcpy(sink->kcache[l].data() + row, a.k[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
         std::memcpy(sink->vcache[l].data() + row, a.v[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
@@ -551,24 +553,49 @@ std::unique_ptr<LlamaModel::Context> LlamaModel::create_context(int max_batch, i
 }
 
 void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B) {
-  int T = 0;
-  for (int b = 0; b < B; b++) T = std::max<int>(T, (int)(offsets[b + 1] - offsets[b]));
-  std::vector<int32_t> padded((size_t)B * T, 0);
-  for (int b = 0; b < B; b++)
-    std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)b * T);
-  forward(padded.data(), B, T, false, &ctx);
-  // Logits of each row's last prompt token only.
-  const int C = cfg_.dim, V = cfg_.vocab;
-  auto& a = *acts_;
+  // Unique prompts: source[b] is the first row with the same tokens as row b.
+  std::vector<int> source(B), uniq;
+  std::map<std::vector<int32_t>, int> seen;
   for (int b = 0; b < B; b++) {
-    int len = (int)(offsets[b + 1] - offsets[b]);
-    std::memcpy(ctx.tmp.data() + (size_t)b * C, a.xf.data() + ((size_t)b * T + len - 1) * C, C * sizeof(float));
+    std::vector<int32_t> key(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1]);
+    auto it = seen.emplace(std::move(key), b).first;
+    source[b] = it->second;
+    if (it->second == b) uniq.push_back(b);
   }
-  linear_forward(be_, ctx.logits.data() + (size_t)ctx.active * V, ctx.tmp.data(), P(lm_head_off_), nullptr,
-                 a.ones.data(), B, C, V);
+  const int U = (int)uniq.size();
+  int T = 0;
+  for (int u : uniq) T = std::max<int>(T, (int)(offsets[u + 1] - offsets[u]));
+  std::vector<int32_t> padded((size_t)U * T, 0);
+  std::vector<int> slots(U);
+  for (int i = 0; i < U; i++) {
+    int b = uniq[i];
+    std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)i * T);
+    slots[i] = ctx.active + b;
+  }
+  forward(padded.data(), U, T, false, &ctx, slots.data());
+  // Logits of each unique prompt's last token only, then copied to every row that shares it.
+  const int C = cfg_.dim, V = cfg_.vocab;
+  const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
+  auto& a = *acts_;
+  for (int i = 0; i < U; i++) {
+    int len = (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]);
+    std::memcpy(ctx.tmp.data() + (size_t)i * C, a.xf.data() + ((size_t)i * T + len - 1) * C, C * sizeof(float));
+  }
+  std::vector<float> logits((size_t)U * V);
+  std::vector<int> index_of(B, -1);
+  for (int i = 0; i < U; i++) index_of[uniq[i]] = i;
+  linear_forward(be_, logits.data(), ctx.tmp.data(), P(lm_head_off_), nullptr, a.ones.data(), U, C, V);
   for (int b = 0; b < B; b++) {
-    int slot = ctx.active + b;
-    ctx.lengths[slot] = (int32_t)(offsets[b + 1] - offsets[b]);
+    const int slot = ctx.active + b, src = source[b];
+    const int len = (int)(offsets[b + 1] - offsets[b]);
+    std::memcpy(ctx.logits.data() + (size_t)slot * V, logits.data() + (size_t)index_of[src] * V, V * sizeof(float));
+    if (src != b)
+      for (int l = 0; l < cfg_.n_layers; l++) {
+        const size_t from = (size_t)(ctx.active + src) * ctx.max_seq * Hk, to = (size_t)slot * ctx.max_seq * Hk;
+        std::memcpy(ctx.kcache[l].data() + to, ctx.kcache[l].data() + from, (size_t)len * Hk * sizeof(float));
+        std::memcpy(ctx.vcache[l].data() + to, ctx.vcache[l].data() + from, (size_t)len * Hk * sizeof(float));
+      }
+    ctx.lengths[slot] = len;
     ctx.row_of_slot[slot] = ctx.rows() - B + b;
   }
   ctx.active += B;

@@ -111,7 +111,8 @@ class LlamaModel {
   struct Context;
   std::unique_ptr<Context> create_context(int max_batch, int max_seq);
   // Prefill B prompts (ragged; prompt b is prompt_tokens[offsets[b]..offsets[b+1])) into the
-  // context's rows and leave, for each row, the logits of its last prompt token.
+  // context's rows and leave, for each row, the logits of its last prompt token. Identical
+  // prompts (the G completions of a GRPO group) are computed once and their KV rows copied.
   void prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B);
   // Decode up to n_steps tokens per active row: sample (per-row seed, counter = tokens generated
   // so far), append, stop on stop ids / max_new / context end, run one decode step for the rows
@@ -126,7 +127,10 @@ class LlamaModel {
   struct Activations;
   void add_tensor(const std::string& name, std::vector<int64_t> shape);
   void ensure_activations(int B, int T);
-  void forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* cache_sink);
+  // cache_sink: write each row's k/v into the context's cache, row b at slot sink_slots[b]
+  // (default: active + b).
+  void forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* cache_sink,
+               const int* sink_slots = nullptr);
   void backward(const int32_t* tokens, int B, int T);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
