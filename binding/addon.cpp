@@ -1,13 +1,32 @@
 // Module entry: the runner shared by every op, backend/thread queries, and registration.
 #include <dlfcn.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <stdexcept>
 
 #include "util.h"
+#ifdef WST_DASH_WITH_CUDA
+#include "../native/cuda/cuda_kernels.h"
+#endif
 
 namespace wst::binding {
 
-const Backend& backend() { return cpu_backend(); }
+// The CPU addon always runs the CPU kernels. The CUDA addon (WST_DASH_WITH_CUDA) runs the kernel
+// API through the CUDA twins when a device is usable and WST_DASH_BACKEND is not "cpu"; its
+// staging backend takes host arrays, so callers are unchanged.
+const Backend& backend() {
+#ifdef WST_DASH_WITH_CUDA
+  static const Backend& b = []() -> const Backend& {
+    const char* e = std::getenv("WST_DASH_BACKEND");
+    return cuda_device_count() > 0 && !(e && std::strcmp(e, "cpu") == 0) ? cuda_host_staging_backend() : cpu_backend();
+  }();
+  return b;
+#else
+  return cpu_backend();
+#endif
+}
 
 namespace {
 
@@ -49,6 +68,10 @@ Napi::Value run_op(const Napi::CallbackInfo& info, bool async, std::vector<Napi:
       work();
     } catch (const std::bad_alloc&) {
       throw Napi::RangeError::New(env, "out of memory");
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
     }
     return make_result ? make_result(env) : env.Undefined();
   }
@@ -129,6 +152,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   register_sampling(env, exports);
   register_optim(env, exports);
   register_model(env, exports);
+  register_cuda(env, exports);
   return exports;
 }
 

@@ -86,7 +86,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     cfg.qkv_bias = get_bool(c, "attentionBias");
     cfg.qk_norm = get_bool(c, "qkNorm");
     try {
-      model_ = std::make_shared<LlamaModel>(&backend(), cfg);
+      // The model runs on the CPU backend: a device-resident model on CUDA is not built yet.
+      model_ = std::make_shared<LlamaModel>(&cpu_backend(), cfg);
     } catch (const std::bad_alloc&) {
       throw Napi::RangeError::New(info.Env(), "out of memory allocating the model");
     } catch (const std::exception& e) {
@@ -490,7 +491,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     if (!ctx_->finished[row])
       for (int s = 0; s < ctx_->active; s++)
         if (ctx_->row_of_slot[s] == row) {
-          ctx_->finish_slot(s, &backend(), model_->config().n_layers,
+          ctx_->finish_slot(s, &cpu_backend(), model_->config().n_layers,
                             (size_t)model_->config().n_kv_heads * model_->config().head_dim);
           break;
         }

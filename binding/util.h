@@ -117,5 +117,6 @@ void register_losses(Napi::Env env, Napi::Object exports);
 void register_sampling(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
 void register_model(Napi::Env env, Napi::Object exports);
+void register_cuda(Napi::Env env, Napi::Object exports);  // deviceCount/deviceName (CUDA addon)
 
 }  // namespace wst::binding

@@ -1,0 +1,232 @@
+// CPU kernels against naive float64 references (these run everywhere, GPU or not): SGEMM in
+// every transposition with leading dimensions and both beta cases, causal GQA attention forward
+// (Tq == Tk, Tq < Tk, Tq > Tk with key-less rows, non-causal), its backward, decode, and the
+// Philox4x32-10 known-answer vectors.
+#include <cstdio>
+#include <string>
+
+#include "../kernels.h"
+#include "test_util.h"
+
+namespace wst {
+void philox4x32_10(const uint32_t ctr_in[4], const uint32_t key_in[2], uint32_t out[4]);
+}
+
+namespace wst_test {
+namespace {
+
+// ---- references ---------------------------------------------------------------------------------
+std::vector<double> ref_sgemm(bool tA, bool tB, int m, int n, int k, double alpha,
+                              const std::vector<float>& A, int lda, const std::vector<float>& B,
+                              int ldb, double beta, const std::vector<float>& C, int ldc) {
+  std::vector<double> out(C.begin(), C.end());
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < n; j++) {
+      double acc = 0;
+      for (int p = 0; p < k; p++) {
+        double a = tA ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+        double b = tB ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+        acc += a * b;
+      }
+      double c = beta == 0 ? 0.0 : beta * (double)C[(size_t)i * ldc + j];
+      out[(size_t)i * ldc + j] = alpha * acc + c;
+    }
+  return out;
+}
+
+struct AttnShape {
+  int B, H, KVH, Tq, Tk, D;
+  bool causal;
+  std::string str() const {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "B%d H%d/%d Tq%d Tk%d D%d%s", B, H, KVH, Tq, Tk, D,
+                  causal ? " causal" : "");
+    return buf;
+  }
+};
+
+int visible(const AttnShape& s, int i) {
+  if (!s.causal) return s.Tk;
+  int v = s.Tk - s.Tq + i + 1;
+  return v < 0 ? 0 : (v > s.Tk ? s.Tk : v);
+}
+
+struct AttnRef {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+// Forward and backward in float64, straight from the definition (a full score row per query).
+AttnRef ref_attention(const AttnShape& s, const std::vector<float>& q, const std::vector<float>& k,
+                      const std::vector<float>& v, const std::vector<float>& dout) {
+  const int G = s.H / s.KVH, D = s.D;
+  const double scale = 1.0 / std::sqrt((double)D);
+  AttnRef r;
+  r.out.assign(q.size(), 0.0);
+  r.lse.assign((size_t)s.B * s.H * s.Tq, 0.0);
+  r.dq.assign(q.size(), 0.0);
+  r.dk.assign(k.size(), 0.0);
+  r.dv.assign(v.size(), 0.0);
+  std::vector<double> p(s.Tk), dp(s.Tk);
+  for (int b = 0; b < s.B; b++)
+    for (int h = 0; h < s.H; h++)
+      for (int i = 0; i < s.Tq; i++) {
+        const int kvh = h / G, vis = visible(s, i);
+        const size_t qo = (((size_t)b * s.Tq + i) * s.H + h) * D;
+        auto ko = [&](int j) { return (((size_t)b * s.Tk + j) * s.KVH + kvh) * D; };
+        const size_t li = ((size_t)b * s.H + h) * s.Tq + i;
+        if (vis == 0) {
+          r.lse[li] = -INFINITY;
+          continue;
+        }
+        double mx = -INFINITY;
+        for (int j = 0; j < vis; j++) {
+          double acc = 0;
+          for (int d = 0; d < D; d++) acc += (double)q[qo + d] * k[ko(j) + d];
+          p[j] = acc * scale;
+          mx = std::fmax(mx, p[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < vis; j++) sum += (p[j] = std::exp(p[j] - mx));
+        for (int j = 0; j < vis; j++) p[j] /= sum;
+        r.lse[li] = mx + std::log(sum);
+        for (int j = 0; j < vis; j++)
+          for (int d = 0; d < D; d++) r.out[qo + d] += p[j] * v[ko(j) + d];
+        // backward: dP = dO V^T, Di = dO . O, dS = P (dP - Di)
+        double di = 0;
+        for (int d = 0; d < D; d++) di += (double)dout[qo + d] * r.out[qo + d];
+        for (int j = 0; j < vis; j++) {
+          double acc = 0;
+          for (int d = 0; d < D; d++) acc += (double)dout[qo + d] * v[ko(j) + d];
+          dp[j] = p[j] * (acc - di);
+        }
+        for (int j = 0; j < vis; j++)
+          for (int d = 0; d < D; d++) {
+            r.dq[qo + d] += scale * dp[j] * k[ko(j) + d];
+            r.dk[ko(j) + d] += scale * dp[j] * q[qo + d];
+            r.dv[ko(j) + d] += p[j] * dout[qo + d];
+          }
+      }
+  return r;
+}
+
+// ---- checks -------------------------------------------------------------------------------------
+void check_sgemm(Report& rep) {
+  struct S { int m, n, k; };
+  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {67, 131, 19}};
+  Rng rng(11);
+  for (const S& s : shapes)
+    for (int t = 0; t < 4; t++)
+      for (int bc = 0; bc < 2; bc++) {
+        const bool tA = t & 1, tB = t & 2;
+        const int lda = (tA ? s.m : s.k) + 3, ldb = (tB ? s.k : s.n) + 1, ldc = s.n + 2;
+        auto A = randv(rng, (size_t)(tA ? s.k : s.m) * lda);
+        auto B = randv(rng, (size_t)(tB ? s.n : s.k) * ldb);
+        const float alpha = 0.7f, beta = bc ? 0.3f : 0.0f;
+        auto C = bc ? randv(rng, (size_t)s.m * ldc) : nanv((size_t)s.m * ldc);
+        auto want = ref_sgemm(tA, tB, s.m, s.n, s.k, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (!bc)  // the gaps between rows (j >= n) keep their old contents (NaN here)
+          for (size_t i = 0; i < want.size(); i++)
+            if ((int)(i % ldc) >= s.n) want[i] = 0, C[i] = 0;
+        auto got = C;
+        wst::sgemm(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+        if (!bc)
+          for (size_t i = 0; i < got.size(); i++)
+            if ((int)(i % ldc) >= s.n) got[i] = 0;
+        char name[96];
+        std::snprintf(name, sizeof name, "cpu sgemm %dx%dx%d %c%c beta=%g vs f64", s.m, s.n, s.k,
+                      tA ? 'T' : 'N', tB ? 'T' : 'N', beta);
+        rep.check(name, rel_err(got, want), 1e-5);
+      }
+}
+
+const AttnShape kAttnShapes[] = {
+    {2, 4, 2, 37, 37, 24, true},   // GQA, square causal
+    {1, 6, 3, 13, 70, 40, true},   // Tq < Tk (a chunk after a cache)
+    {1, 2, 1, 70, 45, 16, true},   // Tq > Tk: the first 25 queries see no key
+    {1, 3, 3, 19, 33, 64, false},  // non-causal
+};
+
+void check_attention(Report& rep) {
+  Rng rng(23);
+  for (const AttnShape& s : kAttnShapes) {
+    const size_t nq = (size_t)s.B * s.Tq * s.H * s.D, nk = (size_t)s.B * s.Tk * s.KVH * s.D;
+    auto q = randv(rng, nq), k = randv(rng, nk), v = randv(rng, nk), dout = randv(rng, nq);
+    AttnRef want = ref_attention(s, q, k, v, dout);
+    auto out = nanv(nq), lse = nanv((size_t)s.B * s.H * s.Tq);
+    wst::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s.B, s.H, s.KVH,
+                           s.Tq, s.Tk, s.D, s.causal);
+    rep.check("cpu attention fwd out " + s.str(), rel_err(out, want.out), 1e-5);
+    rep.check("cpu attention fwd lse " + s.str(), rel_err(lse, want.lse), 1e-5);
+    auto dq = nanv(nq), dk = nanv(nk), dv = nanv(nk);
+    wst::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(),
+                            v.data(), out.data(), lse.data(), s.B, s.H, s.KVH, s.Tq, s.Tk, s.D,
+                            s.causal);
+    rep.check("cpu attention bwd dq " + s.str(), rel_err(dq, want.dq), 1e-5);
+    rep.check("cpu attention bwd dk " + s.str(), rel_err(dk, want.dk), 1e-5);
+    rep.check("cpu attention bwd dv " + s.str(), rel_err(dv, want.dv), 1e-5);
+  }
+}
+
+void check_decode(Report& rep) {
+  Rng rng(31);
+  const int B = 4, H = 8, KVH = 2, maxT = 45, D = 36;
+  const int32_t lengths[B] = {1, 45, 17, 0};
+  auto q = randv(rng, (size_t)B * H * D);
+  auto kc = randv(rng, (size_t)B * maxT * KVH * D), vc = randv(rng, (size_t)B * maxT * KVH * D);
+  auto out = nanv(q.size());
+  wst::attention_decode(out.data(), q.data(), kc.data(), vc.data(), lengths, B, H, KVH, maxT, D);
+  // Reference: row b is a causal attention of one query over its first lengths[b] keys.
+  std::vector<double> want(q.size(), 0.0);
+  for (int b = 0; b < B; b++) {
+    if (lengths[b] == 0) continue;
+    AttnShape s{1, H, KVH, 1, lengths[b], D, false};
+    std::vector<float> qb(q.begin() + (size_t)b * H * D, q.begin() + (size_t)(b + 1) * H * D);
+    std::vector<float> kb, vb;
+    for (int j = 0; j < lengths[b]; j++) {
+      const size_t o = ((size_t)b * maxT + j) * KVH * D;
+      kb.insert(kb.end(), kc.begin() + o, kc.begin() + o + (size_t)KVH * D);
+      vb.insert(vb.end(), vc.begin() + o, vc.begin() + o + (size_t)KVH * D);
+    }
+    AttnRef r = ref_attention(s, qb, kb, vb, qb);
+    std::copy(r.out.begin(), r.out.end(), want.begin() + (size_t)b * H * D);
+  }
+  rep.check("cpu attention decode (lengths 1,45,17,0) vs f64", rel_err(out, want), 1e-5);
+}
+
+void check_philox(Report& rep) {
+  const uint32_t kats[3][10] = {
+      {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+      {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d,
+       0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+      {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09,
+       0x94fdcceb, 0x5001e420, 0x24126ea1},
+  };
+  double bad = 0;
+  for (const auto& t : kats) {
+    uint32_t out[4];
+    wst::philox4x32_10(t, t + 4, out);
+    for (int i = 0; i < 4; i++) bad += out[i] != t[6 + i];
+  }
+  rep.check("cpu philox4x32-10 Random123 known answers (mismatches)", bad, 0);
+  // philox_uniform = top 24 bits of word 0 of (lo(counter), hi(counter), 0, 0) under (lo, hi) key
+  const uint64_t key = 0x0123456789abcdefull, ctr = 0xfedcba9876543210ull;
+  const uint32_t c4[4] = {(uint32_t)ctr, (uint32_t)(ctr >> 32), 0, 0};
+  const uint32_t k2[2] = {(uint32_t)key, (uint32_t)(key >> 32)};
+  uint32_t o[4];
+  wst::philox4x32_10(c4, k2, o);
+  const float want = (float)(o[0] >> 8) / 16777216.0f;
+  rep.check("cpu philox_uniform word layout (mismatches)", wst::philox_uniform(key, ctr) != want, 0);
+}
+
+}  // namespace
+
+std::vector<Check> cpu_checks() {
+  return {
+      {"sgemm", check_sgemm},
+      {"attention", check_attention},
+      {"decode", check_decode},
+      {"philox", check_philox},
+  };
+}
+
+}  // namespace wst_test

@@ -1,0 +1,486 @@
+// Every CUDA kernel against the CPU kernel (the reference) on random inputs: odd sizes that are
+// not multiples of any tile, host outputs NaN-poisoned and staged device outputs 0xFF-poisoned
+// before each run, fp32 results compared by max|cuda - cpu| / max|cpu| <= 1e-5 (NaN never
+// passes), sampled ids compared exactly. The ops run through cuda_host_staging_backend() (host
+// pointers), and a few through cuda_backend() (device pointers) to cover that table too.
+#include "test_util.h"
+
+#ifdef WST_TEST_WITH_CUDA
+#include <algorithm>
+#include <cstdarg>
+#include <cstring>
+
+#include "../backend.h"
+#include "../cuda/cuda_kernels.h"
+
+namespace wst_test {
+namespace {
+
+constexpr double kF32 = 1e-5;
+
+const wst::Backend& CPU() { return wst::cpu_backend(); }
+const wst::Backend& GPU() { return wst::cuda_host_staging_backend(); }
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[160];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+std::vector<int32_t> rand_ids(Rng& r, size_t n, int V) {
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = r.below(V);
+  return v;
+}
+
+// A device copy of a host vector through the device backend table.
+template <class T>
+struct Dev {
+  const wst::Backend& be = wst::cuda_backend();
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(const std::vector<T>& h) : n(h.size()) {
+    p = (T*)be.alloc(n * sizeof(T));
+    be.upload(p, h.data(), n * sizeof(T));
+  }
+  explicit Dev(size_t count) : n(count) {
+    p = (T*)be.alloc(n * sizeof(T));
+    std::vector<T> poison(n);
+    std::memset(poison.data(), 0xFF, n * sizeof(T));
+    be.upload(p, poison.data(), n * sizeof(T));
+  }
+  ~Dev() { be.free(p); }
+  std::vector<T> get() const {
+    std::vector<T> h(n);
+    be.download(h.data(), p, n * sizeof(T));
+    return h;
+  }
+};
+
+// ---- philox -------------------------------------------------------------------------------------
+void check_philox(Report& rep) {
+  Rng rng(5);
+  const int n = 4099;
+  std::vector<uint64_t> keys(n), ctrs(n);
+  for (int i = 0; i < n; i++) {
+    keys[i] = rng.next();
+    ctrs[i] = i < 16 ? (uint64_t)i : rng.next();
+  }
+  std::vector<float> want(n);
+  for (int i = 0; i < n; i++) want[i] = wst::philox_uniform(keys[i], ctrs[i]);
+  Dev<uint64_t> dk(keys), dc(ctrs);
+  Dev<float> out((size_t)n);
+  wst::cuda::philox_uniform_batch(out.p, dk.p, dc.p, n);
+  rep.check("cuda philox_uniform vs cpu (mismatches of 4099)", mismatches(out.get(), want), 0);
+}
+
+// ---- sgemm --------------------------------------------------------------------------------------
+void check_sgemm(Report& rep) {
+  struct S { int m, n, k; };
+  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {257, 129, 300}, {200, 300, 9}};
+  Rng rng(7);
+  for (const S& s : shapes)
+    for (int t = 0; t < 4; t++)
+      for (int bc = 0; bc < 2; bc++) {
+        const bool tA = t & 1, tB = t & 2;
+        const int lda = (tA ? s.m : s.k) + 3, ldb = (tB ? s.k : s.n) + 1, ldc = s.n + 2;
+        auto A = randv(rng, (size_t)(tA ? s.k : s.m) * lda);
+        auto B = randv(rng, (size_t)(tB ? s.n : s.k) * ldb);
+        const float alpha = 1.3f, beta = bc ? -0.6f : 0.0f;
+        auto C0 = bc ? randv(rng, (size_t)s.m * ldc) : nanv((size_t)s.m * ldc);
+        if (!bc)
+          for (size_t i = 0; i < C0.size(); i++)
+            if ((int)(i % ldc) >= s.n) C0[i] = 1.0f;  // gaps stay untouched
+        auto want = C0, got = C0;
+        CPU().sgemm(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+        GPU().sgemm(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+        rep.check(fmt("cuda sgemm %dx%dx%d %c%c beta=%g", s.m, s.n, s.k, tA ? 'T' : 'N',
+                      tB ? 'T' : 'N', beta),
+                  rel_err(got, want), kF32);
+      }
+  // k == 0 and alpha == 0: C = beta C.
+  for (int kz = 0; kz < 2; kz++) {
+    auto A = randv(rng, 5 * 7), B = randv(rng, 7 * 6), C = randv(rng, 5 * 6);
+    auto want = C, got = C;
+    const int k = kz ? 0 : 7;
+    const float alpha = kz ? 1.0f : 0.0f;
+    CPU().sgemm(false, false, 5, 6, k, alpha, A.data(), 7, B.data(), 6, 0.5f, want.data(), 6);
+    GPU().sgemm(false, false, 5, 6, k, alpha, A.data(), 7, B.data(), 6, 0.5f, got.data(), 6);
+    rep.check(kz ? "cuda sgemm k=0 (C = beta C)" : "cuda sgemm alpha=0 (C = beta C)",
+              rel_err(got, want), 0);
+  }
+  // The device-pointer table.
+  {
+    const int m = 77, n = 91, k = 133;
+    auto A = randv(rng, (size_t)m * k), B = randv(rng, (size_t)k * n);
+    auto want = nanv((size_t)m * n);
+    CPU().sgemm(false, false, m, n, k, 1.0f, A.data(), k, B.data(), n, 0.0f, want.data(), n);
+    Dev<float> dA(A), dB(B), dC((size_t)m * n);
+    wst::cuda_backend().sgemm(false, false, m, n, k, 1.0f, dA.p, k, dB.p, n, 0.0f, dC.p, n);
+    rep.check("cuda sgemm 77x91x133 via cuda_backend (device ptrs)", rel_err(dC.get(), want), kF32);
+  }
+}
+
+// ---- attention ----------------------------------------------------------------------------------
+struct AttnShape {
+  int B, H, KVH, Tq, Tk, D;
+  bool causal;
+};
+
+void check_attention(Report& rep) {
+  const AttnShape shapes[] = {
+      {2, 4, 2, 37, 37, 24, true},    {1, 6, 3, 13, 70, 40, true},  {1, 2, 1, 70, 45, 16, true},
+      {1, 3, 3, 19, 33, 64, false},   {2, 8, 2, 97, 97, 128, true}, {1, 4, 1, 33, 130, 128, true},
+      {1, 2, 2, 45, 45, 200, true},   {1, 40, 1, 5, 9, 8, true},
+  };
+  Rng rng(13);
+  for (const AttnShape& s : shapes) {
+    const std::string tag = fmt("B%d H%d/%d Tq%d Tk%d D%d%s", s.B, s.H, s.KVH, s.Tq, s.Tk, s.D,
+                                s.causal ? " causal" : "");
+    const size_t nq = (size_t)s.B * s.Tq * s.H * s.D, nk = (size_t)s.B * s.Tk * s.KVH * s.D;
+    const size_t nl = (size_t)s.B * s.H * s.Tq;
+    auto q = randv(rng, nq), k = randv(rng, nk), v = randv(rng, nk), dout = randv(rng, nq);
+    auto out_c = nanv(nq), lse_c = nanv(nl), out_g = nanv(nq), lse_g = nanv(nl);
+    CPU().attention_forward(out_c.data(), lse_c.data(), q.data(), k.data(), v.data(), s.B, s.H,
+                            s.KVH, s.Tq, s.Tk, s.D, s.causal);
+    GPU().attention_forward(out_g.data(), lse_g.data(), q.data(), k.data(), v.data(), s.B, s.H,
+                            s.KVH, s.Tq, s.Tk, s.D, s.causal);
+    rep.check("cuda attention fwd out " + tag, rel_err(out_g, out_c), kF32);
+    rep.check("cuda attention fwd lse " + tag, rel_err(lse_g, lse_c), kF32);
+    auto dq_c = nanv(nq), dk_c = nanv(nk), dv_c = nanv(nk);
+    auto dq_g = nanv(nq), dk_g = nanv(nk), dv_g = nanv(nk);
+    CPU().attention_backward(dq_c.data(), dk_c.data(), dv_c.data(), dout.data(), q.data(),
+                             k.data(), v.data(), out_c.data(), lse_c.data(), s.B, s.H, s.KVH,
+                             s.Tq, s.Tk, s.D, s.causal);
+    GPU().attention_backward(dq_g.data(), dk_g.data(), dv_g.data(), dout.data(), q.data(),
+                             k.data(), v.data(), out_c.data(), lse_c.data(), s.B, s.H, s.KVH,
+                             s.Tq, s.Tk, s.D, s.causal);
+    rep.check("cuda attention bwd dq " + tag, rel_err(dq_g, dq_c), kF32);
+    rep.check("cuda attention bwd dk " + tag, rel_err(dk_g, dk_c), kF32);
+    rep.check("cuda attention bwd dv " + tag, rel_err(dv_g, dv_c), kF32);
+  }
+  // decode
+  for (int D : {36, 128}) {
+    const int B = 5, H = 8, KVH = 2, maxT = 300;
+    const std::vector<int32_t> len = {1, 300, 17, 0, 129};
+    auto q = randv(rng, (size_t)B * H * D);
+    auto kc = randv(rng, (size_t)B * maxT * KVH * D), vc = randv(rng, (size_t)B * maxT * KVH * D);
+    auto oc = nanv(q.size()), og = nanv(q.size());
+    CPU().attention_decode(oc.data(), q.data(), kc.data(), vc.data(), len.data(), B, H, KVH, maxT, D);
+    GPU().attention_decode(og.data(), q.data(), kc.data(), vc.data(), len.data(), B, H, KVH, maxT, D);
+    rep.check(fmt("cuda attention decode B%d H%d/%d maxT%d D%d", B, H, KVH, maxT, D),
+              rel_err(og, oc), kF32);
+  }
+}
+
+// ---- layers -------------------------------------------------------------------------------------
+void check_rmsnorm(Report& rep) {
+  Rng rng(17);
+  const int N = 67, C = 1000;
+  auto x = randv(rng, (size_t)N * C, -2, 2), w = randv(rng, C);
+  auto oc = nanv(x.size()), og = nanv(x.size()), rc = nanv(N), rg = nanv(N);
+  CPU().rmsnorm_forward(oc.data(), rc.data(), x.data(), w.data(), N, C, 1e-5f);
+  GPU().rmsnorm_forward(og.data(), rg.data(), x.data(), w.data(), N, C, 1e-5f);
+  rep.check("cuda rmsnorm fwd out 67x1000", rel_err(og, oc), kF32);
+  rep.check("cuda rmsnorm fwd rstd", rel_err(rg, rc), kF32);
+  auto inplace = x;  // out aliasing inp
+  GPU().rmsnorm_forward(inplace.data(), nullptr, inplace.data(), w.data(), N, C, 1e-5f);
+  rep.check("cuda rmsnorm fwd in place, rstd null", rel_err(inplace, oc), kF32);
+
+  auto dout = randv(rng, x.size()), dw0 = randv(rng, C);
+  auto dic = nanv(x.size()), dig = nanv(x.size()), dwc = dw0, dwg = dw0;
+  CPU().rmsnorm_backward(dic.data(), dwc.data(), dout.data(), x.data(), w.data(), rc.data(), N, C);
+  GPU().rmsnorm_backward(dig.data(), dwg.data(), dout.data(), x.data(), w.data(), rc.data(), N, C);
+  rep.check("cuda rmsnorm bwd dinp", rel_err(dig, dic), kF32);
+  rep.check("cuda rmsnorm bwd dweight (+=)", rel_err(dwg, dwc), kF32);
+  auto dio = dout, dwo = dw0;  // dinp aliasing dout
+  GPU().rmsnorm_backward(dio.data(), dwo.data(), dio.data(), x.data(), w.data(), rc.data(), N, C);
+  rep.check("cuda rmsnorm bwd dinp aliasing dout", rel_err(dio, dic), kF32);
+  rep.check("cuda rmsnorm bwd dweight with aliasing", rel_err(dwo, dwc), kF32);
+}
+
+void check_rope(Report& rep) {
+  Rng rng(19);
+  for (int D : {64, 30}) {
+    const int N = 37, H = 5;
+    auto x = randv(rng, (size_t)N * H * D);
+    std::vector<int32_t> pos(N);
+    for (auto& p : pos) p = rng.below(32768);
+    auto oc = nanv(x.size()), og = nanv(x.size());
+    CPU().rope_forward(oc.data(), x.data(), pos.data(), N, H, D, 10000.0f);
+    GPU().rope_forward(og.data(), x.data(), pos.data(), N, H, D, 1e4f);
+    rep.check(fmt("cuda rope fwd N%d H%d D%d", N, H, D), rel_err(og, oc), kF32);
+    auto bc = nanv(x.size()), bg = x;  // backward in place
+    CPU().rope_backward(bc.data(), x.data(), pos.data(), N, H, D, 1e6f);
+    GPU().rope_backward(bg.data(), bg.data(), pos.data(), N, H, D, 1e6f);
+    rep.check(fmt("cuda rope bwd (in place, theta 1e6) D%d", D), rel_err(bg, bc), kF32);
+  }
+}
+
+void check_swiglu(Report& rep) {
+  Rng rng(29);
+  const int N = 33, C = 1001;
+  auto g = randv(rng, (size_t)N * C, -12, 12), u = randv(rng, (size_t)N * C, -2, 2);
+  auto oc = nanv(g.size()), og = nanv(g.size());
+  CPU().swiglu_forward(oc.data(), g.data(), u.data(), N, C);
+  GPU().swiglu_forward(og.data(), g.data(), u.data(), N, C);
+  rep.check("cuda swiglu fwd 33x1001", rel_err(og, oc), kF32);
+  auto d = randv(rng, g.size());
+  auto dgc = nanv(g.size()), duc = nanv(g.size()), dgg = nanv(g.size()), dug = nanv(g.size());
+  CPU().swiglu_backward(dgc.data(), duc.data(), d.data(), g.data(), u.data(), N, C);
+  GPU().swiglu_backward(dgg.data(), dug.data(), d.data(), g.data(), u.data(), N, C);
+  rep.check("cuda swiglu bwd dgate", rel_err(dgg, dgc), kF32);
+  rep.check("cuda swiglu bwd dup", rel_err(dug, duc), kF32);
+}
+
+void check_embedding(Report& rep) {
+  Rng rng(37);
+  const int N = 300, V = 50, C = 129;  // N > V: ids repeat
+  auto table = randv(rng, (size_t)V * C);
+  auto ids = rand_ids(rng, N, V);
+  auto oc = nanv((size_t)N * C), og = nanv((size_t)N * C);
+  CPU().embedding_forward(oc.data(), ids.data(), table.data(), N, V, C);
+  GPU().embedding_forward(og.data(), ids.data(), table.data(), N, V, C);
+  rep.check("cuda embedding fwd (mismatches)", mismatches(og, oc), 0);
+  auto dout = randv(rng, (size_t)N * C), dt0 = randv(rng, (size_t)V * C);
+  auto dtc = dt0, dtg = dt0;
+  CPU().embedding_backward(dtc.data(), dout.data(), ids.data(), N, V, C);
+  GPU().embedding_backward(dtg.data(), dout.data(), ids.data(), N, V, C);
+  rep.check("cuda embedding bwd (+=, repeated ids)", rel_err(dtg, dtc), kF32);
+}
+
+void check_residual(Report& rep) {
+  Rng rng(41);
+  const size_t n = 100001;
+  auto a = randv(rng, n), b = randv(rng, n);
+  auto oc = nanv(n), og = nanv(n);
+  CPU().residual_forward(oc.data(), a.data(), b.data(), n);
+  GPU().residual_forward(og.data(), a.data(), b.data(), n);
+  rep.check("cuda residual fwd (mismatches)", mismatches(og, oc), 0);
+  auto ai = a;
+  GPU().residual_forward(ai.data(), ai.data(), b.data(), n);
+  rep.check("cuda residual fwd out aliasing a (mismatches)", mismatches(ai, oc), 0);
+  auto d = randv(rng, n);
+  auto dac = a, dbc = b, dag = a, dbg = b;
+  CPU().residual_backward(dac.data(), dbc.data(), d.data(), n);
+  GPU().residual_backward(dag.data(), dbg.data(), d.data(), n);
+  rep.check("cuda residual bwd da, db (+=)", std::max(rel_err(dag, dac), rel_err(dbg, dbc)), kF32);
+}
+
+// ---- softmax family -----------------------------------------------------------------------------
+void check_softmax(Report& rep) {
+  Rng rng(43);
+  struct S { int N, V; };
+  for (S s : {S{7, 151936}, S{33, 1001}}) {
+    const size_t n = (size_t)s.N * s.V;
+    const std::string tag = fmt("%dx%d", s.N, s.V);
+    auto z = randv(rng, n, -8, 8);
+    auto ids = rand_ids(rng, s.N, s.V);
+    auto pc = nanv(n), pg = nanv(n);
+    CPU().softmax_forward(pc.data(), z.data(), s.N, s.V);
+    GPU().softmax_forward(pg.data(), z.data(), s.N, s.V);
+    rep.check("cuda softmax fwd " + tag, rel_err(pg, pc), kF32);
+    CPU().log_softmax_forward(pc.data(), z.data(), s.N, s.V);
+    GPU().log_softmax_forward(pg.data(), z.data(), s.N, s.V);
+    rep.check("cuda log_softmax fwd " + tag, rel_err(pg, pc), kF32);
+
+    auto lpc = nanv(s.N), lsc = nanv(s.N), enc = nanv(s.N);
+    auto lpg = nanv(s.N), lsg = nanv(s.N), eng = nanv(s.N);
+    CPU().token_logprobs_forward(lpc.data(), lsc.data(), enc.data(), z.data(), ids.data(), s.N, s.V);
+    GPU().token_logprobs_forward(lpg.data(), lsg.data(), eng.data(), z.data(), ids.data(), s.N, s.V);
+    rep.check("cuda token_logprobs fwd logprob " + tag, rel_err(lpg, lpc), kF32);
+    rep.check("cuda token_logprobs fwd lse " + tag, rel_err(lsg, lsc), kF32);
+    rep.check("cuda token_logprobs fwd entropy " + tag, rel_err(eng, enc), kF32);
+
+    auto g = randv(rng, s.N), dH = randv(rng, s.N);
+    for (int mode = 0; mode < 3; mode++) {  // 0: no dentropy, 1: with entropy, 2: entropy null
+      const float* dh = mode ? dH.data() : nullptr;
+      const float* en = mode == 1 ? enc.data() : nullptr;
+      auto dc = nanv(n), dg = z;  // GPU in place (dlogits aliasing logits)
+      CPU().token_logprobs_backward(dc.data(), g.data(), dh, z.data(), ids.data(), lsc.data(), en,
+                                    s.N, s.V);
+      GPU().token_logprobs_backward(dg.data(), g.data(), dh, dg.data(), ids.data(), lsc.data(), en,
+                                    s.N, s.V);
+      static const char* modes[] = {"dlogprob only", "with dentropy", "dentropy, entropy null"};
+      rep.check(fmt("cuda token_logprobs bwd in place (%s) %s", modes[mode], tag.c_str()),
+                rel_err(dg, dc), kF32);
+    }
+
+    auto tg = ids;
+    tg[0] = -1;
+    if (s.N > 3) tg[3] = -100;
+    auto loc = nanv(s.N), lsc2 = nanv(s.N), log_ = nanv(s.N), lsg2 = nanv(s.N);
+    CPU().crossentropy_forward(loc.data(), lsc2.data(), z.data(), tg.data(), s.N, s.V);
+    GPU().crossentropy_forward(log_.data(), lsg2.data(), z.data(), tg.data(), s.N, s.V);
+    rep.check("cuda crossentropy fwd loss (ignored targets) " + tag, rel_err(log_, loc), kF32);
+    rep.check("cuda crossentropy fwd lse " + tag, rel_err(lsg2, lsc2), kF32);
+    auto dl = randv(rng, s.N);
+    auto dc = nanv(n), dg = z;
+    CPU().crossentropy_backward(dc.data(), dl.data(), z.data(), tg.data(), lsc2.data(), s.N, s.V);
+    GPU().crossentropy_backward(dg.data(), dl.data(), dg.data(), tg.data(), lsc2.data(), s.N, s.V);
+    rep.check("cuda crossentropy bwd in place " + tag, rel_err(dg, dc), kF32);
+  }
+}
+
+// ---- sampling -----------------------------------------------------------------------------------
+void check_sampling(Report& rep) {
+  Rng rng(47);
+  struct Case {
+    const char* name;
+    int N, V;
+    wst::SamplingParams p;
+    int ties;  // 1: logits quantised to multiples of 1/4 (many exact ties)
+  };
+  const Case cases[] = {
+      {"greedy", 16, 50021, {0.0f, 0, 1.0f, 0.0f}, 0},
+      {"greedy ties", 16, 5003, {0.0f, 0, 1.0f, 0.0f}, 1},
+      {"T=1", 64, 1000, {1.0f, 0, 1.0f, 0.0f}, 0},
+      {"T=0.7 top_p=0.9", 8, 151936, {0.7f, 0, 0.9f, 0.0f}, 0},
+      {"T=1 top_k=40", 64, 32003, {1.0f, 40, 1.0f, 0.0f}, 0},
+      {"T=1.3 top_k=5000", 16, 32003, {1.3f, 5000, 1.0f, 0.0f}, 0},
+      {"T=1 min_p=0.05", 64, 10007, {1.0f, 0, 1.0f, 0.05f}, 0},
+      {"T=0.9 top_k=50 top_p=0.8 min_p=0.02", 64, 32003, {0.9f, 50, 0.8f, 0.02f}, 0},
+      {"T=1 top_p=0.5 ties", 64, 5003, {1.0f, 0, 0.5f, 0.0f}, 1},
+      {"T=2 top_k=100 ties", 64, 5003, {2.0f, 100, 1.0f, 0.0f}, 1},
+  };
+  for (Case c : cases) {
+#ifdef WST_TEST_EMULATED
+    c.N = std::min(c.N, 6);  // the CPU emulator runs 1024-thread blocks as fibers: keep it short
+#endif
+    const size_t n = (size_t)c.N * c.V;
+    std::vector<float> z(n);
+    for (auto& x : z) {
+      x = rng.nonzero(-6, 6);
+      if (c.ties) x = std::round(x * 4) / 4;
+    }
+    std::vector<uint64_t> seeds(c.N), ctrs(c.N);
+    for (int r = 0; r < c.N; r++) {
+      seeds[r] = rng.next();
+      ctrs[r] = rng.next() >> 20;
+    }
+    std::vector<int32_t> ic(c.N, -7), ig(c.N, -7);
+    auto lc = nanv(c.N), lg = nanv(c.N);
+    CPU().sample_tokens(ic.data(), lc.data(), z.data(), c.N, c.V, c.p, seeds.data(), ctrs.data());
+    GPU().sample_tokens(ig.data(), lg.data(), z.data(), c.N, c.V, c.p, seeds.data(), ctrs.data());
+    rep.check(fmt("cuda sample_tokens ids %s %dx%d (mismatches)", c.name, c.N, c.V),
+              mismatches(ig, ic), 0);
+    rep.check(fmt("cuda sample_tokens logprobs %s", c.name), rel_err(lg, lc), kF32);
+  }
+  // Rows with NaN / +inf / nothing finite.
+  {
+    const int N = 4, V = 777;
+    std::vector<float> z = randv(rng, (size_t)N * V);
+    z[5] = NAN;                                              // row 0: a NaN, ignored
+    z[V + 9] = INFINITY; z[V + 400] = INFINITY;              // row 1: two +inf, split evenly
+    for (int v = 0; v < V; v++) z[2 * V + v] = v % 2 ? NAN : -INFINITY;  // row 2: nothing
+    z[3 * V + 100] = -INFINITY;                              // row 3: one -inf
+    std::vector<uint64_t> seeds = {1, 2, 3, 4}, ctrs = {9, 9, 9, 9};
+    for (float T : {0.0f, 1.0f}) {
+      wst::SamplingParams p{T, 0, 0.95f, 0.0f};
+      std::vector<int32_t> ic(N), ig(N);
+      auto lc = nanv(N), lg = nanv(N);
+      CPU().sample_tokens(ic.data(), lc.data(), z.data(), N, V, p, seeds.data(), ctrs.data());
+      GPU().sample_tokens(ig.data(), lg.data(), z.data(), N, V, p, seeds.data(), ctrs.data());
+      double bad = mismatches(ig, ic);
+      for (int r = 0; r < N; r++) {
+        const bool nc = std::isnan(lc[r]), ng = std::isnan(lg[r]);
+        bad += nc != ng || (!nc && lc[r] != lg[r] && std::fabs(lc[r] - lg[r]) > 1e-5 * std::fabs(lc[r]));
+      }
+      rep.check(fmt("cuda sample_tokens NaN/+inf/empty rows T=%g (mismatches)", T), bad, 0);
+    }
+  }
+}
+
+// ---- grpo ---------------------------------------------------------------------------------------
+void check_grpo(Report& rep) {
+  Rng rng(53);
+  const int S = 37, T = 1500;  // two 1024-token chunks per sequence
+  const size_t n = (size_t)S * T;
+  auto lp = randv(rng, n, -5, -0.01f), old = lp, ref = lp, adv = randv(rng, S);
+  for (size_t i = 0; i < n; i++) {
+    old[i] = lp[i] + rng.nonzero(-0.4f, 0.4f);
+    ref[i] = lp[i] + rng.nonzero(-0.2f, 0.2f);
+  }
+  std::vector<float> mask(n);
+  for (auto& m : mask) m = rng.uniform() < 0.8 ? 1.0f : 0.0f;
+  adv[3] = 0.0f;  // dropped
+  for (int lt = 0; lt < 4; lt++)
+    for (int with_ref = 0; with_ref < 2; with_ref++) {
+      wst::GrpoParams p{0.2f, 0.28f, with_ref ? 0.04f : 0.0f, 0.25f, (wst::GrpoLossType)lt,
+                        (double)n * 0.77};
+      auto gc = nanv(n), gg = nanv(n);
+      wst::GrpoResult rc = CPU().grpo_loss(gc.data(), lp.data(), old.data(),
+                                           with_ref ? ref.data() : nullptr, adv.data(), mask.data(),
+                                           S, T, p);
+      wst::GrpoResult rg = GPU().grpo_loss(gg.data(), lp.data(), old.data(),
+                                           with_ref ? ref.data() : nullptr, adv.data(), mask.data(),
+                                           S, T, p);
+      const std::string tag = fmt("type %d%s", lt, with_ref ? " beta=0.04" : "");
+      rep.check("cuda grpo grad " + tag, rel_err(gg, gc), kF32);
+      const double sc[4] = {rc.loss, rc.clip_fraction, rc.kl, rc.kept_tokens};
+      const double sg[4] = {rg.loss, rg.clip_fraction, rg.kl, rg.kept_tokens};
+      double e = rel_err(sg, sc, 4);
+      if (rc.kept != rg.kept) e = INFINITY;
+      rep.check("cuda grpo loss/kept/clip/kl " + tag, e, 1e-9);
+    }
+  // Everything filtered.
+  {
+    std::vector<float> small(S, 0.01f);
+    wst::GrpoParams p{0.2f, 0.2f, 0.0f, 0.5f, wst::GrpoLossType::grpo, 1.0};
+    auto gg = nanv(n);
+    wst::GrpoResult r = GPU().grpo_loss(gg.data(), lp.data(), old.data(), nullptr, small.data(),
+                                        mask.data(), S, T, p);
+    double bad = r.kept != 0 || r.loss != 0 || r.kept_tokens != 0;
+    for (float g : gg) bad += g != 0.0f;
+    rep.check("cuda grpo all sequences filtered (nonzero outputs)", bad, 0);
+  }
+}
+
+// ---- optimiser ----------------------------------------------------------------------------------
+void check_optim(Report& rep) {
+  Rng rng(59);
+  const size_t n = 100003;
+  for (int variant = 0; variant < 2; variant++) {
+    auto p0 = randv(rng, n), g = randv(rng, n), m0 = randv(rng, n, -0.1f, 0.1f);
+    auto v0 = randv(rng, n, 0.001f, 0.01f);
+    auto pc = p0, mc = m0, vc = v0, pg = p0, mg = m0, vg = v0;
+    const double beta1 = variant ? 0.3 : 0.9, wd = variant ? 0.0 : 0.01;
+    CPU().adamw_update(pc.data(), g.data(), mc.data(), vc.data(), n, 1e-3, beta1, 0.999, 1e-8, wd, 7);
+    GPU().adamw_update(pg.data(), g.data(), mg.data(), vg.data(), n, 1e-3, beta1, 0.999, 1e-8, wd, 7);
+    rep.check(fmt("cuda adamw param/m/v (beta1 %g, wd %g)", beta1, wd),
+              std::max({rel_err(pg, pc), rel_err(mg, mc), rel_err(vg, vc)}), kF32);
+  }
+  auto x = randv(rng, 1000003);
+  const double sc = CPU().sum_squares(x.data(), x.size()), sg = GPU().sum_squares(x.data(), x.size());
+  rep.check("cuda sum_squares 1000003", std::fabs(sg - sc) / sc, 1e-12);
+  auto xc = x, xg = x;
+  CPU().scale_inplace(xc.data(), x.size(), 0.37f);
+  GPU().scale_inplace(xg.data(), x.size(), 0.37f);
+  rep.check("cuda scale_inplace (mismatches)", mismatches(xg, xc), 0);
+}
+
+}  // namespace
+
+std::vector<Check> cuda_checks() {
+  wst::cuda::set_poison_staged_outputs(true);
+  return {
+      {"philox", check_philox},     {"sgemm", check_sgemm},         {"attention", check_attention},
+      {"rmsnorm", check_rmsnorm},   {"rope", check_rope},           {"swiglu", check_swiglu},
+      {"embedding", check_embedding}, {"residual", check_residual}, {"softmax", check_softmax},
+      {"sampling", check_sampling}, {"grpo", check_grpo},           {"optim", check_optim},
+  };
+}
+
+}  // namespace wst_test
+
+#else  // built without CUDA
+
+namespace wst_test {
+std::vector<Check> cuda_checks() { return {}; }
+}  // namespace wst_test
+
+#endif
