@@ -278,11 +278,16 @@ void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const flo
   const int tasks = (nt <= 1 || work < kSerialWork) ? 1 : 4 * nt;
 
   if (transB && !transA && K.dot && m <= kDotMaxM) {
-    if (tasks == 1) {
+    // Few rows: the cost is streaming B (n x k), not FLOPs, so split by B's size. A batch-1 decode
+    // GEMV (k 512, n 1536: 3 MiB) then uses every core instead of one.
+    const int dot_tasks = (nt <= 1 || (double)n * k < 65536.0) ? 1 : 2 * nt;
+    if (dot_tasks == 1) {
       K.dot(m, 0, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
-    int chunk = ceil_div(ceil_div(n, tasks), 16) * 16;
+    // Chunks start at multiples of 48 so that every path's column tiles (3 wide on AVX2, 4 on
+    // AVX-512, 16-lane vectors) line up with the serial call: the same bits for any thread count.
+    int chunk = ceil_div(ceil_div(n, dot_tasks), 48) * 48;
     parallel_for(ceil_div(n, chunk), [&](int t) {
       int j0 = t * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
       K.dot(m, j0, j1, k, alpha, A, lda, B, ldb, beta, C, ldc);
