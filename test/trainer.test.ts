@@ -162,3 +162,20 @@ describe('runRace', () => {
     }
   });
 });
+
+describe('RL checkpoint and resume', () => {
+  it('resuming from a mid-run checkpoint takes exactly the steps an uninterrupted run takes', async () => {
+    const reward: RewardFn = (_p, c) => (c.includes('1') ? 1 : 0) + c.length * 0.01;
+    const full = tinyModel(11);
+    await trainRl(base(full, { steps: 4, reward }));
+    const dir = path.join(tmp, 'rl-ckpt');
+    const first = tinyModel(11);
+    await trainRl(base(first, { steps: 2, reward, checkpointDir: dir, checkpointEvery: 2 }));
+    const resumed = await Model.load(dir);
+    expect(resumed.step).toBe(2);
+    await trainRl(base(resumed, { steps: 4, reward, resume: true }));
+    for (const { name } of full.tensorNames())
+      expect(Buffer.from(resumed.getTensor(name).buffer).equals(Buffer.from(full.getTensor(name).buffer)), name).toBe(true);
+    await expect(trainRl(base(tinyModel(), { steps: 1, reward, resume: true }))).rejects.toThrow(/not loaded from an RL checkpoint/);
+  });
+});

@@ -16,6 +16,7 @@ const trainOptions: Command['options'] = {
   lr: { type: 'string' }, 'batch-size': { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' },
   'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
   'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
+  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' },
 };
 
 const commands: Record<string, Command> = {

@@ -62,7 +62,13 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   const seed = values.seed === undefined ? 0 : parseIntArg(values.seed as string, '--seed', 0);
   const bar = progressLine();
   let model;
-  if (values.model) model = await Model.load(values.model as string);
+  const resume = Boolean(values.resume);
+  if (resume && algo === 'sft') throw new UsageError('--resume is for train grpo|dash');
+  if (resume) {
+    const { existsSync } = await import('node:fs');
+    if (!existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) throw new UsageError(`--resume: ${out}/checkpoint holds no checkpoint (trainer_state.json)`);
+    model = await Model.load(path.join(out, 'checkpoint'));
+  } else if (values.model) model = await Model.load(values.model as string);
   else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer() });
   else model = (await builtinSftModel({ log: (l) => console.error(l) })).model;
   await mkdir(out, { recursive: true });
@@ -84,7 +90,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   const beta = parseFloatArg(values.beta as string | undefined, '--beta', dash ? 0 : 0.04);
   const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir) : undefined;
   const metricsFile = path.join(out, 'metrics.jsonl');
-  await writeFileAtomic(metricsFile, '');
+  if (!resume) await writeFileAtomic(metricsFile, '');
   const res = await trainRl({
     task, policy: model, reference, steps, seed,
     promptsPerStep: values.prompts === undefined ? 16 : parseIntArg(values.prompts as string, '--prompts'),
@@ -98,13 +104,20 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     evalExamples: task.examples('test', { seed: 12345, limit: values['eval-problems'] === undefined ? 200 : parseIntArg(values['eval-problems'] as string, '--eval-problems') }),
     evalEvery: values['eval-every'] === undefined ? 0 : parseIntArg(values['eval-every'] as string, '--eval-every'),
     metricsFile,
+    // out/checkpoint: resumable (weights + AdamW + trainer position); out/model: the final model.
+    checkpointDir: path.join(out, 'checkpoint'),
+    checkpointEvery: values['checkpoint-every'] === undefined ? 0 : parseIntArg(values['checkpoint-every'] as string, '--checkpoint-every'),
+    resume,
     onStep: (m) => bar.update(`${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
     onEval: (e) => { bar.done(); console.error(`step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}%`); },
   });
   bar.done();
-  await model.save(out, { training: { algorithm: algo, generation, beta } });
+  // The final model goes to its own folder: saving replaces a folder whole, and out/ also holds
+  // metrics.jsonl and the checkpoint.
+  const modelDir = path.join(out, 'model');
+  await model.save(modelDir);
   const last = res.evals[res.evals.length - 1];
-  console.log(JSON.stringify({ steps, seconds: res.seconds, accuracy: last?.accuracy ?? null, out }));
+  console.log(JSON.stringify({ steps, seconds: res.seconds, accuracy: last?.accuracy ?? null, model: modelDir, metrics: metricsFile }));
 }
 
 export async function benchDashCommand(values: Record<string, unknown>, demo = false): Promise<void> {

@@ -131,6 +131,8 @@ export class Model {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private readonly handle: any;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The trainer state saved with this checkpoint (save(dir, { training })), when loaded from one. */
+  trainingState: Record<string, unknown> | undefined;
 
   private constructor(
     readonly config: ModelConfig,
@@ -155,7 +157,7 @@ export class Model {
     const m = new Model(config, tokenizer);
     for (const [name, t] of tensors) m.handle.setTensor(name, t.data);
     const trainer = path.join(dir, 'trainer_state.json');
-    if (existsSync(trainer)) await m.loadTrainingState(dir);
+    if (existsSync(trainer)) m.trainingState = await m.loadTrainingState(dir);
     return m;
   }
 

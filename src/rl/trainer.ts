@@ -67,6 +67,20 @@ export interface RlOptions {
   metricsFile?: string;
   onStep?: (m: StepMetrics) => void;
   onEval?: (e: EvalResult & { step: number; trainSeconds: number }) => void;
+  /** Save policy + AdamW state + trainer position here every `checkpointEvery` steps (atomic). */
+  checkpointDir?: string;
+  checkpointEvery?: number;
+  /**
+   * Resume from a policy loaded with Model.load(checkpointDir): its trainingState.rl says which
+   * step comes next, so the continuation takes exactly the steps an uninterrupted run would.
+   */
+  resume?: boolean;
+}
+
+interface RlCheckpointState {
+  step: number;
+  cursor: number;
+  trainSeconds: number;
 }
 
 export interface StepMetrics {
@@ -160,6 +174,9 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   if (train.length === 0) throw new Error('no training examples');
   const result: RlResult = { steps: [], evals: [], seconds: 0 };
   let trainSeconds = 0;
+  let firstStep = 0;
+  const saved = opts.resume ? (policy.trainingState?.rl as RlCheckpointState | undefined) : undefined;
+  if (opts.resume && !saved) throw new Error('resume: the policy was not loaded from an RL checkpoint (no trainingState.rl)');
   if (opts.metricsFile) {
     await mkdir(path.dirname(opts.metricsFile), { recursive: true });
     if (!existsSync(opts.metricsFile)) await writeFile(opts.metricsFile, '');
@@ -175,10 +192,13 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     opts.onEval?.(rec);
     await log({ type: 'eval', ...rec });
   };
-  await runEval(0);
+  if (saved) {
+    firstStep = saved.step;
+    trainSeconds = saved.trainSeconds;
+  } else await runEval(0);
 
   const sampling = { temperature: opts.temperature ?? 1, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
-  let cursor = (opts.seed * 7919) % train.length;
+  let cursor = saved ? saved.cursor : (opts.seed * 7919) % train.length;
   const nextPrompts = (n: number) => {
     const out: Example[] = [];
     for (let i = 0; i < n; i++) out.push(train[(cursor++) % train.length]);
@@ -229,7 +249,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
 
   const keptOf = (samples: Sample[]) => samples.filter((s) => Math.abs(s.advantage) > opts.filterThreshold);
 
-  for (let step = 0; step < opts.steps; step++) {
+  for (let step = firstStep; step < opts.steps; step++) {
     const tStart = now();
     const t = { generate: 0, score: 0, train: 0 };
     const examples = nextPrompts(opts.promptsPerStep);
@@ -279,6 +299,10 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     opts.onStep?.(m);
     await log({ type: 'step', ...m });
     if (opts.evalEvery && (step + 1) % opts.evalEvery === 0 && step + 1 < opts.steps) await runEval(step + 1);
+    if (opts.checkpointDir && opts.checkpointEvery && ((step + 1) % opts.checkpointEvery === 0 || step + 1 === opts.steps)) {
+      const rl: RlCheckpointState = { step: step + 1, cursor, trainSeconds };
+      await policy.save(opts.checkpointDir, { training: { rl } });
+    }
   }
   await runEval(opts.steps);
   result.seconds = trainSeconds;
