@@ -24,6 +24,22 @@ describe('concurrency', () => {
     att.forEach((o) => expect(Buffer.from(o.buffer).equals(Buffer.from(attExpected.buffer))).toBe(true));
   });
 
+  it('thousands of back-to-back parallel regions of varying task counts stay exact (thread-pool stress)', async () => {
+    // A worker waking late from one parallel region must never run or count a task of the next:
+    // alternate regions with few and many tasks, sync and async at once, and check every result.
+    const shapes = [[97, 120, 96], [300, 64, 200], [130, 200, 97], [64, 700, 130]] as const;
+    const inputs = shapes.map(([m, k, n], i) => ({ a: randomF32(m * k, 50 + i), b: randomF32(k * n, 60 + i), o: { m, k, n } }));
+    const want = inputs.map((x) => kernels.matmul(x.a, x.b, x.o));
+    const same = (c: Float32Array, i: number) => Buffer.from(c.buffer).equals(Buffer.from(want[i].buffer));
+    let bad = 0;
+    for (let round = 0; round < 150; round++) {
+      const asyncs = inputs.map((x) => kernels.async.matmul(x.a, x.b, x.o));
+      for (let i = 0; i < inputs.length; i++) if (!same(kernels.matmul(inputs[i].a, inputs[i].b, inputs[i].o), i)) bad++;
+      (await Promise.all(asyncs)).forEach((c, i) => { if (!same(c, i)) bad++; });
+    }
+    expect(bad).toBe(0);
+  });
+
   it('a long async kernel leaves the event loop free', async () => {
     const n = 1200;
     const a = randomF32(n * n, 1), b = randomF32(n * n, 2);

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,6 +14,17 @@ namespace wst {
 namespace {
 
 thread_local bool inside_task = false;
+
+// One parallel_for call. Workers hold it through a shared_ptr, so a worker that wakes late only
+// ever claims indices of the job it holds (already exhausted): it can never run, or count, a task
+// of a later job.
+struct Job {
+  const std::function<void(int)>* fn;
+  int n_tasks;
+  std::atomic<int> next{0};
+  std::atomic<int> remaining;
+  Job(const std::function<void(int)>* f, int n) : fn(f), n_tasks(n), remaining(n) {}
+};
 
 class Pool {
  public:
@@ -39,43 +51,39 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> caller(caller_mu_);
+    auto job = std::make_shared<Job>(&fn, n_tasks);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      // A worker still leaving the last job may touch next_ at any moment: keep the counter
-      // exhausted until the new job is fully described, then open it.
-      next_.store(1 << 30);
-      fn_.store(&fn);
-      n_tasks_.store(n_tasks);
-      remaining_.store(n_tasks);
-      next_.store(0);
-      generation_++;
+      current_ = job;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    work();
-    // Wait for stragglers: spin briefly, then sleep (the second core of a shared VM is not
-    // always ours, so never spin for long).
-    for (int spin = 0; remaining_.load(std::memory_order_acquire) > 0; spin++) {
+    work(*job);
+    // Wait for tasks still running on workers: spin briefly, then sleep (the second core of a
+    // shared VM is not always ours, so never spin for long).
+    for (int spin = 0; job->remaining.load(std::memory_order_acquire) > 0; spin++) {
       if (spin < 2000) continue;
       std::unique_lock<std::mutex> lk(mu_);
-      done_cv_.wait(lk, [this] { return remaining_.load() == 0; });
+      done_cv_.wait(lk, [&] { return job->remaining.load() == 0; });
     }
     std::lock_guard<std::mutex> lk(mu_);
-    fn_.store(nullptr);
+    current_.reset();
   }
 
  private:
-  void work() {
+  void work(Job& job) {
+    bool was = inside_task;
     inside_task = true;
     for (;;) {
-      int i = next_.fetch_add(1, std::memory_order_acq_rel);
-      if (i >= n_tasks_.load(std::memory_order_acquire)) break;
-      (*fn_.load(std::memory_order_acquire))(i);
-      if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      int i = job.next.fetch_add(1, std::memory_order_acq_rel);
+      if (i >= job.n_tasks) break;
+      (*job.fn)(i);
+      if (job.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lk(mu_);
         done_cv_.notify_all();
       }
     }
-    inside_task = false;
+    inside_task = was;
   }
 
   void worker_loop() {
@@ -87,13 +95,15 @@ class Pool {
         __builtin_ia32_pause();
 #endif
       }
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stopping_ || (generation_ != seen && fn_ != nullptr); });
+        cv_.wait(lk, [&] { return stopping_ || (generation_.load() != seen && current_); });
         if (stopping_) return;
-        seen = generation_;
+        seen = generation_.load();
+        job = current_;
       }
-      work();
+      work(*job);
     }
   }
 
@@ -111,9 +121,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex caller_mu_, mu_;
   std::condition_variable cv_, done_cv_;
-  std::atomic<const std::function<void(int)>*> fn_{nullptr};
-  std::atomic<int> n_tasks_{0};
-  std::atomic<int> next_{0}, remaining_{0};
+  std::shared_ptr<Job> current_;
   std::atomic<uint64_t> generation_{0};
   bool stopping_ = false;
 };
