@@ -3,14 +3,6 @@
 namespace wst::binding {
 namespace {
 
-// Token ids must index the table: checked here too, so a direct call cannot read out of bounds.
-void check_ids(const Napi::Env& env, const int32_t* ids, int N, int V) {
-  for (int i = 0; i < N; i++)
-    if (ids[i] < 0 || ids[i] >= V)
-      throw Napi::RangeError::New(env, "ids[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
-                                           " is outside [0, " + std::to_string(V) + ")");
-}
-
 int even_head_dim(const Napi::CallbackInfo& info, size_t i) {
   int D = int_arg(info, i, "headDim", 0);
   if (D % 2 != 0) throw Napi::RangeError::New(info.Env(), "headDim must be even, got " + std::to_string(D));
@@ -107,7 +99,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
   float* out = array_arg<float>(info, 0, "out", checked_size(env, {N, C}), keep);
   const int32_t* ids = array_arg<int32_t>(info, 1, "ids", (size_t)N, keep);
   const float* table = array_arg<float>(info, 2, "table", checked_size(env, {V, C}), keep);
-  check_ids(env, ids, N, V);
+  check_ids(env, ids, (size_t)N, V, "ids");
   return run_op(info, async, keep, [=] { backend().embedding_forward(out, ids, table, N, V, C); });
 }
 
@@ -120,7 +112,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   float* dtable = array_arg<float>(info, 0, "dtable", checked_size(env, {V, C}), keep);
   const float* dout = array_arg<float>(info, 1, "dout", checked_size(env, {N, C}), keep);
   const int32_t* ids = array_arg<int32_t>(info, 2, "ids", (size_t)N, keep);
-  check_ids(env, ids, N, V);
+  check_ids(env, ids, (size_t)N, V, "ids");
   return run_op(info, async, keep, [=] { backend().embedding_backward(dtable, dout, ids, N, V, C); });
 }
 

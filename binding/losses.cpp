@@ -7,15 +7,6 @@
 namespace wst::binding {
 namespace {
 
-void check_ids(const Napi::Env& env, const int32_t* ids, int n, int V, const char* name,
-               bool allow_negative) {
-  for (int i = 0; i < n; i++)
-    if (ids[i] >= V || (!allow_negative && ids[i] < 0))
-      throw Napi::RangeError::New(env, std::string(name) + "[" + std::to_string(i) + "] = " +
-                                           std::to_string(ids[i]) + " is outside [0, " +
-                                           std::to_string(V) + ")");
-}
-
 // softmaxForward(probs, logits, N, V, async)
 Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -51,7 +42,7 @@ Napi::Value TokenLogprobsForward(const Napi::CallbackInfo& info) {
   float* entropy = array_arg<float>(info, 2, "entropy", (size_t)N, keep, true);
   const float* logits = array_arg<float>(info, 3, "logits", checked_size(env, {N, V}), keep);
   const int32_t* ids = array_arg<int32_t>(info, 4, "ids", (size_t)N, keep);
-  check_ids(env, ids, N, V, "ids", false);
+  check_ids(env, ids, (size_t)N, V, "ids", false);
   return run_op(info, async, keep, [=] {
     backend().token_logprobs_forward(logprob, lse, entropy, logits, ids, N, V);
   });
@@ -72,7 +63,7 @@ Napi::Value TokenLogprobsBackward(const Napi::CallbackInfo& info) {
   const int32_t* ids = array_arg<int32_t>(info, 4, "ids", (size_t)N, keep);
   const float* lse = array_arg<float>(info, 5, "lse", (size_t)N, keep);
   const float* entropy = array_arg<float>(info, 6, "entropy", (size_t)N, keep, true);
-  check_ids(env, ids, N, V, "ids", false);
+  check_ids(env, ids, (size_t)N, V, "ids", false);
   return run_op(info, async, keep, [=] {
     backend().token_logprobs_backward(dlogits, dlogprob, dentropy, logits, ids, lse, entropy, N, V);
   });
@@ -88,7 +79,7 @@ Napi::Value CrossentropyForward(const Napi::CallbackInfo& info) {
   float* lse = array_arg<float>(info, 1, "lse", (size_t)N, keep);
   const float* logits = array_arg<float>(info, 2, "logits", checked_size(env, {N, V}), keep);
   const int32_t* targets = array_arg<int32_t>(info, 3, "targets", (size_t)N, keep);
-  check_ids(env, targets, N, V, "targets", true);
+  check_ids(env, targets, (size_t)N, V, "targets", true);
   return run_op(info, async, keep, [=] {
     backend().crossentropy_forward(losses, lse, logits, targets, N, V);
   });
@@ -107,7 +98,7 @@ Napi::Value CrossentropyBackward(const Napi::CallbackInfo& info) {
   const float* logits = array_arg<float>(info, 2, "logits", nv, keep);
   const int32_t* targets = array_arg<int32_t>(info, 3, "targets", (size_t)N, keep);
   const float* lse = array_arg<float>(info, 4, "lse", (size_t)N, keep);
-  check_ids(env, targets, N, V, "targets", true);
+  check_ids(env, targets, (size_t)N, V, "targets", true);
   return run_op(info, async, keep, [=] {
     backend().crossentropy_backward(dlogits, dlosses, logits, targets, lse, N, V);
   });

@@ -338,17 +338,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
 
   void check_ids(Napi::Env env, const int32_t* ids, size_t n, const char* name) {
-    for (size_t i = 0; i < n; i++)
-      if (ids[i] < 0 || ids[i] >= cfg().vocab)
-        throw Napi::RangeError::New(env, std::string(name) + "[" + std::to_string(i) + "] = " +
-                                             std::to_string(ids[i]) + " is outside [0, " +
-                                             std::to_string(cfg().vocab) + ")");
+    binding::check_ids(env, ids, n, cfg().vocab, name);
   }
+  // Targets < 0 mean "not scored".
   void check_targets(Napi::Env env, const int32_t* ids, size_t n) {
-    for (size_t i = 0; i < n; i++)
-      if (ids[i] >= cfg().vocab)
-        throw Napi::RangeError::New(env, "targets[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
-                                             " is >= the vocabulary size " + std::to_string(cfg().vocab));
+    binding::check_ids(env, ids, n, cfg().vocab, "targets", true);
   }
 };
 Napi::FunctionReference ModelWrap::ctor;
@@ -414,9 +408,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
                                              std::to_string(ctx_->max_seq) + " tokens");
       if (max_new[b] < 1) throw Napi::RangeError::New(env, "maxNew must be >= 1");
     }
-    for (size_t i = 0; i < n_tokens; i++)
-      if (tokens[i] < 0 || tokens[i] >= cfg.vocab)
-        throw Napi::RangeError::New(env, "promptTokens[" + std::to_string(i) + "] is outside [0, vocab)");
+    check_ids(env, tokens, n_tokens, cfg.vocab, "promptTokens");
     SamplingParams sp;
     sp.temperature = (float)get_num(s, "temperature", 1.0);
     sp.top_k = (int)get_num(s, "topK", 0);

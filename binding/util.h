@@ -95,6 +95,17 @@ inline size_t checked_size(const Napi::Env& env, std::initializer_list<int64_t> 
   return total;
 }
 
+// Token ids must lie in [0, vocab) (negative allowed where they mean "ignored"): checked in the
+// binding too, so that a direct call can never index out of bounds.
+inline void check_ids(const Napi::Env& env, const int32_t* ids, size_t n, int64_t vocab, const char* name,
+                      bool allow_negative = false) {
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] >= vocab || (!allow_negative && ids[i] < 0))
+      throw Napi::RangeError::New(env, std::string(name) + "[" + std::to_string(i) + "] = " +
+                                           std::to_string(ids[i]) + " is outside [0, " +
+                                           std::to_string(vocab) + ")");
+}
+
 // A JS object that a MakeResult may return later: local handles die with their scope, so a
 // result built before async work must be held through a persistent reference.
 inline std::shared_ptr<Napi::ObjectReference> persist(Napi::Object o) {
