@@ -119,11 +119,8 @@ export interface OptimizerOptions {
 
 const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
 
-function nativeConfig(config: ModelConfig): Record<string, unknown> {
-  return { ...config };
-}
-
-function splitmixSeed(seed: number, row: number): bigint {
+/** Row i of a generate call with one numeric seed draws with Philox key seed + i. */
+function rowSeed(seed: number, row: number): bigint {
   return BigInt.asUintN(64, BigInt(Math.floor(seed)) + BigInt(row));
 }
 
@@ -138,7 +135,7 @@ export class Model {
     readonly config: ModelConfig,
     readonly tokenizer: Tokenizer | undefined,
   ) {
-    this.handle = new native.Model(nativeConfig(config));
+    this.handle = new native.Model({ ...config });
   }
 
   /** A model with seeded random weights (normal(0, std); norms 1). */
@@ -297,7 +294,7 @@ export class Model {
         const offsets = new Int32Array(take.length + 1);
         take.forEach((t, i) => (offsets[i + 1] = offsets[i] + t.length));
         const seeds = new BigUint64Array(take.map((_, i) =>
-          Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : splitmixSeed(seed as number, next + i)));
+          Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
         await this.run(() => ctx.addRows(Int32Array.from(take.flat()), offsets, seeds,
           new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
         for (let i = 0; i < take.length; i++) rowOf.push(next + i);
