@@ -27,12 +27,11 @@ export function progressLine(): { update: (text: string) => void; done: () => vo
   };
 }
 
-async function taskFor(name: string | undefined, file?: string) {
+async function taskFor(name: string | undefined) {
   const { getTask } = await import('../rl/tasks/index.js');
   const { builtinTask } = await import('../rl/builtin.js');
   if (name === undefined || name === 'arith') return builtinTask;
   if (name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be arith, gsm8k or math500, got "${name}"`);
-  void file;
   return getTask(name);
 }
 

@@ -66,4 +66,3 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   return { model, dir, cached: false, seconds: res.seconds };
 }
 
-export { evaluate };
