@@ -51,6 +51,9 @@ inline unsigned grid_for(size_t n, int threads, size_t cap = 65535u * 64) {
 // (partial sums, per-row stats) take it from here; the legacy default stream orders every use
 // by the same thread, and other threads have their own buffer, so there is no race.
 void* thread_scratch(size_t bytes);
+// A small (<= 256 bytes) device buffer private to the calling host thread, apart from the scratch
+// (which may be reallocated by the next op), for results copied back to the host.
+void* thread_result_slot(size_t bytes);
 
 // ---- reductions ------------------------------------------------------------------------------
 

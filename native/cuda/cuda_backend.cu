@@ -38,6 +38,16 @@ void* thread_scratch(size_t bytes) {
   return s.ptr;
 }
 
+void* thread_result_slot(size_t bytes) {
+  thread_local Scratch s;
+  if (bytes > 256) throw std::invalid_argument("wst-dash CUDA: result slot holds 256 bytes");
+  if (!s.ptr) {
+    check(cudaMalloc(&s.ptr, 256), "result slot alloc");
+    s.cap = 256;
+  }
+  return s.ptr;
+}
+
 }  // namespace cuda_detail
 
 namespace {

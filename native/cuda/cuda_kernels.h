@@ -81,6 +81,12 @@ void sample_tokens(int32_t* ids, float* logprobs, const float* logits, int N, in
 GrpoResult grpo_loss(float* grad, const float* logprobs, const float* old_logprobs,
                      const float* ref_logprobs, const float* advantages, const float* mask,
                      int S, int T, const GrpoParams& params);
+// The same op with the result left in device memory (no synchronisation): for pipelines that
+// keep going on the device, and for timing the kernels alone.
+void grpo_loss_async(GrpoResult* device_result, float* grad, const float* logprobs,
+                     const float* old_logprobs, const float* ref_logprobs,
+                     const float* advantages, const float* mask, int S, int T,
+                     const GrpoParams& params);
 void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int step);
 double sum_squares(const float* x, size_t n);

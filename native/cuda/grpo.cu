@@ -1,13 +1,16 @@
 // GRPO loss with advantage filtering on CUDA: the same loss, gradient and statistics as
-// native/cpu/grpo.cpp (read its header for the formula). Four small kernels, all on device data:
-//   1. per sequence: keep = |A| > filter_threshold and its unmasked token count (dropped
-//      sequences never read their mask);
-//   2. one block: kept, kept_tokens and the per-sequence weight w_s of the loss type;
-//   3. per (sequence, 1024-token chunk): per-token objective and gradient in float64, block sums
-//      of objective, clip count and KL; dropped sequences only write their zero gradient;
-//   4. one thread: the sums in sequence order (chunk order inside a sequence) -> GrpoResult.
-// Deterministic (fixed launch shapes, ordered final sums); equal to the CPU up to the order of the
-// float64 sums. The result is copied back to the host, so this op synchronises.
+// native/cpu/grpo.cpp (read its header for the formula). All on device data:
+//  - grpo, dr_grpo, dapo with S <= 4096 (the usual case): ONE fused kernel, a block per sequence.
+//    Each block counts the kept sequences from the advantages (S floats, cached), its own unmasked
+//    tokens (its mask row, re-read from cache below), derives its weight w_s, then computes every
+//    token's objective and gradient in float64 and writes -w_s d obj/d lp. HBM traffic is the four
+//    inputs read once and the gradient written once; dropped sequences only write zeros.
+//  - bnpo (its weight needs the token count of ALL sequences first) or S > 4096: three kernels —
+//    per-sequence counts, weights, then per (sequence, 1024-token chunk) tokens.
+//  - then one block reduces the per-sequence partials -> GrpoResult (each thread sums whole
+//    sequences in order, then a fixed tree), so results are deterministic.
+// Equal to the CPU up to the order of the float64 sums. grpo_loss copies the result back to the
+// host (synchronises); grpo_loss_async leaves it in device memory.
 #include "common.cuh"
 #include "cuda_kernels.h"
 
@@ -16,6 +19,7 @@ namespace {
 using namespace cuda_detail;
 
 constexpr int kThreads = 256, kChunk = 1024;
+constexpr int kRowThreads = 512, kFusedMaxSequences = 4096;
 
 __global__ void grpo_count_kernel(int* keep, double* ntok, const float* advantages,
                                   const float* mask, int S, int T, float thr) {
@@ -33,14 +37,18 @@ __global__ void grpo_count_kernel(int* keep, double* ntok, const float* advantag
   }
 }
 
-struct Totals {
-  int kept;
-  double kept_tokens;
-};
+__device__ __forceinline__ double grpo_weight(int loss_type, int kept, double ntok_s,
+                                               double total_tok, int T, double normalizer) {
+  switch (loss_type) {
+    case 0: return 1.0 / ((double)kept * fmax(ntok_s, 1.0));  // grpo
+    case 1: return 1.0 / fmax(total_tok, 1.0);                // bnpo
+    case 2: return 1.0 / ((double)kept * (double)T);          // dr_grpo
+    default: return 1.0 / normalizer;                         // dapo
+  }
+}
 
-__global__ void grpo_weights_kernel(double* weight, Totals* totals, const int* keep,
-                                    const double* ntok, int S, int T, int loss_type,
-                                    double normalizer) {
+__global__ void grpo_weights_kernel(double* weight, const int* keep, const double* ntok, int S,
+                                    int T, int loss_type, double normalizer) {
   __shared__ int shi[32];
   __shared__ double shd[32];
   int kept = 0;
@@ -51,17 +59,58 @@ __global__ void grpo_weights_kernel(double* weight, Totals* totals, const int* k
   }
   kept = block_sum(kept, shi);
   tok = block_sum(tok, shd);
-  for (int s = threadIdx.x; s < S; s += blockDim.x) {
-    double w = 0.0;
-    switch (loss_type) {
-      case 0: w = 1.0 / ((double)kept * fmax(ntok[s], 1.0)); break;  // grpo
-      case 1: w = 1.0 / fmax(tok, 1.0); break;                        // bnpo
-      case 2: w = 1.0 / ((double)kept * (double)T); break;            // dr_grpo
-      case 3: w = 1.0 / normalizer; break;                            // dapo
+  for (int s = threadIdx.x; s < S; s += blockDim.x)
+    weight[s] = keep[s] ? grpo_weight(loss_type, kept, ntok[s], tok, T, normalizer) : 0.0;
+}
+
+struct TokenSums {
+  double objective = 0, clipped = 0, kl = 0;
+};
+
+// Tokens [t0, t1) of one kept sequence (row pointers), strided over the block's threads:
+// writes grad = -w d obj/d lp and accumulates this thread's sums.
+__device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* grad, const float* logprobs,
+                                            const float* old_logprobs, const float* ref_logprobs,
+                                            const float* mask, int t0, int t1, double A, double w,
+                                            double lo, double hi, double beta, bool use_kl) {
+  for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x) {
+    if (mask[t] == 0.0f) {
+      grad[t] = 0.0f;
+      continue;
     }
-    weight[s] = keep[s] ? w : 0.0;
+    const double lp = logprobs[t];
+    const double r = exp(lp - (double)old_logprobs[t]);
+    const double rc = r < lo ? lo : (r > hi ? hi : r);
+    const double u = r * A, cl = rc * A;  // unclipped and clipped surrogate
+    // torch.min(u, c) backward: all to the smaller; on a tie half to each. d u/d lp = r A;
+    // d c/d lp = r A inside [lo, hi] (clamp passes its bounds), else 0.
+    const double dc = (r >= lo && r <= hi) ? r * A : 0.0;
+    double obj, dobj;
+    if (u < cl) obj = u, dobj = r * A;
+    else if (cl < u) obj = cl, dobj = dc;
+    else obj = u, dobj = 0.5 * (r * A + dc);
+    if ((r < lo && A < 0) || (r > hi && A > 0)) acc.clipped += 1;
+    if (use_kl) {
+      const double d = (double)ref_logprobs[t] - lp, ex = exp(d);
+      const double kl = ex - d - 1.0;
+      obj -= beta * kl;
+      dobj += beta * (ex - 1.0);  // d(-beta KL)/d lp
+      acc.kl += kl;
+    }
+    acc.objective += obj;
+    grad[t] = (float)(-w * dobj);
   }
-  if (threadIdx.x == 0) *totals = {kept, tok};
+}
+
+__device__ __forceinline__ void write_sums(double* out, TokenSums acc, double* sh) {
+  acc.objective = block_sum(acc.objective, sh);
+  acc.clipped = block_sum(acc.clipped, sh);
+  acc.kl = block_sum(acc.kl, sh);
+  if (threadIdx.x == 0) {
+    out[0] = acc.objective;
+    out[1] = acc.clipped;
+    out[2] = acc.kl;
+  }
 }
 
 // partial[(s * nchunk + c) * 3 + {0,1,2}] = objective sum, clipped count, KL sum of the chunk.
@@ -80,51 +129,64 @@ __global__ void grpo_token_kernel(float* grad, double* partial, const float* log
     if (threadIdx.x == 0) out[0] = out[1] = out[2] = 0.0;
     return;
   }
-  const double A = advantages[s], w = weight[s];
-  double osum = 0, clipped = 0, klsum = 0;
-  for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x) {
-    const size_t e = base + t;
-    if (mask[e] == 0.0f) {
-      grad[e] = 0.0f;
-      continue;
-    }
-    const double lp = logprobs[e];
-    const double r = exp(lp - (double)old_logprobs[e]);
-    const double rc = r < lo ? lo : (r > hi ? hi : r);
-    const double u = r * A, cl = rc * A;  // unclipped and clipped surrogate
-    // torch.min(u, c) backward: all to the smaller; on a tie half to each. d u/d lp = r A;
-    // d c/d lp = r A inside [lo, hi] (clamp passes its bounds), else 0.
-    const double dc = (r >= lo && r <= hi) ? r * A : 0.0;
-    double obj, dobj;
-    if (u < cl) obj = u, dobj = r * A;
-    else if (cl < u) obj = cl, dobj = dc;
-    else obj = u, dobj = 0.5 * (r * A + dc);
-    if ((r < lo && A < 0) || (r > hi && A > 0)) clipped += 1;
-    if (use_kl) {
-      const double d = (double)ref_logprobs[e] - lp, ex = exp(d);
-      const double kl = ex - d - 1.0;
-      obj -= beta * kl;
-      dobj += beta * (ex - 1.0);  // d(-beta KL)/d lp
-      klsum += kl;
-    }
-    osum += obj;
-    grad[e] = (float)(-w * dobj);
-  }
-  osum = block_sum(osum, sh);
-  clipped = block_sum(clipped, sh);
-  klsum = block_sum(klsum, sh);
-  if (threadIdx.x == 0) {
-    out[0] = osum;
-    out[1] = clipped;
-    out[2] = klsum;
-  }
+  TokenSums acc;
+  grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
+              use_kl ? ref_logprobs + base : nullptr, mask + base, t0, t1, advantages[s],
+              weight[s], lo, hi, beta, use_kl);
+  write_sums(out, acc, sh);
 }
 
+// The fused path (loss types grpo, dr_grpo, dapo): block s does sequence s end to end.
+__global__ void grpo_row_kernel(float* grad, double* partial, double* weight, int* keep,
+                                double* ntok, const float* logprobs, const float* old_logprobs,
+                                const float* ref_logprobs, const float* advantages,
+                                const float* mask, int S, int T, float thr, int loss_type,
+                                double normalizer, double lo, double hi, double beta,
+                                bool use_kl) {
+  __shared__ double sh[32];
+  __shared__ int shi[32];
+  const int s = blockIdx.x;
+  const size_t base = (size_t)s * T;
+  const bool k = fabsf(advantages[s]) > thr;
+  double* out = partial + (size_t)s * 3;
+  if (!k) {
+    for (int t = threadIdx.x; t < T; t += blockDim.x) grad[base + t] = 0.0f;
+    if (threadIdx.x == 0) {
+      out[0] = out[1] = out[2] = 0.0;
+      keep[s] = 0;
+      ntok[s] = 0.0;
+      weight[s] = 0.0;
+    }
+    return;
+  }
+  int kept = 0, n = 0;
+  for (int i = threadIdx.x; i < S; i += blockDim.x) kept += fabsf(advantages[i]) > thr;
+  for (int t = threadIdx.x; t < T; t += blockDim.x) n += mask[base + t] != 0.0f;
+  kept = block_sum(kept, shi);
+  n = block_sum(n, shi);
+  const double w = grpo_weight(loss_type, kept, (double)n, 0.0, T, normalizer);
+  if (threadIdx.x == 0) {
+    keep[s] = 1;
+    ntok[s] = (double)n;
+    weight[s] = w;
+  }
+  TokenSums acc;
+  grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
+              use_kl ? ref_logprobs + base : nullptr, mask + base, 0, T, advantages[s], w, lo,
+              hi, beta, use_kl);
+  write_sums(out, acc, sh);
+}
+
+// One block: per sequence s (threads stride over s), loss -= w_s * (sum of its chunk partials),
+// clipped and KL summed, kept and kept tokens from keep/ntok; then fixed-order block sums.
 __global__ void grpo_final_kernel(GrpoResult* res, const double* partial, const double* weight,
-                                  const Totals* totals, int S, int nchunk, bool use_kl) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  double loss = 0, clipped = 0, kl = 0;
-  for (int s = 0; s < S; s++) {
+                                  const int* keep, const double* ntok, int S, int nchunk,
+                                  bool use_kl) {
+  __shared__ double sh[32];
+  __shared__ int shi[32];
+  double loss = 0, clipped = 0, kl = 0, tok = 0;
+  int kept = 0;
+  for (int s = threadIdx.x; s < S; s += blockDim.x) {
     double o = 0, c = 0, k = 0;
     for (int j = 0; j < nchunk; j++) {
       const double* p = partial + ((size_t)s * nchunk + j) * 3;
@@ -135,53 +197,78 @@ __global__ void grpo_final_kernel(GrpoResult* res, const double* partial, const 
     loss -= o * weight[s];
     clipped += c;
     kl += k;
+    kept += keep[s];
+    tok += ntok[s];
   }
-  GrpoResult r;
-  r.kept = totals->kept;
-  r.kept_tokens = totals->kept_tokens;
-  r.loss = r.kept ? loss : 0.0;
-  r.clip_fraction = r.kept_tokens > 0 ? clipped / r.kept_tokens : 0.0;
-  r.kl = (r.kept_tokens > 0 && use_kl) ? kl / r.kept_tokens : 0.0;
-  *res = r;
+  loss = block_sum(loss, sh);
+  clipped = block_sum(clipped, sh);
+  kl = block_sum(kl, sh);
+  tok = block_sum(tok, sh);
+  kept = block_sum(kept, shi);
+  if (threadIdx.x == 0) {
+    GrpoResult r;
+    r.kept = kept;
+    r.kept_tokens = tok;
+    r.loss = kept ? loss : 0.0;
+    r.clip_fraction = tok > 0 ? clipped / tok : 0.0;
+    r.kl = (tok > 0 && use_kl) ? kl / tok : 0.0;
+    *res = r;
+  }
 }
 
 size_t align8(size_t n) { return (n + 7) / 8 * 8; }
 
 }  // namespace
 
+void grpo_loss_async(GrpoResult* device_result, float* grad, const float* logprobs,
+                     const float* old_logprobs, const float* ref_logprobs,
+                     const float* advantages, const float* mask, int S, int T,
+                     const GrpoParams& params) {
+  if (S <= 0) {
+    check(cudaMemset(device_result, 0, sizeof(GrpoResult)), "grpo_loss (empty)");
+    return;
+  }
+  if (S > 65535) throw std::invalid_argument("wst-dash CUDA grpo_loss: too many sequences");
+  const bool use_kl = ref_logprobs != nullptr && params.beta != 0.0f;
+  const double lo = 1.0 - (double)params.clip_low, hi = 1.0 + (double)params.clip_high;
+  const bool fused = params.loss_type != GrpoLossType::bnpo && S <= kFusedMaxSequences;
+  const int nchunk = fused ? 1 : (T > 0 ? (T + kChunk - 1) / kChunk : 0);
+  // Scratch: weight (S) | ntok (S) | partial (S nchunk 3) | keep (S)
+  const size_t off_w = 0, off_n = off_w + align8(S * 8), off_p = off_n + align8(S * 8);
+  const size_t off_k = off_p + align8((size_t)S * std::max(nchunk, 1) * 3 * 8);
+  char* scratch = (char*)thread_scratch(off_k + align8((size_t)S * 4));
+  double* weight = (double*)(scratch + off_w);
+  double* ntok = (double*)(scratch + off_n);
+  double* partial = (double*)(scratch + off_p);
+  int* keep = (int*)(scratch + off_k);
+  const float* ref = use_kl ? ref_logprobs : nullptr;
+
+  if (fused) {
+    WST_LAUNCH(grpo_row_kernel, (unsigned)S, kRowThreads, grad, partial, weight, keep, ntok,
+               logprobs, old_logprobs, ref, advantages, mask, S, T, params.filter_threshold,
+               (int)params.loss_type, params.normalizer, lo, hi, (double)params.beta, use_kl);
+  } else {
+    WST_LAUNCH(grpo_count_kernel, (unsigned)S, kThreads, keep, ntok, advantages, mask, S, T,
+               params.filter_threshold);
+    WST_LAUNCH(grpo_weights_kernel, 1, 1024, weight, keep, ntok, S, T, (int)params.loss_type,
+               params.normalizer);
+    if (nchunk > 0)
+      WST_LAUNCH(grpo_token_kernel, dim3(nchunk, S), kThreads, grad, partial, logprobs,
+                 old_logprobs, ref, advantages, mask, keep, weight, S, T, nchunk, lo, hi,
+                 (double)params.beta, use_kl);
+  }
+  WST_LAUNCH(grpo_final_kernel, 1, 1024, device_result, partial, weight, keep, ntok, S, nchunk,
+             use_kl);
+  check_launch("grpo_loss");
+}
+
 GrpoResult grpo_loss(float* grad, const float* logprobs, const float* old_logprobs,
                      const float* ref_logprobs, const float* advantages, const float* mask,
                      int S, int T, const GrpoParams& params) {
   GrpoResult res{0.0, 0, 0.0, 0.0, 0.0};
   if (S <= 0) return res;
-  const bool use_kl = ref_logprobs != nullptr && params.beta != 0.0f;
-  const int nchunk = T > 0 ? (T + kChunk - 1) / kChunk : 0;
-  // Scratch: weight (S) | ntok (S) | partial (S nchunk 3) | result | totals | keep (S)
-  const size_t off_w = 0, off_n = off_w + align8(S * 8), off_p = off_n + align8(S * 8);
-  const size_t off_r = off_p + align8((size_t)S * nchunk * 3 * 8);
-  const size_t off_t = off_r + align8(sizeof(GrpoResult));
-  const size_t off_k = off_t + align8(sizeof(Totals));
-  char* scratch = (char*)thread_scratch(off_k + align8((size_t)S * 4));
-  double* weight = (double*)(scratch + off_w);
-  double* ntok = (double*)(scratch + off_n);
-  double* partial = (double*)(scratch + off_p);
-  GrpoResult* dres = (GrpoResult*)(scratch + off_r);
-  Totals* totals = (Totals*)(scratch + off_t);
-  int* keep = (int*)(scratch + off_k);
-
-  WST_LAUNCH(grpo_count_kernel, (unsigned)std::min(S, 65535), kThreads, keep, ntok, advantages, mask, S,
-                                                                 T, params.filter_threshold);
-  WST_LAUNCH(grpo_weights_kernel, 1, 1024, weight, totals, keep, ntok, S, T, (int)params.loss_type,
-                                   params.normalizer);
-  if (nchunk > 0) {
-    if (S > 65535) throw std::invalid_argument("wst-dash CUDA grpo_loss: too many sequences");
-    WST_LAUNCH(grpo_token_kernel, dim3(nchunk, S), kThreads, 
-        grad, partial, logprobs, old_logprobs, use_kl ? ref_logprobs : nullptr, advantages, mask,
-        keep, weight, S, T, nchunk, 1.0 - (double)params.clip_low, 1.0 + (double)params.clip_high,
-        (double)params.beta, use_kl);
-  }
-  WST_LAUNCH(grpo_final_kernel, 1, 32, dres, partial, weight, totals, S, nchunk, use_kl);
-  check_launch("grpo_loss");
+  GrpoResult* dres = (GrpoResult*)thread_result_slot(sizeof(GrpoResult));
+  grpo_loss_async(dres, grad, logprobs, old_logprobs, ref_logprobs, advantages, mask, S, T, params);
   check(cudaMemcpy(&res, dres, sizeof(GrpoResult), cudaMemcpyDeviceToHost), "grpo_loss (copy)");
   return res;
 }

@@ -427,6 +427,25 @@ void check_grpo(Report& rep) {
       if (rc.kept != rg.kept) e = INFINITY;
       rep.check("cuda grpo loss/kept/clip/kl " + tag, e, 1e-9);
     }
+  // More sequences than the fused one-block-per-sequence path takes (the chunked path).
+  {
+    const int S2 = 4200, T2 = 7;
+    const size_t n2 = (size_t)S2 * T2;
+    auto lp2 = randv(rng, n2, -5, -0.01f), old2 = lp2, adv2 = randv(rng, S2);
+    for (size_t i = 0; i < n2; i++) old2[i] = lp2[i] + rng.nonzero(-0.4f, 0.4f);
+    std::vector<float> mask2(n2);
+    for (auto& m : mask2) m = rng.uniform() < 0.8 ? 1.0f : 0.0f;
+    wst::GrpoParams p{0.2f, 0.28f, 0.0f, 0.25f, wst::GrpoLossType::grpo, 1.0};
+    auto gc = nanv(n2), gg = nanv(n2);
+    wst::GrpoResult rc = CPU().grpo_loss(gc.data(), lp2.data(), old2.data(), nullptr, adv2.data(),
+                                         mask2.data(), S2, T2, p);
+    wst::GrpoResult rg = GPU().grpo_loss(gg.data(), lp2.data(), old2.data(), nullptr, adv2.data(),
+                                         mask2.data(), S2, T2, p);
+    rep.check("cuda grpo grad S=4200 (chunked path)", rel_err(gg, gc), kF32);
+    const double sc[3] = {rc.loss, rc.clip_fraction, rc.kept_tokens};
+    const double sg[3] = {rg.loss, rg.clip_fraction, rg.kept_tokens};
+    rep.check("cuda grpo loss S=4200 (chunked path)", rc.kept != rg.kept ? INFINITY : rel_err(sg, sc, 3), 1e-9);
+  }
   // Everything filtered.
   {
     std::vector<float> small(S, 0.01f);

@@ -137,6 +137,16 @@ int main(int argc, char** argv) {
     });
     emit("grpo_loss", ms, "gbps", 5.0 * n * 4 / (ms * 1e6),
          "4 inputs read + grad written, per time; includes the result copy to host");
+    // The kernels alone: 20 back-to-back calls leaving the result on the device, per call.
+    Buf dres(1, sizeof(wst::GrpoResult));
+    const int reps = 20;
+    double ms_async = median_ms(5, [&] {
+      for (int r = 0; r < reps; r++)
+        wst::cuda::grpo_loss_async((wst::GrpoResult*)dres.p, grad.f(), lp.f(), old.f(), ref.f(),
+                                   adv.f(), mask.f(), S, T, p);
+    }) / reps;
+    emit("grpo_loss_kernels", ms_async, "gbps", 5.0 * n * 4 / (ms_async * 1e6),
+         "same, result left on the device, 20 calls back to back");
   }
   return 0;
 }
