@@ -81,7 +81,11 @@ results = []
 for o in ours:
     unit = "tflops" if "tflops" in o else "gbps"
     print(f"{o['bench']:<22} {'ours (' + o.get('note', '') + ')':<34.34} {o['ms']:>10.3f} {o[unit]:>10.2f} {unit:<5}")
-    for t in [t for t in torch_rows if t["bench"] == o["bench"]]:
+    same = [t for t in torch_rows if t["bench"] == o["bench"]]
+    # Compare like with like where the dtypes are named (ours "bf16 ..."/"fp32 ...", torch "... bf16").
+    dt = next((d for d in ("bf16", "fp32") if d in o.get("note", "")), None)
+    typed = [t for t in same if dt and (dt in t["impl"] or (dt == "fp32" and "tf32" in t["impl"]))]
+    for t in (typed or same):
         ratio = t["ms"] / o["ms"] if o["ms"] > 0 else float("nan")
         print(f"{'':<22} {t['impl']:<34.34} {t['ms']:>10.3f} {t[unit]:>10.2f} {unit:<5} {ratio:>17.3f}x")
         results.append({"bench": o["bench"], "ours": o, "torch": t, "speed_ratio_ours_over_torch": ratio})

@@ -43,6 +43,8 @@ struct Backend {
   decltype(&::wst::adamw_update) adamw_update;
   decltype(&::wst::sum_squares) sum_squares;
   decltype(&::wst::scale_inplace) scale_inplace;
+  decltype(&::wst::gemm_bf16) gemm_bf16;
+  decltype(&::wst::attention_forward_bf16) attention_forward_bf16;
 };
 
 const Backend& cpu_backend();

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace wst {
 
@@ -22,6 +23,26 @@ namespace wst {
 void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
 
+// bf16 storage: the top 16 bits of an IEEE float (bfloat16), held as uint16_t.
+inline float bf16_to_float(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The same GEMM with bf16 A and B (fp32 accumulation, fp32 C): what tensor cores compute.
+// Every bf16 x bf16 product is exact in fp32, so the CPU result differs from the GPU only by
+// the order of the fp32 sums.
+void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const uint16_t* A,
+               int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc);
+
 // ---------------------------------------------------------------------------------------
 // Causal grouped-query attention.
 // q (B,Tq,H,D), k (B,Tk,KVH,D), v (B,Tk,KVH,D) -> out (B,Tq,H,D), lse (B,H,Tq)
@@ -31,6 +52,13 @@ void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const flo
 // Never materialises a Tq x Tk matrix (tiled, online softmax).
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        int B, int H, int KVH, int Tq, int Tk, int D, bool causal);
+// The same forward on bf16 q, k, v, with bf16 out (lse stays fp32). The math is attention_forward
+// on the bf16 values with fp32 scores, softmax and sums; an implementation may round the
+// probabilities to bf16 before they multiply V (the CUDA kernel does, as FlashAttention does), so
+// CPU and GPU agree to bf16 precision (~1e-2 relative), not bit for bit.
+void attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, int B, int H, int KVH, int Tq, int Tk, int D,
+                            bool causal);
 // dout (B,Tq,H,D) -> dq (B,Tq,H,D), dk (B,Tk,KVH,D), dv (B,Tk,KVH,D), all overwritten.
 // Needs out and lse from the forward.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,

@@ -16,11 +16,20 @@
 // Kernel launch on the legacy default stream. Spelled as a macro so that the same sources also
 // build for the CPU emulator of the native tests (native/tests/emu/), where a launch runs the
 // block's threads as fibers.
+// WST_LAUNCH_SMEM also passes a dynamic shared-memory size, which a kernel declares with
+// WST_DYNAMIC_SMEM(type, name, max_bytes) (a static array of max_bytes in the emulator).
 #ifdef WST_CUDA_EMULATOR
 #define WST_LAUNCH(kernel, grid, block, ...) \
   ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+#define WST_LAUNCH_SMEM(kernel, grid, block, smem_bytes, ...) \
+  ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+#define WST_DYNAMIC_SMEM(type, name, max_bytes) \
+  alignas(128) static type name[(max_bytes) / sizeof(type)]
 #else
 #define WST_LAUNCH(kernel, grid, block, ...) kernel<<<(grid), (block)>>>(__VA_ARGS__)
+#define WST_LAUNCH_SMEM(kernel, grid, block, smem_bytes, ...) \
+  kernel<<<(grid), (block), (smem_bytes)>>>(__VA_ARGS__)
+#define WST_DYNAMIC_SMEM(type, name, max_bytes) extern __shared__ __align__(128) type name[]
 #endif
 
 namespace wst::cuda_detail {

@@ -206,6 +206,30 @@ void st_sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const 
   s.finish();
 }
 
+void st_gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const uint16_t* A,
+                  int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  Stage s;
+  const uint16_t* a = s.in(A, extent(transA ? k : m, transA ? m : k, lda));
+  const uint16_t* b = s.in(B, extent(transB ? n : k, transB ? k : n, ldb));
+  float* c = s.inout(C, extent(m, n, ldc));
+  cuda::gemm_bf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  s.finish();
+}
+
+void st_attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                               const uint16_t* v, int B, int H, int KVH, int Tq, int Tk, int D,
+                               bool causal) {
+  Stage s;
+  const uint16_t* dq = s.in(q, prod({B, Tq, H, D}));
+  const uint16_t* dk = s.in(k, prod({B, Tk, KVH, D}));
+  const uint16_t* dv = s.in(v, prod({B, Tk, KVH, D}));
+  uint16_t* o = s.out(out, prod({B, Tq, H, D}));
+  float* l = s.out(lse, prod({B, H, Tq}));
+  cuda::attention_forward_bf16(o, l, dq, dk, dv, B, H, KVH, Tq, Tk, D, causal);
+  s.finish();
+}
+
 void st_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                           int B, int H, int KVH, int Tq, int Tk, int D, bool causal) {
   Stage s;
@@ -503,7 +527,7 @@ const Backend& cuda_backend() {
       cuda::softmax_forward, cuda::log_softmax_forward, cuda::token_logprobs_forward,
       cuda::token_logprobs_backward, cuda::crossentropy_forward, cuda::crossentropy_backward,
       cuda::sample_tokens, cuda::grpo_loss, cuda::adamw_update, cuda::sum_squares,
-      cuda::scale_inplace,
+      cuda::scale_inplace, cuda::gemm_bf16, cuda::attention_forward_bf16,
   };
   return b;
 }
@@ -517,7 +541,7 @@ const Backend& cuda_host_staging_backend() {
       st_residual_forward, st_residual_backward, st_softmax_forward, st_log_softmax_forward,
       st_token_logprobs_forward, st_token_logprobs_backward, st_crossentropy_forward,
       st_crossentropy_backward, st_sample_tokens, st_grpo_loss, st_adamw_update, st_sum_squares,
-      st_scale_inplace,
+      st_scale_inplace, st_gemm_bf16, st_attention_forward_bf16,
   };
   return b;
 }

@@ -43,6 +43,11 @@ namespace cuda {
 
 void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const uint16_t* A,
+               int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc);
+void attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                            const uint16_t* v, int B, int H, int KVH, int Tq, int Tk, int D,
+                            bool causal);
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                        int B, int H, int KVH, int Tq, int Tk, int D, bool causal);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,

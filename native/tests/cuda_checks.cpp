@@ -17,6 +17,7 @@ namespace wst_test {
 namespace {
 
 constexpr double kF32 = 1e-5;
+constexpr double kBF16 = 1e-2;  // bf16 results (the bound for bf16 kernels)
 
 const wst::Backend& CPU() { return wst::cpu_backend(); }
 const wst::Backend& GPU() { return wst::cuda_host_staging_backend(); }
@@ -395,6 +396,82 @@ void check_sampling(Report& rep) {
   }
 }
 
+// ---- bf16 tensor-core GEMM ----------------------------------------------------------------------
+std::vector<uint16_t> rand_bf16(Rng& rng, size_t n) {
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = wst::float_to_bf16(rng.nonzero(-1.0f, 1.0f));
+  return v;
+}
+
+void check_gemm_bf16(Report& rep) {
+  struct S { int m, n, k, pad; };  // pad: extra leading-dim elements (multiple of 8: aligned path)
+  // Aligned shapes (16-byte copies) with ragged tile edges and k not a multiple of 32, then
+  // unaligned ones (plain loads).
+  const S shapes[] = {{200, 264, 96, 8}, {128, 256, 40, 0}, {136, 24, 8, 16}, {77, 91, 133, 3},
+                      {1, 33, 17, 1}};
+  Rng rng(71);
+  for (const S& s : shapes)
+    for (int t = 0; t < 4; t++) {
+      const bool tA = t & 1, tB = t & 2;
+      const int bc = t == 1;  // one beta != 0 case per shape
+      const int lda = (tA ? s.m : s.k) + s.pad, ldb = (tB ? s.k : s.n) + s.pad, ldc = s.n + 2;
+      auto A = rand_bf16(rng, (size_t)(tA ? s.k : s.m) * lda);
+      auto B = rand_bf16(rng, (size_t)(tB ? s.n : s.k) * ldb);
+      const float alpha = 1.3f, beta = bc ? -0.6f : 0.0f;
+      auto C0 = bc ? randv(rng, (size_t)s.m * ldc) : nanv((size_t)s.m * ldc);
+      if (!bc)
+        for (size_t i = 0; i < C0.size(); i++)
+          if ((int)(i % ldc) >= s.n) C0[i] = 1.0f;  // gaps stay untouched
+      auto want = C0, got = C0;
+      CPU().gemm_bf16(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+      GPU().gemm_bf16(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+      rep.check(fmt("cuda gemm_bf16 %dx%dx%d %c%c ld+%d beta=%g", s.m, s.n, s.k, tA ? 'T' : 'N',
+                    tB ? 'T' : 'N', s.pad, beta),
+                rel_err(got, want), kF32);
+    }
+  {  // k == 0: C = beta C
+    auto A = rand_bf16(rng, 40), B = rand_bf16(rng, 40);
+    auto C = randv(rng, 5 * 6);
+    auto want = C, got = C;
+    CPU().gemm_bf16(false, false, 5, 6, 0, 1.0f, A.data(), 8, B.data(), 8, 0.5f, want.data(), 6);
+    GPU().gemm_bf16(false, false, 5, 6, 0, 1.0f, A.data(), 8, B.data(), 8, 0.5f, got.data(), 6);
+    rep.check("cuda gemm_bf16 k=0 (C = beta C)", rel_err(got, want), 0);
+  }
+}
+
+// ---- bf16 tensor-core attention forward ---------------------------------------------------------
+std::vector<float> widen(const std::vector<uint16_t>& v) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); i++) f[i] = wst::bf16_to_float(v[i]);
+  return f;
+}
+
+void check_attention_bf16(Report& rep) {
+  // D 64 / 128 take the tensor-core kernel (ragged tiles, GQA, Tq < Tk, Tq > Tk with rows that
+  // see no key, non-causal); D 40 takes the widen-to-fp32 path.
+  const AttnShape shapes[] = {
+      {2, 4, 2, 100, 100, 64, true}, {1, 4, 1, 37, 150, 128, true}, {1, 2, 2, 90, 37, 64, true},
+      {1, 3, 3, 70, 129, 128, false}, {2, 2, 1, 65, 65, 128, true}, {1, 2, 1, 33, 50, 40, true},
+  };
+  Rng rng(97);
+  for (const AttnShape& s : shapes) {
+    const std::string tag = fmt("B%d H%d/%d Tq%d Tk%d D%d%s", s.B, s.H, s.KVH, s.Tq, s.Tk, s.D,
+                                s.causal ? " causal" : "");
+    const size_t nq = (size_t)s.B * s.Tq * s.H * s.D, nk = (size_t)s.B * s.Tk * s.KVH * s.D;
+    const size_t nl = (size_t)s.B * s.H * s.Tq;
+    // Scores of a realistic spread: q and k of unit-ish norm per element.
+    auto q = rand_bf16(rng, nq), k = rand_bf16(rng, nk), v = rand_bf16(rng, nk);
+    std::vector<uint16_t> out_c(nq, 0xffff), out_g(nq, 0xffff);
+    auto lse_c = nanv(nl), lse_g = nanv(nl);
+    CPU().attention_forward_bf16(out_c.data(), lse_c.data(), q.data(), k.data(), v.data(), s.B,
+                                 s.H, s.KVH, s.Tq, s.Tk, s.D, s.causal);
+    GPU().attention_forward_bf16(out_g.data(), lse_g.data(), q.data(), k.data(), v.data(), s.B,
+                                 s.H, s.KVH, s.Tq, s.Tk, s.D, s.causal);
+    rep.check("cuda attention_bf16 fwd out " + tag, rel_err(widen(out_g), widen(out_c)), kBF16);
+    rep.check("cuda attention_bf16 fwd lse " + tag, rel_err(lse_g, lse_c), 1e-4);
+  }
+}
+
 // ---- grpo ---------------------------------------------------------------------------------------
 void check_grpo(Report& rep) {
   Rng rng(53);
@@ -487,7 +564,8 @@ void check_optim(Report& rep) {
 std::vector<Check> cuda_checks() {
   wst::cuda::set_poison_staged_outputs(true);
   return {
-      {"philox", check_philox},     {"sgemm", check_sgemm},         {"attention", check_attention},
+      {"philox", check_philox},     {"sgemm", check_sgemm},         {"gemm_bf16", check_gemm_bf16},
+      {"attention_bf16", check_attention_bf16},         {"attention", check_attention},
       {"rmsnorm", check_rmsnorm},   {"rope", check_rope},           {"swiglu", check_swiglu},
       {"embedding", check_embedding}, {"residual", check_residual}, {"softmax", check_softmax},
       {"sampling", check_sampling}, {"grpo", check_grpo},           {"optim", check_optim},

@@ -43,6 +43,19 @@ struct Buf {
     }
     return b;
   }
+  // bf16 values (top half of the fp32 LCG values, rounded to nearest even).
+  static Buf bf16(size_t n, float lo, float hi, uint64_t seed) {
+    Buf f = floats(n, lo, hi, seed), b(n, 2);
+    std::vector<float> h(std::min<size_t>(n, size_t(1) << 24));
+    std::vector<uint16_t> hb(h.size());
+    for (size_t off = 0; off < n; off += h.size()) {
+      size_t cnt = std::min(h.size(), n - off);
+      ck(cudaMemcpy(h.data(), f.f() + off, cnt * 4, cudaMemcpyDeviceToHost), "download");
+      for (size_t i = 0; i < cnt; i++) hb[i] = wst::float_to_bf16(h[i]);
+      ck(cudaMemcpy((uint16_t*)b.p + off, hb.data(), cnt * 2, cudaMemcpyHostToDevice), "upload");
+    }
+    return b;
+  }
   Buf(Buf&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
 };
 
@@ -100,6 +113,32 @@ int main(int argc, char** argv) {
     });
     const double flops = 2.0 * B * H * (double)T * T * D;  // causal: half of 4 B H T^2 D
     emit("attention_fwd_causal", ms, "tflops", flops / (ms * 1e9), "fp32 (no bf16 path)");
+  }
+  {  // attention forward, bf16 tensor cores, causal
+    const int B = quick ? 1 : 4, H = 32, T = quick ? 1024 : 4096, D = 128;
+    const size_t n = (size_t)B * T * H * D;
+    Buf q = Buf::bf16(n, -1, 1, 2), k = Buf::bf16(n, -1, 1, 3), v = Buf::bf16(n, -1, 1, 4);
+    Buf o(n, 2), lse((size_t)B * H * T, 4);
+    double ms = median_ms(10, [&] {
+      wst::cuda::attention_forward_bf16((uint16_t*)o.p, lse.f(), (uint16_t*)q.p, (uint16_t*)k.p,
+                                        (uint16_t*)v.p, B, H, H, T, T, D, true);
+    });
+    const double flops = 2.0 * B * H * (double)T * T * D;
+    emit("attention_fwd_causal", ms, "tflops", flops / (ms * 1e9), "bf16 mma.sync FA2-style");
+  }
+  {  // bf16 GEMM on tensor cores: A (m,k) row-major, B (k,n) row-major, as torch.matmul(x, y)
+    const int N = quick ? 4096 : 8192;
+    Buf a = Buf::bf16((size_t)N * N, -1, 1, 5), b = Buf::bf16((size_t)N * N, -1, 1, 6);
+    Buf c((size_t)N * N, 4);
+    for (int tb = 0; tb < 2; tb++) {
+      double ms = median_ms(10, [&] {
+        wst::cuda::gemm_bf16(false, tb, N, N, N, 1.0f, (uint16_t*)a.p, N, (uint16_t*)b.p, N, 0.0f,
+                             c.f(), N);
+      });
+      emit("gemm", ms, "tflops", 2.0 * N * (double)N * N / (ms * 1e9),
+           tb ? "bf16 mma.sync, B as (n,k) (Linear weight layout), fp32 out"
+              : "bf16 mma.sync, B as (k,n), fp32 out");
+    }
   }
   {  // sgemm
     const int N = quick ? 4096 : 8192;
