@@ -3,13 +3,14 @@
 //  - grpo, dr_grpo, dapo with S <= 4096 (the usual case): ONE fused kernel, a block per sequence.
 //    Each block counts the kept sequences from the advantages (S floats, cached), its own unmasked
 //    tokens (its mask row, re-read from cache below), derives its weight w_s, then computes every
-//    token's objective and gradient in float64 and writes -w_s d obj/d lp. HBM traffic is the four
+//    token's objective and gradient (fp32 per token, float64 sums; see grpo_token) and writes
+//    -w_s d obj/d lp, 16 bytes at a time. HBM traffic is the four
 //    inputs read once and the gradient written once; dropped sequences only write zeros.
 //  - bnpo (its weight needs the token count of ALL sequences first) or S > 4096: three kernels —
 //    per-sequence counts, weights, then per (sequence, 1024-token chunk) tokens.
 //  - then one block reduces the per-sequence partials -> GrpoResult (each thread sums whole
 //    sequences in order, then a fixed tree), so results are deterministic.
-// Equal to the CPU up to the order of the float64 sums. grpo_loss copies the result back to the
+// Equal to the CPU up to fp32 rounding per token (same clip decisions) and the order of the sums. grpo_loss copies the result back to the
 // host (synchronises); grpo_loss_async leaves it in device memory.
 #include "common.cuh"
 #include "cuda_kernels.h"
@@ -67,38 +68,93 @@ struct TokenSums {
   double objective = 0, clipped = 0, kl = 0;
 };
 
+struct TokenParams {
+  float A, w, lo, hi, beta;  // advantage, weight, clip range as floats
+  double lo_d, hi_d;         // the clip range in double, for ratios within 1e-5 of a bound
+  bool use_kl;
+};
+
+// KL = e^d - d - 1 in float without the cancellation near d = 0 (series to d^9, then direct).
+__device__ __forceinline__ float kl_k3(float d) {
+  if (fabsf(d) < 0.5f) {
+    float p = 1.0f / 362880.0f;
+    p = fmaf(p, d, 1.0f / 40320.0f);
+    p = fmaf(p, d, 1.0f / 5040.0f);
+    p = fmaf(p, d, 1.0f / 720.0f);
+    p = fmaf(p, d, 1.0f / 120.0f);
+    p = fmaf(p, d, 1.0f / 24.0f);
+    p = fmaf(p, d, 1.0f / 6.0f);
+    p = fmaf(p, d, 0.5f);
+    return d * d * p;
+  }
+  return expm1f(d) - d;
+}
+
+// One token: the gradient -w d obj/d lp (returned) and the sums. Per-token math in fp32 (the
+// CPU twin uses float64): lp - old and ref - lp are exact in fp32 when the two are close
+// (Sterbenz), the ratio is recomputed in double within 1e-5 of a clip bound so that the clip
+// decision matches the CPU's, and the min(u, c) branch follows from that decision and the sign
+// of A (for r below the range, u < c iff A > 0; above it, u > c iff A > 0).
+__device__ __forceinline__ float grpo_token(TokenSums& acc, float lp, float old, float ref, float m,
+                                            const TokenParams& p) {
+  if (m == 0.0f) return 0.0f;
+  float r = expf(lp - old);
+  bool below, above;
+  if (fabsf(r - p.lo) < 1e-5f * p.lo || fabsf(r - p.hi) < 1e-5f * p.hi) {
+    const double rd = exp((double)lp - (double)old);
+    below = rd < p.lo_d;
+    above = rd > p.hi_d;
+    r = (float)rd;
+  } else {
+    below = r < p.lo;
+    above = r > p.hi;
+  }
+  const float rA = r * p.A;
+  float obj, dobj;
+  if (below && p.A < 0.0f) obj = p.lo * p.A, dobj = 0.0f;       // clipped surrogate is smaller
+  else if (above && p.A > 0.0f) obj = p.hi * p.A, dobj = 0.0f;
+  else obj = rA, dobj = rA;                                      // inside, or unclipped smaller
+  if ((below && p.A < 0.0f) || (above && p.A > 0.0f)) acc.clipped += 1;
+  if (p.use_kl) {
+    const float d = ref - lp, kl = kl_k3(d);
+    obj -= p.beta * kl;
+    dobj += p.beta * expm1f(d);  // d(-beta KL)/d lp
+    acc.kl += kl;
+  }
+  acc.objective += obj;
+  return -p.w * dobj;
+}
+
 // Tokens [t0, t1) of one kept sequence (row pointers), strided over the block's threads:
-// writes grad = -w d obj/d lp and accumulates this thread's sums.
-__device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* grad, const float* logprobs,
-                                            const float* old_logprobs, const float* ref_logprobs,
-                                            const float* mask, int t0, int t1, double A, double w,
-                                            double lo, double hi, double beta, bool use_kl) {
-  for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x) {
-    if (mask[t] == 0.0f) {
-      grad[t] = 0.0f;
-      continue;
+// writes the gradient and accumulates this thread's sums. 16-byte vectors when every row pointer
+// is 16-byte aligned and t0, t1 are multiples of 4 (the usual case), else one token at a time.
+__device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* __restrict__ grad,
+                                            const float* __restrict__ logprobs,
+                                            const float* __restrict__ old_logprobs,
+                                            const float* __restrict__ ref_logprobs,
+                                            const float* __restrict__ mask, int t0, int t1,
+                                            const TokenParams& p) {
+  const bool vec = ((((uintptr_t)grad | (uintptr_t)logprobs | (uintptr_t)old_logprobs |
+                      (uintptr_t)(ref_logprobs ? ref_logprobs : logprobs) | (uintptr_t)mask) & 15u) == 0) &&
+                   t0 % 4 == 0 && t1 % 4 == 0;
+  if (vec) {
+    for (int t = t0 + 4 * threadIdx.x; t < t1; t += 4 * blockDim.x) {
+      const float4 lp = *reinterpret_cast<const float4*>(logprobs + t);
+      const float4 od = *reinterpret_cast<const float4*>(old_logprobs + t);
+      const float4 mk = *reinterpret_cast<const float4*>(mask + t);
+      float4 rf = lp;
+      if (p.use_kl) rf = *reinterpret_cast<const float4*>(ref_logprobs + t);
+      float4 g;
+      g.x = grpo_token(acc, lp.x, od.x, rf.x, mk.x, p);
+      g.y = grpo_token(acc, lp.y, od.y, rf.y, mk.y, p);
+      g.z = grpo_token(acc, lp.z, od.z, rf.z, mk.z, p);
+      g.w = grpo_token(acc, lp.w, od.w, rf.w, mk.w, p);
+      *reinterpret_cast<float4*>(grad + t) = g;
     }
-    const double lp = logprobs[t];
-    const double r = exp(lp - (double)old_logprobs[t]);
-    const double rc = r < lo ? lo : (r > hi ? hi : r);
-    const double u = r * A, cl = rc * A;  // unclipped and clipped surrogate
-    // torch.min(u, c) backward: all to the smaller; on a tie half to each. d u/d lp = r A;
-    // d c/d lp = r A inside [lo, hi] (clamp passes its bounds), else 0.
-    const double dc = (r >= lo && r <= hi) ? r * A : 0.0;
-    double obj, dobj;
-    if (u < cl) obj = u, dobj = r * A;
-    else if (cl < u) obj = cl, dobj = dc;
-    else obj = u, dobj = 0.5 * (r * A + dc);
-    if ((r < lo && A < 0) || (r > hi && A > 0)) acc.clipped += 1;
-    if (use_kl) {
-      const double d = (double)ref_logprobs[t] - lp, ex = exp(d);
-      const double kl = ex - d - 1.0;
-      obj -= beta * kl;
-      dobj += beta * (ex - 1.0);  // d(-beta KL)/d lp
-      acc.kl += kl;
-    }
-    acc.objective += obj;
-    grad[t] = (float)(-w * dobj);
+  } else {
+    for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x)
+      grad[t] = grpo_token(acc, logprobs[t], old_logprobs[t], p.use_kl ? ref_logprobs[t] : 0.0f,
+                           mask[t], p);
   }
 }
 
@@ -130,9 +186,10 @@ __global__ void grpo_token_kernel(float* grad, double* partial, const float* log
     return;
   }
   TokenSums acc;
+  const TokenParams tp{advantages[s], (float)weight[s], (float)lo, (float)hi, (float)beta, lo, hi,
+                       use_kl};
   grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
-              use_kl ? ref_logprobs + base : nullptr, mask + base, t0, t1, advantages[s],
-              weight[s], lo, hi, beta, use_kl);
+              use_kl ? ref_logprobs + base : nullptr, mask + base, t0, t1, tp);
   write_sums(out, acc, sh);
 }
 
@@ -171,9 +228,9 @@ __global__ void grpo_row_kernel(float* grad, double* partial, double* weight, in
     weight[s] = w;
   }
   TokenSums acc;
+  const TokenParams tp{advantages[s], (float)w, (float)lo, (float)hi, (float)beta, lo, hi, use_kl};
   grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
-              use_kl ? ref_logprobs + base : nullptr, mask + base, 0, T, advantages[s], w, lo,
-              hi, beta, use_kl);
+              use_kl ? ref_logprobs + base : nullptr, mask + base, 0, T, tp);
   write_sums(out, acc, sh);
 }
 
