@@ -4,6 +4,9 @@
 #include <memory>
 
 #include "../native/model/llama.h"
+#ifdef WST_DASH_WITH_CUDA
+#include "../native/cuda/cuda_kernels.h"
+#endif
 #include "util.h"
 
 namespace wst::binding {
@@ -85,9 +88,27 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     cfg.tied_embeddings = get_bool(c, "tieWordEmbeddings");
     cfg.qkv_bias = get_bool(c, "attentionBias");
     cfg.qk_norm = get_bool(c, "qkNorm");
+    // config.device: "cpu" (default) or "cuda" (weights, caches, activations and optimizer
+    // state resident on the GPU; the CUDA build of the addon with a usable device).
+    std::string device = "cpu";
+    if (!c.Get("device").IsUndefined()) {
+      if (!c.Get("device").IsString()) throw Napi::TypeError::New(info.Env(), "config.device must be \"cpu\" or \"cuda\"");
+      device = c.Get("device").As<Napi::String>().Utf8Value();
+    }
+    const Backend* be = &cpu_backend();
+    if (device == "cuda") {
+#ifdef WST_DASH_WITH_CUDA
+      if (cuda_device_count() == 0)
+        throw Napi::Error::New(info.Env(), "config.device is \"cuda\" but no usable CUDA device was found");
+      be = &cuda_backend();
+#else
+      throw Napi::Error::New(info.Env(), "config.device is \"cuda\" but this build of the addon has no CUDA (the CUDA addon loads only when a device is usable)");
+#endif
+    } else if (device != "cpu") {
+      throw Napi::RangeError::New(info.Env(), "config.device must be \"cpu\" or \"cuda\", got \"" + device + "\"");
+    }
     try {
-      // The model runs on the CPU backend: a device-resident model on CUDA is not built yet.
-      model_ = std::make_shared<LlamaModel>(&cpu_backend(), cfg);
+      model_ = std::make_shared<LlamaModel>(be, cfg);
     } catch (const std::bad_alloc&) {
       throw Napi::RangeError::New(info.Env(), "out of memory allocating the model");
     } catch (const std::exception& e) {
@@ -483,7 +504,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     if (!ctx_->finished[row])
       for (int s = 0; s < ctx_->active; s++)
         if (ctx_->row_of_slot[s] == row) {
-          ctx_->finish_slot(s, &cpu_backend(), model_->config().n_layers,
+          ctx_->finish_slot(s, model_->backend(), model_->config().n_layers,
                             (size_t)model_->config().n_kv_heads * model_->config().head_dim);
           break;
         }

@@ -17,6 +17,8 @@ struct Backend {
   void (*upload)(void* dst, const void* host_src, size_t bytes);
   void (*download)(void* host_dst, const void* src, size_t bytes);
   void (*synchronize)();
+  void (*copy)(void* dst, const void* src, size_t bytes);  // within the backend's memory
+  void (*zero)(void* dst, size_t bytes);
 
   decltype(&::wst::sgemm) sgemm;
   decltype(&::wst::attention_forward) attention_forward;
@@ -45,6 +47,7 @@ struct Backend {
   decltype(&::wst::scale_inplace) scale_inplace;
   decltype(&::wst::gemm_bf16) gemm_bf16;
   decltype(&::wst::attention_forward_bf16) attention_forward_bf16;
+  decltype(&::wst::copy_rows) copy_rows;
 };
 
 const Backend& cpu_backend();

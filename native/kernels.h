@@ -191,6 +191,10 @@ void adamw_update(float* param, const float* grad, float* m, float* v, size_t n,
 double sum_squares(const float* x, size_t n);
 // x *= s
 void scale_inplace(float* x, size_t n, float s);
+// Row copies (KV-cache writes, slot moves): for i < n, count[i] floats from src + src_off[i] to
+// dst + dst_off[i]. Destination ranges must not overlap each other or any source range.
+void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
+               const int64_t* count, int n);
 
 // ---------------------------------------------------------------------------------------
 // Threads: one fixed pool, sized from WST_DASH_THREADS or the core count.

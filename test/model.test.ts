@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ModelConfig } from '../src/models/config.js';
 import { Model } from '../src/models/model.js';
+import { kernels } from '../src/kernels/index.js';
 import { CharTokenizer } from '../src/models/tokenizer.js';
 import { rng } from './helpers.js';
 import { referenceLogits, referenceLoss, type Weights } from './reference/llama.js';
@@ -271,5 +272,33 @@ describe.skipIf(!haveStories)('stories260K (real pretrained checkpoint)', () => 
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('device placement', () => {
+  const cfg = tinyConfig('qwen3', true);
+  it('rejects an unknown device with a clear error', () => {
+    expect(() => Model.create(cfg, { device: 'gpu' as never })).toThrow(/options.device must be "cpu" or "cuda"/);
+  });
+  it.skipIf(kernels.backend === 'cuda')('asks for the CUDA build when the addon has no usable GPU', () => {
+    expect(() => Model.create(cfg, { device: 'cuda' })).toThrow(/cuda/i);
+  });
+  // Runs where a GPU is present (the CUDA addon loaded): the same model resident on the GPU agrees
+  // with the CPU one on logits, a train step's gradients and greedy generation.
+  it.skipIf(kernels.backend !== 'cuda')('a model resident on the GPU matches the CPU model', async () => {
+    const a = Model.create(cfg, { seed: 9, std: 0.3 });
+    const b = Model.create(cfg, { seed: 9, std: 0.3, device: 'cuda' });
+    expect(b.device).toBe('cuda');
+    const ids = [1, 5, 9, 2, 7, 3, 8];
+    const la = await a.logits(ids), lb = await b.logits(ids);
+    let err = 0, den = 0;
+    for (let i = 0; i < la.length; i++) {
+      err = Math.max(err, Math.abs(la[i] - lb[i]));
+      den = Math.max(den, Math.abs(la[i]));
+    }
+    expect(err / den).toBeLessThan(1e-4);
+    const [ga] = await a.generate([ids], { maxNewTokens: 8, temperature: 0 });
+    const [gb] = await b.generate([ids], { maxNewTokens: 8, temperature: 0 });
+    expect(gb.ids).toEqual(ga.ids);
   });
 });

@@ -1,4 +1,5 @@
 // Optimiser kernels: AdamW (torch.optim.AdamW's formulation), sum of squares, in-place scale.
+#include <cstring>
 #include <cmath>
 #include <vector>
 
@@ -81,6 +82,12 @@ double sum_squares(const float* x, size_t n) {
 }
 
 // x (n) *= s
+void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
+               const int64_t* count, int n) {
+  for (int i = 0; i < n; i++)
+    if (count[i] > 0) std::memcpy(dst + dst_off[i], src + src_off[i], (size_t)count[i] * sizeof(float));
+}
+
 void scale_inplace(float* x, size_t n, float s) {
   parallel_chunks(n, kElemGrain, [&](size_t b, size_t e) {
     float* X = x;

@@ -102,6 +102,12 @@ void dev_download(void* dst, const void* src, size_t bytes) {
   if (bytes) cuda_detail::check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "download");
 }
 void dev_sync() { cuda::synchronize(); }
+void dev_copy(void* dst, const void* src, size_t bytes) {
+  if (bytes) cuda_detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0), "copy");
+}
+void dev_zero(void* dst, size_t bytes) {
+  if (bytes) cuda_detail::check(cudaMemsetAsync(dst, 0, bytes, 0), "zero");
+}
 
 // ---- host staging ------------------------------------------------------------------------------
 // Stream-ordered pool allocations when the device supports them (no implicit device-wide sync on
@@ -489,6 +495,12 @@ double st_sum_squares(const float* x, size_t n) {
   return r;
 }
 
+// Host staging for row copies: plain host memcpy (the rows are host memory here).
+void st_copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
+                  const int64_t* count, int n) {
+  ::wst::copy_rows(dst, src, dst_off, src_off, count, n);
+}
+
 void st_scale_inplace(float* x, size_t n, float sc) {
   Stage s;
   float* d = s.inout(x, n);
@@ -503,6 +515,7 @@ void* host_alloc(size_t bytes) {
 }
 void host_free(void* p) { std::free(p); }
 void host_copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void host_zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
 
 }  // namespace
 
@@ -519,7 +532,7 @@ void synchronize() {
 
 const Backend& cuda_backend() {
   static const Backend b = {
-      "cuda", false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync,
+      "cuda", false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync, dev_copy, dev_zero,
       cuda::sgemm, cuda::attention_forward, cuda::attention_backward, cuda::attention_decode,
       cuda::rmsnorm_forward, cuda::rmsnorm_backward, cuda::rope_forward, cuda::rope_backward,
       cuda::swiglu_forward, cuda::swiglu_backward, cuda::embedding_forward,
@@ -527,21 +540,21 @@ const Backend& cuda_backend() {
       cuda::softmax_forward, cuda::log_softmax_forward, cuda::token_logprobs_forward,
       cuda::token_logprobs_backward, cuda::crossentropy_forward, cuda::crossentropy_backward,
       cuda::sample_tokens, cuda::grpo_loss, cuda::adamw_update, cuda::sum_squares,
-      cuda::scale_inplace, cuda::gemm_bf16, cuda::attention_forward_bf16,
+      cuda::scale_inplace, cuda::gemm_bf16, cuda::attention_forward_bf16, cuda::copy_rows,
   };
   return b;
 }
 
 const Backend& cuda_host_staging_backend() {
   static const Backend b = {
-      "cuda", true, host_alloc, host_free, host_copy, host_copy, dev_sync,
+      "cuda", true, host_alloc, host_free, host_copy, host_copy, dev_sync, host_copy, host_zero,
       st_sgemm, st_attention_forward, st_attention_backward, st_attention_decode,
       st_rmsnorm_forward, st_rmsnorm_backward, st_rope_forward, st_rope_backward,
       st_swiglu_forward, st_swiglu_backward, st_embedding_forward, st_embedding_backward,
       st_residual_forward, st_residual_backward, st_softmax_forward, st_log_softmax_forward,
       st_token_logprobs_forward, st_token_logprobs_backward, st_crossentropy_forward,
       st_crossentropy_backward, st_sample_tokens, st_grpo_loss, st_adamw_update, st_sum_squares,
-      st_scale_inplace, st_gemm_bf16, st_attention_forward_bf16,
+      st_scale_inplace, st_gemm_bf16, st_attention_forward_bf16, st_copy_rows,
   };
   return b;
 }

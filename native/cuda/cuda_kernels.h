@@ -96,6 +96,8 @@ void adamw_update(float* param, const float* grad, float* m, float* v, size_t n,
                   double beta1, double beta2, double eps, double weight_decay, int step);
 double sum_squares(const float* x, size_t n);
 void scale_inplace(float* x, size_t n, float s);
+void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
+               const int64_t* count, int n);
 
 // Tests: out[i] = philox_uniform(keys[i], counters[i]) computed on the device (device pointers).
 void philox_uniform_batch(float* out, const uint64_t* keys, const uint64_t* counters, int n);

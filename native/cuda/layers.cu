@@ -320,6 +320,23 @@ double sum_squares(const float* x, size_t n) {
   return r;
 }
 
+// Block i copies row i (grid-strided over rows), float by float: rows are short (a KV row).
+__global__ void copy_rows_kernel(float* dst, const float* src, const int64_t* dst_off,
+                                 const int64_t* src_off, const int64_t* count, int n) {
+  for (int i = blockIdx.x; i < n; i += gridDim.x) {
+    float* d = dst + dst_off[i];
+    const float* s = src + src_off[i];
+    for (int64_t e = threadIdx.x; e < count[i]; e += blockDim.x) d[e] = s[e];
+  }
+}
+
+void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
+               const int64_t* count, int n) {
+  if (n <= 0) return;
+  WST_LAUNCH(copy_rows_kernel, (unsigned)std::min(n, 65535), 256, dst, src, dst_off, src_off, count, n);
+  check_launch("copy_rows");
+}
+
 void scale_inplace(float* x, size_t n, float s) {
   if (!n) return;
   WST_LAUNCH(scale_kernel, grid_for(n, kThreads), kThreads, x, n, s);

@@ -44,13 +44,7 @@ void Buffer::resize(const Backend* be, size_t n) {
 }
 
 void Buffer::zero() {
-  if (!n_) return;
-  if (be_->host_memory) {
-    std::memset(ptr_, 0, n_ * sizeof(float));
-  } else {
-    std::vector<float> z(n_, 0.f);
-    be_->upload(ptr_, z.data(), n_ * sizeof(float));
-  }
+  if (n_) be_->zero(ptr_, n_ * sizeof(float));
 }
 
 void Buffer::release() {
@@ -72,8 +66,22 @@ struct LlamaModel::Activations {
   // Backward scratch.
   Buffer dres, dxn, dtmp, dq, dk, dv, datt, dk2, dI1, dI2, dI3;
   std::vector<int32_t> positions, ids;
-  std::vector<float> mask;
+  std::vector<float> mask, lp_host, ent_host, dlp_host;
+  // The host arrays as the backend sees them; tok and pos are kept for the backward.
+  Staged<int32_t> st_tok, st_ids, st_pos;
+  Staged<float> st_mask, st_old, st_ref, st_adv;
+  const int32_t* tok = nullptr;
+  const int32_t* pos = nullptr;
 };
+
+// copy_rows from host offsets laid out as [dst x n | src x n | count x n].
+static void copy_rows_staged(const Backend* be, Staged<int64_t>& st, float* dst, const float* src,
+                             const std::vector<int64_t>& offs) {
+  const int n = (int)(offs.size() / 3);
+  if (n == 0) return;
+  const int64_t* d = st.in(be, offs.data(), offs.size());
+  be->copy_rows(dst, src, d, d + n, d + 2 * n, n);
+}
 
 // ---- Construction and parameters ------------------------------------------------------------
 
@@ -89,8 +97,6 @@ void LlamaModel::add_tensor(const std::string& name, std::vector<int64_t> shape)
 }
 
 LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg) {
-  if (!be_->host_memory)
-    throw std::runtime_error("the model runs on the CPU backend only in this build");
   const int C = cfg.dim, V = cfg.vocab, I = cfg.hidden, Dh = cfg.head_dim;
   const int Hq = cfg.n_heads * Dh, Hk = cfg.n_kv_heads * Dh;
   add_tensor("model.embed_tokens.weight", {V, C});
@@ -246,10 +252,12 @@ void LlamaModel::ensure_activations(int B, int T) {
   for (auto* b : {&a.lp, &a.lse_tok, &a.ent, &a.dlp}) b->resize(be_, N);
   if (a.ones.size() < N) {
     a.ones.resize(be_, N);
-    std::fill(a.ones.data(), a.ones.data() + N, 1.f);
+    const std::vector<float> one(N, 1.f);
+    be_->upload(a.ones.data(), one.data(), N * sizeof(float));
   }
   a.positions.resize(N);
   for (size_t n = 0; n < N; n++) a.positions[n] = (int32_t)(n % T);
+  a.pos = a.st_pos.in(be_, a.positions.data(), N);
 }
 
 // out (N,out_dim) = in (N,in_dim) @ W^T (+ bias), W (out_dim,in_dim) as in Hugging Face Linear.
@@ -282,7 +290,21 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
             KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
   const float* ones = a.ones.data();
-  be_->embedding_forward(a.x_in[0].data(), tokens, P(embed_off_), N, V, C);
+  a.tok = a.st_tok.in(be_, tokens, (size_t)N);
+  // Cache rows of the sink: row b's T keys/values go to its slot's row of every layer's cache.
+  std::vector<int64_t> sink_offs;
+  const int64_t* sink_dev = nullptr;
+  if (sink) {
+    sink_offs.resize(3 * (size_t)B);
+    for (int b = 0; b < B; b++) {
+      const int slot = sink_slots ? sink_slots[b] : sink->active + b;
+      sink_offs[b] = (int64_t)slot * sink->max_seq * Hk;
+      sink_offs[B + b] = (int64_t)b * T * Hk;
+      sink_offs[2 * B + b] = (int64_t)T * Hk;
+    }
+    sink_dev = st_rows_.in(be_, sink_offs.data(), sink_offs.size());
+  }
+  be_->embedding_forward(a.x_in[0].data(), a.tok, P(embed_off_), N, V, C);
   for (int l = 0; l < cfg_.n_layers; l++) {
     const LayerOffsets& o = layers_[l];
     const float* x = a.x_in[l].data();
@@ -298,15 +320,11 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
       be_->rmsnorm_forward(a.q[l].data(), a.rstdq[l].data(), qdst, P(o.q_norm), N * H, Dh, eps);
       be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
     }
-    be_->rope_forward(a.q[l].data(), a.q[l].data(), a.positions.data(), N, H, Dh, cfg_.rope_theta);
-    be_->rope_forward(a.k[l].data(), a.k[l].data(), a.positions.data(), N, KVH, Dh, cfg_.rope_theta);
+    be_->rope_forward(a.q[l].data(), a.q[l].data(), a.pos, N, H, Dh, cfg_.rope_theta);
+    be_->rope_forward(a.k[l].data(), a.k[l].data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
     if (sink) {
-      for (int b = 0; b < B; b++) {
-        int slot = sink_slots ? sink_slots[b] : sink->active + b;
-        size_t row = (size_t)slot * sink->max_seq * Hk;
-        std::memcpy(sink->kcache[l].data() + row, a.k[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
-        std::memcpy(sink->vcache[l].data() + row, a.v[l].data() + (size_t)b * T * Hk, (size_t)T * Hk * sizeof(float));
-      }
+      be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+      be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
     }
     be_->attention_forward(a.att[l].data(), a.lse[l].data(), a.q[l].data(), a.k[l].data(),
                            a.v[l].data(), B, H, KVH, T, T, Dh, true);
@@ -336,11 +354,18 @@ void LlamaModel::score(const int32_t* tokens, const int32_t* targets, int B, int
   const int N = B * T;
   a.ids.resize(N);
   for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
+  const int32_t* ids = a.st_ids.in(be_, a.ids.data(), (size_t)N);
   be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), entropy_out ? a.ent.data() : nullptr,
-                              a.logits.data(), a.ids.data(), N, cfg_.vocab);
+                              a.logits.data(), ids, N, cfg_.vocab);
+  a.lp_host.resize(N);
+  be_->download(a.lp_host.data(), a.lp.data(), (size_t)N * sizeof(float));
+  if (entropy_out) {
+    a.ent_host.resize(N);
+    be_->download(a.ent_host.data(), a.ent.data(), (size_t)N * sizeof(float));
+  }
   for (int n = 0; n < N; n++) {
-    logprobs_out[n] = targets[n] < 0 ? 0.f : a.lp.data()[n];
-    if (entropy_out) entropy_out[n] = targets[n] < 0 ? 0.f : a.ent.data()[n];
+    logprobs_out[n] = targets[n] < 0 ? 0.f : a.lp_host[n];
+    if (entropy_out) entropy_out[n] = targets[n] < 0 ? 0.f : a.ent_host[n];
   }
 }
 
@@ -393,8 +418,8 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
                             a.k[l].data(), a.v[l].data(), a.att[l].data(), a.lse[l].data(), B, H,
                             KVH, T, T, Dh, true);
     // q = rope(q), k = rope(k)
-    be_->rope_backward(a.dq.data(), a.dq.data(), a.positions.data(), N, H, Dh, cfg_.rope_theta);
-    be_->rope_backward(a.dk.data(), a.dk.data(), a.positions.data(), N, KVH, Dh, cfg_.rope_theta);
+    be_->rope_backward(a.dq.data(), a.dq.data(), a.pos, N, H, Dh, cfg_.rope_theta);
+    be_->rope_backward(a.dk.data(), a.dk.data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
     float* dqpre = a.dq.data();
     float* dkpre = a.dk.data();
     if (cfg_.qk_norm) {  // q = rmsnorm_per_head(qpre), k likewise
@@ -413,7 +438,8 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
     be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
   }
   // x_in[0] = embedding(tokens)
-  be_->embedding_backward(G(embed_off_), dres, tokens, N, V, C);
+  (void)tokens;  // the forward's staged copy (a.tok) is what the backend reads
+  be_->embedding_backward(G(embed_off_), dres, a.tok, N, V, C);
 }
 
 // ---- Train steps ------------------------------------------------------------------------------
@@ -425,22 +451,29 @@ TrainStepResult LlamaModel::train_sft(const int32_t* tokens, const int32_t* targ
   const int N = B * T, V = cfg_.vocab;
   a.ids.resize(N);
   for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
-  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), a.ids.data(), N, V);
+  const int32_t* ids = a.st_ids.in(be_, a.ids.data(), (size_t)N);
+  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), ids, N, V);
+  a.lp_host.resize(N);
+  a.ent_host.resize(N);
+  a.dlp_host.resize(N);
+  be_->download(a.lp_host.data(), a.lp.data(), (size_t)N * sizeof(float));
+  be_->download(a.ent_host.data(), a.ent.data(), (size_t)N * sizeof(float));
   TrainStepResult r;
   const float scale = (float)(-1.0 / p.normalizer);
   double sum = 0, ent = 0;
   for (int n = 0; n < N; n++) {
     bool on = targets[n] >= 0;
-    a.dlp.data()[n] = on ? scale : 0.f;
+    a.dlp_host[n] = on ? scale : 0.f;
     if (on) {
-      sum += a.lp.data()[n];
-      ent += a.ent.data()[n];
+      sum += a.lp_host[n];
+      ent += a.ent_host[n];
       r.tokens += 1;
     }
   }
+  be_->upload(a.dlp.data(), a.dlp_host.data(), (size_t)N * sizeof(float));
   r.loss = -sum / p.normalizer;
   r.entropy = r.tokens > 0 ? ent / r.tokens : 0;
-  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), a.ids.data(),
+  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), ids,
                                a.lse_tok.data(), nullptr, N, V);
   backward(tokens, B, T);
   return r;
@@ -459,22 +492,27 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
     a.ids[n] = targets[n] < 0 ? 0 : targets[n];
     a.mask[n] = targets[n] < 0 ? 0.f : (mask ? mask[n] : 1.f);
   }
-  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), a.ids.data(), N, V);
+  const int32_t* ids = a.st_ids.in(be_, a.ids.data(), (size_t)N);
+  const float* mask_dev = a.st_mask.in(be_, a.mask.data(), (size_t)N);
+  be_->token_logprobs_forward(a.lp.data(), a.lse_tok.data(), a.ent.data(), a.logits.data(), ids, N, V);
   TrainStepResult r;
   // No old log-probs: the policy's own, detached (num_iterations == 1, ratio exactly 1).
-  const float* old = old_logprobs ? old_logprobs : a.lp.data();
-  r.grpo = be_->grpo_loss(a.dlp.data(), a.lp.data(), old, ref_logprobs, advantages,
-                          a.mask.data(), B, T, p);
+  const float* old = old_logprobs ? a.st_old.in(be_, old_logprobs, (size_t)N) : a.lp.data();
+  const float* ref = a.st_ref.in(be_, ref_logprobs, (size_t)N);
+  const float* adv = a.st_adv.in(be_, advantages, (size_t)B);
+  r.grpo = be_->grpo_loss(a.dlp.data(), a.lp.data(), old, ref, adv, mask_dev, B, T, p);
   if (loss_scale != 1.f) be_->scale_inplace(a.dlp.data(), (size_t)N, loss_scale);
   r.loss = r.grpo.loss * loss_scale;
+  a.ent_host.resize(N);
+  be_->download(a.ent_host.data(), a.ent.data(), (size_t)N * sizeof(float));
   double ent = 0;
   for (int n = 0; n < N; n++)
     if (a.mask[n] != 0.f) {
-      ent += a.ent.data()[n];
+      ent += a.ent_host[n];
       r.tokens += 1;
     }
   r.entropy = r.tokens > 0 ? ent / r.tokens : 0;
-  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), a.ids.data(),
+  be_->token_logprobs_backward(a.logits.data(), a.dlp.data(), nullptr, a.logits.data(), ids,
                                a.lse_tok.data(), nullptr, N, V);
   backward(tokens, B, T);
   return r;
@@ -547,6 +585,9 @@ std::unique_ptr<LlamaModel::Context> LlamaModel::create_context(int max_batch, i
   ctx->g.resize(be_, Bm * I);
   ctx->u.resize(be_, Bm * I);
   ctx->h.resize(be_, Bm * I);
+  ctx->ones.resize(be_, Bm);
+  const std::vector<float> one(Bm, 1.f);
+  be_->upload(ctx->ones.data(), one.data(), Bm * sizeof(float));
   ctx->positions.resize(max_batch);
   ctx->slot_lengths_plus1.resize(max_batch);
   return ctx;
@@ -577,26 +618,46 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   const int C = cfg_.dim, V = cfg_.vocab;
   const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
   auto& a = *acts_;
+  // Final hidden state of each unique prompt's last token -> ctx.tmp rows, then its logits
+  // (into the activations' logits buffer, free here) -> the context's logits of every row.
+  std::vector<int64_t> offs(3 * (size_t)U);
   for (int i = 0; i < U; i++) {
-    int len = (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]);
-    std::memcpy(ctx.tmp.data() + (size_t)i * C, a.xf.data() + ((size_t)i * T + len - 1) * C, C * sizeof(float));
+    const int len = (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]);
+    offs[i] = (int64_t)i * C;
+    offs[U + i] = ((int64_t)i * T + len - 1) * C;
+    offs[2 * U + i] = C;
   }
-  std::vector<float> logits((size_t)U * V);
+  copy_rows_staged(be_, st_rows_, ctx.tmp.data(), a.xf.data(), offs);
   std::vector<int> index_of(B, -1);
   for (int i = 0; i < U; i++) index_of[uniq[i]] = i;
-  linear_forward(be_, logits.data(), ctx.tmp.data(), P(lm_head_off_), nullptr, a.ones.data(), U, C, V);
+  linear_forward(be_, a.logits.data(), ctx.tmp.data(), P(lm_head_off_), nullptr, a.ones.data(), U, C, V);
+  offs.assign(3 * (size_t)B, 0);
+  std::vector<int64_t> kv;  // cache rows copied from the row that computed a shared prompt
+  std::vector<int> kv_rows;
   for (int b = 0; b < B; b++) {
     const int slot = ctx.active + b, src = source[b];
     const int len = (int)(offsets[b + 1] - offsets[b]);
-    std::memcpy(ctx.logits.data() + (size_t)slot * V, logits.data() + (size_t)index_of[src] * V, V * sizeof(float));
-    if (src != b)
-      for (int l = 0; l < cfg_.n_layers; l++) {
-        const size_t from = (size_t)(ctx.active + src) * ctx.max_seq * Hk, to = (size_t)slot * ctx.max_seq * Hk;
-        std::memcpy(ctx.kcache[l].data() + to, ctx.kcache[l].data() + from, (size_t)len * Hk * sizeof(float));
-        std::memcpy(ctx.vcache[l].data() + to, ctx.vcache[l].data() + from, (size_t)len * Hk * sizeof(float));
-      }
+    offs[b] = (int64_t)slot * V;
+    offs[B + b] = (int64_t)index_of[src] * V;
+    offs[2 * B + b] = V;
+    if (src != b) kv_rows.push_back(b);
     ctx.lengths[slot] = len;
     ctx.row_of_slot[slot] = ctx.rows() - B + b;
+  }
+  copy_rows_staged(be_, st_rows_, ctx.logits.data(), a.logits.data(), offs);
+  if (!kv_rows.empty()) {
+    const size_t R = kv_rows.size();
+    kv.resize(3 * R);
+    for (size_t i = 0; i < R; i++) {
+      const int b = kv_rows[i];
+      kv[i] = (int64_t)(ctx.active + b) * ctx.max_seq * Hk;
+      kv[R + i] = (int64_t)(ctx.active + source[b]) * ctx.max_seq * Hk;
+      kv[2 * R + i] = (offsets[b + 1] - offsets[b]) * (int64_t)Hk;
+    }
+    for (int l = 0; l < cfg_.n_layers; l++) {
+      copy_rows_staged(be_, st_rows_, ctx.kcache[l].data(), ctx.kcache[l].data(), kv);
+      copy_rows_staged(be_, st_rows_, ctx.vcache[l].data(), ctx.vcache[l].data(), kv);
+    }
   }
   ctx.active += B;
 }
@@ -606,12 +667,12 @@ void LlamaModel::Context::finish_slot(int slot, const Backend* be, int n_layers,
   finished[row] = 1;
   int last = active - 1;
   if (slot != last) {
-    size_t used = (size_t)lengths[last] * row_floats;
+    const std::vector<int64_t> offs = {(int64_t)slot * max_seq * (int64_t)row_floats,
+                                       (int64_t)last * max_seq * (int64_t)row_floats,
+                                       (int64_t)lengths[last] * (int64_t)row_floats};
     for (int l = 0; l < n_layers; l++) {
-      std::memcpy(kcache[l].data() + slot * (size_t)max_seq * row_floats,
-                  kcache[l].data() + last * (size_t)max_seq * row_floats, used * sizeof(float));
-      std::memcpy(vcache[l].data() + slot * (size_t)max_seq * row_floats,
-                  vcache[l].data() + last * (size_t)max_seq * row_floats, used * sizeof(float));
+      copy_rows_staged(be, st_rows, kcache[l].data(), kcache[l].data(), offs);
+      copy_rows_staged(be, st_rows, vcache[l].data(), vcache[l].data(), offs);
     }
     row_of_slot[slot] = row_of_slot[last];
     lengths[slot] = lengths[last];
@@ -628,7 +689,8 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
   std::vector<int32_t> ids;
   std::vector<float> lps;
   std::vector<uint64_t> seeds, counters;
-  std::vector<float> ones(std::max(1, ctx.max_batch), 1.f);
+  const float* ones = ctx.ones.data();
+  std::vector<int64_t> append;  // cache rows of this step's new keys/values
   for (int step = 0; step < n_steps && ctx.active > 0; step++) {
     const int B = ctx.active;
     ids.resize(B);
@@ -640,7 +702,12 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       seeds[s] = ctx.seeds[row];
       counters[s] = (uint64_t)ctx.generated[row];
     }
-    be_->sample_tokens(ids.data(), lps.data(), ctx.logits.data(), B, V, ctx.sampling, seeds.data(), counters.data());
+    int32_t* ids_dev = ctx.st_ids.out(be_, ids.data(), B);
+    float* lps_dev = ctx.st_lps.out(be_, lps.data(), B);
+    be_->sample_tokens(ids_dev, lps_dev, ctx.logits.data(), B, V, ctx.sampling,
+                       ctx.st_seeds.in(be_, seeds.data(), B), ctx.st_counters.in(be_, counters.data(), B));
+    ctx.st_ids.fetch(be_, ids.data(), B);
+    ctx.st_lps.fetch(be_, lps.data(), B);
     std::vector<uint8_t> done(B, 0);
     for (int s = 0; s < B; s++) {
       int row = ctx.row_of_slot[s];
@@ -656,44 +723,48 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
     const int A = ctx.active;
     if (A == 0) break;
     // One decode step for the A rows still active: token last_token[s] at position lengths[s].
+    append.resize(3 * (size_t)A);
     for (int s = 0; s < A; s++) {
       ctx.positions[s] = ctx.lengths[s];
       ctx.slot_lengths_plus1[s] = ctx.lengths[s] + 1;
+      append[s] = ((int64_t)s * ctx.max_seq + ctx.lengths[s]) * Hk;
+      append[A + s] = (int64_t)s * Hk;
+      append[2 * A + s] = Hk;
     }
-    be_->embedding_forward(ctx.x.data(), ctx.last_token.data(), P(embed_off_), A, V, C);
+    const int32_t* pos = ctx.st_pos.in(be_, ctx.positions.data(), A);
+    const int32_t* lens = ctx.st_len.in(be_, ctx.slot_lengths_plus1.data(), A);
+    const int64_t* app = ctx.st_rows.in(be_, append.data(), append.size());
+    be_->embedding_forward(ctx.x.data(), ctx.st_last.in(be_, ctx.last_token.data(), A), P(embed_off_), A, V, C);
     for (int l = 0; l < cfg_.n_layers; l++) {
       const LayerOffsets& o = layers_[l];
       be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(o.attn_norm), A, C, eps);
       const bool bias = cfg_.qkv_bias;
-      linear_forward(be_, ctx.q.data(), ctx.xn.data(), P(o.wq), bias ? P(o.bq) : nullptr, ones.data(), A, C, Hq);
-      linear_forward(be_, ctx.k.data(), ctx.xn.data(), P(o.wk), bias ? P(o.bk) : nullptr, ones.data(), A, C, Hk);
-      linear_forward(be_, ctx.v.data(), ctx.xn.data(), P(o.wv), bias ? P(o.bv) : nullptr, ones.data(), A, C, Hk);
+      linear_forward(be_, ctx.q.data(), ctx.xn.data(), P(o.wq), bias ? P(o.bq) : nullptr, ones, A, C, Hq);
+      linear_forward(be_, ctx.k.data(), ctx.xn.data(), P(o.wk), bias ? P(o.bk) : nullptr, ones, A, C, Hk);
+      linear_forward(be_, ctx.v.data(), ctx.xn.data(), P(o.wv), bias ? P(o.bv) : nullptr, ones, A, C, Hk);
       if (cfg_.qk_norm) {  // per-head norms, through scratch (rmsnorm does not promise aliasing)
         be_->rmsnorm_forward(ctx.att.data(), nullptr, ctx.q.data(), P(o.q_norm), A * H, Dh, eps);
         be_->rmsnorm_forward(ctx.tmp.data(), nullptr, ctx.k.data(), P(o.k_norm), A * KVH, Dh, eps);
-        std::memcpy(ctx.q.data(), ctx.att.data(), (size_t)A * Hq * sizeof(float));
-        std::memcpy(ctx.k.data(), ctx.tmp.data(), (size_t)A * Hk * sizeof(float));
+        be_->copy(ctx.q.data(), ctx.att.data(), (size_t)A * Hq * sizeof(float));
+        be_->copy(ctx.k.data(), ctx.tmp.data(), (size_t)A * Hk * sizeof(float));
       }
-      be_->rope_forward(ctx.q.data(), ctx.q.data(), ctx.positions.data(), A, H, Dh, cfg_.rope_theta);
-      be_->rope_forward(ctx.k.data(), ctx.k.data(), ctx.positions.data(), A, KVH, Dh, cfg_.rope_theta);
-      for (int s = 0; s < A; s++) {
-        size_t at = ((size_t)s * ctx.max_seq + ctx.lengths[s]) * Hk;
-        std::memcpy(ctx.kcache[l].data() + at, ctx.k.data() + (size_t)s * Hk, Hk * sizeof(float));
-        std::memcpy(ctx.vcache[l].data() + at, ctx.v.data() + (size_t)s * Hk, Hk * sizeof(float));
-      }
+      be_->rope_forward(ctx.q.data(), ctx.q.data(), pos, A, H, Dh, cfg_.rope_theta);
+      be_->rope_forward(ctx.k.data(), ctx.k.data(), pos, A, KVH, Dh, cfg_.rope_theta);
+      be_->copy_rows(ctx.kcache[l].data(), ctx.k.data(), app, app + A, app + 2 * A, A);
+      be_->copy_rows(ctx.vcache[l].data(), ctx.v.data(), app, app + A, app + 2 * A, A);
       be_->attention_decode(ctx.att.data(), ctx.q.data(), ctx.kcache[l].data(), ctx.vcache[l].data(),
-                            ctx.slot_lengths_plus1.data(), A, H, KVH, ctx.max_seq, Dh);
-      linear_forward(be_, ctx.tmp.data(), ctx.att.data(), P(o.wo), nullptr, ones.data(), A, Hq, C);
+                            lens, A, H, KVH, ctx.max_seq, Dh);
+      linear_forward(be_, ctx.tmp.data(), ctx.att.data(), P(o.wo), nullptr, ones, A, Hq, C);
       be_->residual_forward(ctx.x.data(), ctx.x.data(), ctx.tmp.data(), (size_t)A * C);
       be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(o.ffn_norm), A, C, eps);
-      linear_forward(be_, ctx.g.data(), ctx.xn.data(), P(o.w_gate), nullptr, ones.data(), A, C, I);
-      linear_forward(be_, ctx.u.data(), ctx.xn.data(), P(o.w_up), nullptr, ones.data(), A, C, I);
+      linear_forward(be_, ctx.g.data(), ctx.xn.data(), P(o.w_gate), nullptr, ones, A, C, I);
+      linear_forward(be_, ctx.u.data(), ctx.xn.data(), P(o.w_up), nullptr, ones, A, C, I);
       be_->swiglu_forward(ctx.h.data(), ctx.g.data(), ctx.u.data(), A, I);
-      linear_forward(be_, ctx.tmp.data(), ctx.h.data(), P(o.w_down), nullptr, ones.data(), A, I, C);
+      linear_forward(be_, ctx.tmp.data(), ctx.h.data(), P(o.w_down), nullptr, ones, A, I, C);
       be_->residual_forward(ctx.x.data(), ctx.x.data(), ctx.tmp.data(), (size_t)A * C);
     }
     be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(norm_off_), A, C, eps);
-    linear_forward(be_, ctx.logits.data(), ctx.xn.data(), P(lm_head_off_), nullptr, ones.data(), A, C, V);
+    linear_forward(be_, ctx.logits.data(), ctx.xn.data(), P(lm_head_off_), nullptr, ones, A, C, V);
     for (int s = 0; s < A; s++) ctx.lengths[s]++;
   }
   return ctx.active;

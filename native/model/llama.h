@@ -49,6 +49,45 @@ class Buffer {
   size_t n_ = 0, cap_ = 0;
 };
 
+// Host data that an op reads or writes, in the backend's memory: on a host-memory backend the host
+// pointer itself (no copy), else a grow-only device buffer that is uploaded to / downloaded from.
+template <class T>
+class Staged {
+ public:
+  Staged() = default;
+  ~Staged() {
+    if (ptr_) be_->free(ptr_);
+  }
+  Staged(const Staged&) = delete;
+  Staged& operator=(const Staged&) = delete;
+  const T* in(const Backend* be, const T* host, size_t n) {
+    if (be->host_memory || !host || n == 0) return host;
+    T* p = reserve(be, n);
+    be->upload(p, host, n * sizeof(T));
+    return p;
+  }
+  T* out(const Backend* be, T* host_out, size_t n) { return be->host_memory ? host_out : reserve(be, n); }
+  void fetch(const Backend* be, T* host_out, size_t n) {
+    if (!be->host_memory && n) be->download(host_out, ptr_, n * sizeof(T));
+  }
+
+ private:
+  T* reserve(const Backend* be, size_t n) {
+    if (n > cap_ || be != be_) {
+      if (ptr_) be_->free(ptr_);
+      ptr_ = nullptr;
+      cap_ = 0;
+      be_ = be;
+      ptr_ = (T*)be->alloc(n * sizeof(T));
+      cap_ = n;
+    }
+    return ptr_;
+  }
+  const Backend* be_ = nullptr;
+  T* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
 struct SftParams {
   double normalizer;  // loss = -sum(logprob of targets) / normalizer (the caller's token count)
 };
@@ -67,6 +106,7 @@ class LlamaModel {
   LlamaModel(const Backend* backend, const LlamaConfig& cfg);
   ~LlamaModel();
   const LlamaConfig& config() const { return cfg_; }
+  const Backend* backend() const { return be_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;
   size_t num_params() const { return params_.size(); }
@@ -146,6 +186,7 @@ class LlamaModel {
   Buffer params_, grads_, m_, v_;
   int step_ = 0;
   std::unique_ptr<Activations> acts_;
+  Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
   std::mutex mu_;
 };
 
@@ -169,8 +210,13 @@ struct LlamaModel::Context {
   std::vector<int32_t> stop_ids;
   SamplingParams sampling{1.f, 0, 1.f, 0.f};
   // Decode scratch, (max_batch, ...) each.
-  Buffer x, xn, q, k, v, att, tmp, g, u, h;
+  Buffer x, xn, q, k, v, att, tmp, g, u, h, ones;
   std::vector<int32_t> positions, slot_lengths_plus1;
+  // The host arrays above as the backend sees them (see Staged), and row-copy offsets.
+  Staged<int32_t> st_ids, st_last, st_pos, st_len;
+  Staged<float> st_lps;
+  Staged<uint64_t> st_seeds, st_counters;
+  Staged<int64_t> st_rows;
   // Adds rows (caller row indices start at rows()); returns the first new row index.
   int rows() const { return (int)seeds.size(); }
   // Row in `slot` is done: swap the last active slot into its place (cache rows included).

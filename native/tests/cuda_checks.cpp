@@ -12,6 +12,7 @@
 
 #include "../backend.h"
 #include "../cuda/cuda_kernels.h"
+#include "../model/llama.h"
 
 namespace wst_test {
 namespace {
@@ -560,6 +561,133 @@ void check_optim(Report& rep) {
   rep.check("cuda scale_inplace (mismatches)", mismatches(xg, xc), 0);
 }
 
+// ---- the whole model resident on the device vs the same model on the CPU --------------------------
+// One tiny Llama (GQA, qk-norm off/on) built twice from the same seed: on cpu_backend() and on
+// cuda_backend() (device pointers only: weights, activations, caches, AdamW state on the GPU).
+// Logits, scores, every gradient after an SFT and a GRPO step, the parameters after AdamW, and
+// generated tokens with their log-probs must agree.
+void check_model_on_device(Report& rep) {
+  for (int qk = 0; qk < 2; qk++) {
+    wst::LlamaConfig cfg;
+    cfg.vocab = 61;
+    cfg.dim = 64;
+    cfg.hidden = 96;
+    cfg.n_layers = 2;
+    cfg.n_heads = 4;
+    cfg.n_kv_heads = 2;
+    cfg.head_dim = 16;
+    cfg.qk_norm = qk;
+    cfg.qkv_bias = !qk;
+    cfg.tied_embeddings = qk;
+    const std::string tag = qk ? " (qk-norm, tied)" : " (qkv bias)";
+    wst::LlamaModel cpu(&wst::cpu_backend(), cfg), gpu(&wst::cuda_backend(), cfg);
+    cpu.init_random(5, 0.3f);
+    gpu.init_random(5, 0.3f);
+    const int B = 3, T = 11, N = B * T;
+    Rng rng(101 + qk);
+    std::vector<int32_t> tokens(N), targets(N);
+    for (int n = 0; n < N; n++) {
+      tokens[n] = (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
+      targets[n] = n % T < 3 ? -1 : (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
+    }
+    std::vector<float> lc((size_t)N * cfg.vocab), lg(lc.size(), NAN);
+    cpu.forward_logits(tokens.data(), B, T, lc.data());
+    gpu.forward_logits(tokens.data(), B, T, lg.data());
+    rep.check("cuda model logits" + tag, rel_err(lg, lc), 1e-4);
+    std::vector<float> sc(N), sg(N, NAN), ec(N), eg(N, NAN);
+    cpu.score(tokens.data(), targets.data(), B, T, sc.data(), ec.data());
+    gpu.score(tokens.data(), targets.data(), B, T, sg.data(), eg.data());
+    rep.check("cuda model score logprobs" + tag, rel_err(sg, sc), 1e-4);
+    rep.check("cuda model score entropy" + tag, rel_err(eg, ec), 1e-4);
+
+    auto grads_err = [&] {
+      double e = 0;
+      for (const auto& t : cpu.tensors()) {
+        std::vector<float> gc(t.size), gg(t.size, NAN);
+        cpu.get_grad(t, gc.data());
+        gpu.get_grad(*gpu.find(t.name), gg.data());
+        e = std::max(e, rel_err(gg, gc));
+      }
+      return e;
+    };
+    wst::SftParams sp{(double)N};
+    auto rc = cpu.train_sft(tokens.data(), targets.data(), B, T, sp);
+    auto rg = gpu.train_sft(tokens.data(), targets.data(), B, T, sp);
+    rep.check("cuda model sft loss" + tag, std::fabs(rg.loss - rc.loss) / std::fabs(rc.loss), 1e-5);
+    rep.check("cuda model sft grads (every tensor)" + tag, grads_err(), 1e-3);
+
+    std::vector<float> mask(N), old(N), ref(N), adv(B);
+    for (int n = 0; n < N; n++) mask[n] = rng.uniform() < 0.9 ? 1.f : 0.f;
+    cpu.score(tokens.data(), targets.data(), B, T, old.data(), nullptr);
+    for (int n = 0; n < N; n++) {
+      ref[n] = old[n] + rng.nonzero(-0.1f, 0.1f);
+      old[n] += rng.nonzero(-0.3f, 0.3f);
+    }
+    adv = {0.9f, -0.7f, 0.05f};
+    wst::GrpoParams gp{0.2f, 0.28f, 0.04f, 0.1f, wst::GrpoLossType::grpo, 1.0};
+    auto gc = cpu.train_grpo(tokens.data(), targets.data(), mask.data(), old.data(), ref.data(),
+                             adv.data(), B, T, gp, 0.5f);
+    auto gg = gpu.train_grpo(tokens.data(), targets.data(), mask.data(), old.data(), ref.data(),
+                             adv.data(), B, T, gp, 0.5f);
+    // The GRPO loss is a difference of terms (A > 0 and A < 0): error relative to max(1, |loss|).
+    rep.check("cuda model grpo loss/kept" + tag,
+              gc.grpo.kept != gg.grpo.kept ? INFINITY : std::fabs(gg.loss - gc.loss) / std::max(1.0, std::fabs(gc.loss)), 1e-5);
+    rep.check("cuda model sft+grpo grads (every tensor)" + tag, grads_err(), 1e-3);
+
+    // eps 0.1: AdamW's first step is lr * g / (|g| + eps); with a tiny eps it is lr * sign(g),
+    // which float noise flips for g ~ 0, so the comparison would test the noise, not the path.
+    wst::OptimizerParams op{1e-3, 0.9, 0.999, 0.1, 0.01, 1.0};
+    const double nc = cpu.optimizer_step(op), ng = gpu.optimizer_step(op);
+    rep.check("cuda model grad norm" + tag, std::fabs(ng - nc) / nc, 1e-4);
+    double pe = 0;
+    for (const auto& t : cpu.tensors()) {
+      std::vector<float> pc(t.size), pg(t.size, NAN);
+      cpu.get_tensor(t, pc.data());
+      gpu.get_tensor(*gpu.find(t.name), pg.data());
+      pe = std::max(pe, rel_err(pg, pc));
+    }
+    rep.check("cuda model params after AdamW (every tensor)" + tag, pe, 1e-4);
+
+    // Generation: 5 rows, rows 1 and 3 share a prompt (prefix sharing), greedy and sampled.
+    for (int greedy = 0; greedy < 2; greedy++) {
+      std::vector<std::unique_ptr<wst::LlamaModel::Context>> ctx;
+      ctx.push_back(cpu.create_context(5, 24));
+      ctx.push_back(gpu.create_context(5, 24));
+      const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 4, 5, 6, 7, 8, 10, 11};
+      const std::vector<int64_t> off = {0, 4, 7, 9, 12, 17};  // rows 1 and 3: {5,6,7}
+      std::vector<int32_t> p2 = prompt;
+      p2[9] = 5, p2[10] = 6, p2[11] = 7;
+      for (int m = 0; m < 2; m++) {
+        auto& c = *ctx[m];
+        c.sampling = greedy ? wst::SamplingParams{0.f, 0, 1.f, 0.f} : wst::SamplingParams{1.f, 0, 0.9f, 0.f};
+        for (int b = 0; b < 5; b++) {
+          c.seeds.push_back(1000 + b);
+          c.generated.push_back(0);
+          c.max_new.push_back(6 + b);
+          c.out_tokens.emplace_back();
+          c.out_logprobs.emplace_back();
+          c.finished.push_back(0);
+          c.reported.push_back(0);
+        }
+        c.stop_ids = {0};
+        wst::LlamaModel& model = m ? gpu : cpu;
+        model.prefill(c, p2.data(), off.data(), 5);
+        while (model.decode(c, 4) > 0) {
+        }
+      }
+      double tok_mismatch = 0, lp_err = 0;
+      for (int b = 0; b < 5; b++) {
+        tok_mismatch += ctx[0]->out_tokens[b] != ctx[1]->out_tokens[b];
+        if (ctx[0]->out_tokens[b] == ctx[1]->out_tokens[b])
+          lp_err = std::max(lp_err, rel_err(ctx[1]->out_logprobs[b], ctx[0]->out_logprobs[b]));
+      }
+      const std::string how = greedy ? " greedy" : " top-p";
+      rep.check("cuda model generate tokens (rows differing)" + how + tag, tok_mismatch, 0);
+      rep.check("cuda model generate logprobs" + how + tag, lp_err, 1e-4);
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<Check> cuda_checks() {
@@ -570,6 +698,7 @@ std::vector<Check> cuda_checks() {
       {"rmsnorm", check_rmsnorm},   {"rope", check_rope},           {"swiglu", check_swiglu},
       {"embedding", check_embedding}, {"residual", check_residual}, {"softmax", check_softmax},
       {"sampling", check_sampling}, {"grpo", check_grpo},           {"optim", check_optim},
+      {"model", check_model_on_device},
   };
 }
 

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { native, packageRoot } from '../native.js';
-import { Model } from '../models/model.js';
+import { Model, type Device } from '../models/model.js';
 import { writeFileAtomic } from '../models/atomic.js';
 import { parameterCount, type ModelConfig } from '../models/config.js';
 
@@ -28,6 +28,8 @@ export interface ModelBenchOptions {
   threads?: number;
   /** Where the JSON goes; default bench/results/model-<kind>.json. '' = do not write. */
   out?: string;
+  /** Where the model lives (default cpu; cuda: resident on the GPU). */
+  device?: Device;
 }
 
 /** Default bench model: hidden 512, 8 layers, 8 heads (8 kv heads), intermediate 1536, vocab 8192, tied. */
@@ -54,8 +56,8 @@ export function benchConfig(shape: '30m' | 'stories260k' = '30m', overrides: Par
   return c;
 }
 
-export async function loadBenchModel(dir: string | undefined, seed = 1234): Promise<Model> {
-  return dir ? Model.load(dir) : Model.create(benchConfig(), { seed, std: 0.02 });
+export async function loadBenchModel(dir: string | undefined, seed = 1234, device: Device = 'cpu'): Promise<Model> {
+  return dir ? Model.load(dir, { device }) : Model.create(benchConfig(), { seed, std: 0.02, device });
 }
 
 /**
@@ -180,10 +182,10 @@ export async function runModelBench(kind: ModelBenchKind, opts: ModelBenchOption
   if (posInt(opts.threads, 'threads') !== undefined) native.setThreads(opts.threads!);
   const threads: number = native.getThreads();
   progress(`loading ${opts.model ?? 'a random ~31M-parameter Llama'} (threads ${threads}, isa ${native.isa})`);
-  const model = await loadBenchModel(opts.model);
+  const model = await loadBenchModel(opts.model, 1234, opts.device ?? 'cpu');
   const info = describeModel(model, opts.model ?? 'random');
   const peak = native.measureFmaPeak(0.2, threads) as number;
-  const base = { kind, threads, isa: native.isa as string, fmaPeakGflops: peak, model: info };
+  const base = { kind, device: model.device, threads, isa: native.isa as string, fmaPeakGflops: peak, model: info };
   let result: Record<string, unknown>;
 
   if (kind === 'decode') {

@@ -1,7 +1,7 @@
 // wst-dash CLI. Results go to stdout (JSON with --json); progress and logs go to stderr.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-import { UsageError, parseIntArg } from './args.js';
+import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
 import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
 
@@ -16,40 +16,41 @@ const trainOptions: Command['options'] = {
   lr: { type: 'string' }, 'batch-size': { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' },
   'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
   'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
-  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' },
+  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' },
 };
 
 const commands: Record<string, Command> = {
   demo: {
-    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR]',
-    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' } },
+    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR] [--device cpu|cuda]',
+    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' } },
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR]',
-    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' } },
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda]',
+    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' } },
     run: (values) => benchDashCommand(values),
   },
-  'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR', options: trainOptions, run: (v) => trainCommand('sft', v) },
+  'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
   'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR', options: trainOptions, run: (v) => trainCommand('grpo', v) },
   'train dash': { summary: 'DASH: preemptive sampling + gradient filtering --out DIR', options: trainOptions, run: (v) => trainCommand('dash', v) },
   eval: {
-    summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json]',
-    options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' } },
+    summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json] [--device cpu|cuda]',
+    options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string' } },
     run: (values) => evalCommand(values),
   },
   generate: {
-    summary: 'generate from a model folder: --model DIR (--prompt TEXT | --ids 1,2,3) [--json]',
+    summary: 'generate from a model folder: --model DIR (--prompt TEXT | --ids 1,2,3) [--json] [--device cpu|cuda]',
     options: {
       model: { type: 'string' }, prompt: { type: 'string' }, ids: { type: 'string' },
       'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
       'top-p': { type: 'string' }, 'min-p': { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
+      device: { type: 'string' },
     },
     run: (values) => generateCommand(values),
   },
   logits: {
     summary: 'logits at the last position: --model DIR --ids 1,2,3 [--json]',
-    options: { model: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' } },
+    options: { model: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, device: { type: 'string' } },
     run: (values) => logitsCommand(values),
   },
   'export gguf': {
@@ -69,13 +70,13 @@ const commands: Record<string, Command> = {
     },
   },
   'bench decode': {
-    summary: 'prefill/decode tokens/s at batch 1, 8, 64: [--model DIR] [--batch B] [--seq T] [--threads N] [--json]',
-    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' } },
+    summary: 'prefill/decode tokens/s at batch 1, 8, 64: [--model DIR] [--batch B] [--seq T] [--threads N] [--json] [--device cpu|cuda]',
+    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' }, device: { type: 'string' } },
     run: (values) => modelBench('decode', values),
   },
   'bench train': {
-    summary: 'training tokens/s, ms/step and peak RSS: [--model DIR] [--batch B] [--seq T] [--threads N] [--json]',
-    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' } },
+    summary: 'training tokens/s, ms/step and peak RSS: [--model DIR] [--batch B] [--seq T] [--threads N] [--json] [--device cpu|cuda]',
+    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' }, device: { type: 'string' } },
     run: (values) => modelBench('train', values),
   },
   'bench kernels': {
@@ -102,7 +103,7 @@ const commands: Record<string, Command> = {
 async function modelBench(kind: 'decode' | 'train', values: Record<string, unknown>): Promise<void> {
   const { runModelBench } = await import('../bench/model.js');
   const int = (k: string) => (values[k] === undefined ? undefined : parseIntArg(values[k] as string, `--${k}`));
-  await runModelBench(kind, { model: values.model as string | undefined, batch: int('batch'), seq: int('seq'), threads: int('threads'), reps: int('reps'), json: Boolean(values.json) });
+  await runModelBench(kind, { model: values.model as string | undefined, batch: int('batch'), seq: int('seq'), threads: int('threads'), reps: int('reps'), json: Boolean(values.json), device: parseDevice(values) });
 }
 
 function usage(): string {

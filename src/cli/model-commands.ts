@@ -1,5 +1,5 @@
 // CLI commands over a model folder: generate, logits, export gguf.
-import { UsageError, parseIntArg } from './args.js';
+import { UsageError, parseDevice, parseIntArg } from './args.js';
 
 export function parseIds(text: string | undefined, name = '--ids'): number[] {
   if (text === undefined || text.trim() === '') throw new UsageError(`${name} must be a comma-separated list of token ids`);
@@ -28,7 +28,7 @@ export async function generateCommand(values: Record<string, unknown>): Promise<
   const dir = needModel(values);
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --ids 1,2,3');
   const prompt = values.prompt !== undefined ? (values.prompt as string) : parseIds(values.ids as string);
-  const model = await Model.load(dir);
+  const model = await Model.load(dir, { device: parseDevice(values) });
   const [g] = await model.generate([prompt], {
     maxNewTokens: values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
     temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 0),
@@ -44,7 +44,7 @@ export async function generateCommand(values: Record<string, unknown>): Promise<
 export async function logitsCommand(values: Record<string, unknown>): Promise<void> {
   const { Model } = await import('../models/model.js');
   const ids = parseIds(values.ids as string | undefined);
-  const model = await Model.load(needModel(values));
+  const model = await Model.load(needModel(values), { device: parseDevice(values) });
   const logits = await model.logits(ids);
   if (values.json) console.log(JSON.stringify({ logits: Array.from(logits) }));
   else console.log(Array.from(logits).map((x) => x.toFixed(5)).join(' '));

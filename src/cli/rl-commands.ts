@@ -2,7 +2,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
-import { UsageError, parseIntArg } from './args.js';
+import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { parseFloatArg } from './model-commands.js';
 
 /** A one-line progress display on a terminal (stderr); plain lines elsewhere, throttled. */
@@ -42,7 +42,7 @@ export async function evalCommand(values: Record<string, unknown>): Promise<void
   const task = await taskFor(values.task as string | undefined);
   const limit = values.limit === undefined ? 500 : parseIntArg(values.limit as string, '--limit');
   const examples = task.examples('test', { limit, file: values.file as string | undefined, seed: 12345 });
-  const model = await Model.load(values.model as string);
+  const model = await Model.load(values.model as string, { device: parseDevice(values) });
   const maxNewTokens = values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens');
   const r = await evaluate(model, task, examples, { maxNewTokens });
   if (values.json) console.log(JSON.stringify({ accuracy: r.accuracy, n: r.n }));
@@ -59,6 +59,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   const task = await taskFor(values.task as string | undefined);
   const steps = values.steps === undefined ? (algo === 'sft' ? 300 : 20) : parseIntArg(values.steps as string, '--steps');
   const seed = values.seed === undefined ? 0 : parseIntArg(values.seed as string, '--seed', 0);
+  const device = parseDevice(values);
   const bar = progressLine();
   let model;
   const resume = Boolean(values.resume);
@@ -66,10 +67,10 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (resume) {
     const { existsSync } = await import('node:fs');
     if (!existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) throw new UsageError(`--resume: ${out}/checkpoint holds no checkpoint (trainer_state.json)`);
-    model = await Model.load(path.join(out, 'checkpoint'));
-  } else if (values.model) model = await Model.load(values.model as string);
-  else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer() });
-  else model = (await builtinSftModel({ log: (l) => console.error(l) })).model;
+    model = await Model.load(path.join(out, 'checkpoint'), { device });
+  } else if (values.model) model = await Model.load(values.model as string, { device });
+  else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer(), device });
+  else model = (await builtinSftModel({ log: (l) => console.error(l), device })).model;
   await mkdir(out, { recursive: true });
   if (algo === 'sft') {
     const batchSize = values['batch-size'] === undefined ? 16 : parseIntArg(values['batch-size'] as string, '--batch-size');
@@ -87,7 +88,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (generation !== 'per-microbatch' && generation !== 'decoupled' && generation !== 'preemptive')
     throw new UsageError('--generation must be per-microbatch, decoupled or preemptive');
   const beta = parseFloatArg(values.beta as string | undefined, '--beta', dash ? 0 : 0.04);
-  const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir) : undefined;
+  const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir, { device }) : undefined;
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
   const res = await trainRl({
@@ -126,7 +127,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   const steps = values.steps === undefined ? DEFAULT_RACE.steps : parseIntArg(values.steps as string, '--steps');
   const arms = demo ? (['grpo', 'dash'] as const) : DEFAULT_RACE.arms;
   const r = await runRace({
-    ...DEFAULT_RACE, arms: [...arms], steps, outDir,
+    ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),

@@ -119,6 +119,19 @@ export interface OptimizerOptions {
 
 const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
 
+/**
+ * Where a model lives: 'cpu' (default) or 'cuda' — weights, KV caches, activations and AdamW state
+ * resident on the GPU, each call one native step. 'cuda' needs the CUDA build of the addon and a
+ * usable device (kernels.backend === 'cuda').
+ */
+export type Device = 'cpu' | 'cuda';
+
+export function checkDevice(device: unknown, name = 'device'): Device {
+  if (device === undefined) return 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new RangeError(`${name} must be "cpu" or "cuda", got ${JSON.stringify(device)}`);
+  return device;
+}
+
 /** Row i of a generate call with one numeric seed draws with Philox key seed + i. */
 function rowSeed(seed: number, row: number): bigint {
   return BigInt.asUintN(64, BigInt(Math.floor(seed)) + BigInt(row));
@@ -134,24 +147,26 @@ export class Model {
   private constructor(
     readonly config: ModelConfig,
     readonly tokenizer: Tokenizer | undefined,
+    readonly device: Device,
   ) {
-    this.handle = new native.Model({ ...config });
+    this.handle = new native.Model({ ...config, device });
   }
 
   /** A model with seeded random weights (normal(0, std); norms 1). */
-  static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer } = {}): Model {
+  static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer; device?: Device } = {}): Model {
     validateConfig(config);
-    const m = new Model(config, options.tokenizer);
+    const m = new Model(config, options.tokenizer, checkDevice(options.device, 'options.device'));
     m.handle.initRandom(options.seed ?? 0, options.std ?? 0.02);
     return m;
   }
 
   /** Loads a Hugging Face folder: config.json, model.safetensors (or shards), tokenizer if any. */
-  static async load(dir: string): Promise<Model> {
+  static async load(dir: string, options: { device?: Device } = {}): Promise<Model> {
+    const device = checkDevice(options.device, 'options.device');
     if (!existsSync(dir)) throw new Error(`model folder ${dir} does not exist`);
     const { config, tensors } = await loadCheckpoint(dir);
     const tokenizer = await loadTokenizer(dir);
-    const m = new Model(config, tokenizer);
+    const m = new Model(config, tokenizer, device);
     for (const [name, t] of tensors) m.handle.setTensor(name, t.data);
     const trainer = path.join(dir, 'trainer_state.json');
     if (existsSync(trainer)) m.trainingState = await m.loadTrainingState(dir);

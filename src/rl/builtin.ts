@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { parseConfig, type ModelConfig } from '../models/config.js';
-import { Model } from '../models/model.js';
+import { Model, type Device } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
 import { ARITH_VOCAB, createArithTask } from './tasks/arith.js';
 import { evaluate, trainSft } from './trainer.js';
@@ -42,7 +42,7 @@ export function cacheDir(): string {
 }
 
 /** The SFT warm-started built-in model: loaded from the cache, or trained (then cached). */
-export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
+export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean; device?: Device } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
   const sft: BuiltinSftOptions = {
     steps: options.steps ?? BUILTIN_SFT.steps, batchSize: options.batchSize ?? BUILTIN_SFT.batchSize,
     lr: options.lr ?? BUILTIN_SFT.lr, seed: options.seed ?? BUILTIN_SFT.seed,
@@ -51,9 +51,9 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1 })).digest('hex').slice(0, 12);
   const dir = path.join(cacheDir(), `arith-sft-${key}`);
   if (!options.refresh && existsSync(path.join(dir, 'model.safetensors'))) {
-    return { model: await Model.load(dir), dir, cached: true, seconds: 0 };
+    return { model: await Model.load(dir, { device: options.device }), dir, cached: true, seconds: 0 };
   }
-  const model = Model.create(config, { seed: sft.seed, std: 0.02, tokenizer: builtinTokenizer() });
+  const model = Model.create(config, { seed: sft.seed, std: 0.02, tokenizer: builtinTokenizer(), device: options.device });
   const log = options.log ?? (() => undefined);
   log(`SFT warm-up of the built-in model (${(model.numParams / 1e6).toFixed(2)}M params): ${sft.steps} steps × ${sft.batchSize}`);
   const train = builtinTask.examples('train', { seed: 1, limit: 20000 });

@@ -3,7 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
-import { Model } from '../models/model.js';
+import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
 import { evaluate, trainRl, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
@@ -23,6 +23,8 @@ export interface RaceOptions {
   seed: number;
   /** Overrides of the built-in SFT warm-up (tests use a few steps). */
   sft?: Partial<BuiltinSftOptions>;
+  /** Where the models live (default cpu). */
+  device?: Device;
   outDir: string;
   /** Print progress lines to stderr. */
   log: (line: string) => void;
@@ -93,7 +95,7 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
 export async function runRace(o: RaceOptions): Promise<RaceResult> {
   await mkdir(o.outDir, { recursive: true });
   const task = builtinTask;
-  const sft = await builtinSftModel({ ...o.sft, log: o.log });
+  const sft = await builtinSftModel({ ...o.sft, log: o.log, device: o.device });
   o.log(sft.cached ? `using the cached SFT model ${sft.dir}` : `SFT warm-up took ${sft.seconds.toFixed(1)} s (cached in ${sft.dir})`);
   const evalExamples = task.examples('test', { seed: 12345, limit: o.evalProblems });
   const trainExamples = task.examples('train', { seed: 777, limit: 20000 });
@@ -111,8 +113,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   for (const name of o.arms) {
     const arm = armOptions(name, o);
     o.log(`\n[${name}] ${arm.description}`);
-    const policy = await Model.load(sft.dir);
-    const reference = arm.beta > 0 ? await Model.load(sft.dir) : undefined;
+    const policy = await Model.load(sft.dir, { device: o.device });
+    const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
     const metricsFile = path.join(o.outDir, `metrics-${name}.jsonl`);
     await writeFileAtomic(metricsFile, '');
     const run: RlResult = await trainRl({
