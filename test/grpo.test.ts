@@ -84,14 +84,19 @@ function batch(S: number, T: number, seed: number, extra: Partial<GrpoArgs> = {}
     beta: 0.04, filterThreshold: 0.1, lossType: 'grpo', ...extra };
 }
 
+// The CUDA kernel computes each token in fp32 (native/cuda/grpo.cu), the CPU one in float64: the
+// loss statistics are then compared to 1e-6 relative instead of 1e-10.
+const onCuda = kernels.backend === 'cuda';
+const lossDigits = onCuda ? 6 : 12;
+
 function check(args: GrpoArgs, what: string) {
   const out = kernels.grpo(args), ref = refGrpo(args);
   expect(out.kept, `${what} kept`).toBe(ref.kept);
   expect(out.keptTokens, `${what} keptTokens`).toBe(ref.keptTokens);
-  expect(out.loss, `${what} loss`).toBeCloseTo(ref.loss, 12);
-  expect(Math.abs(out.loss - ref.loss)).toBeLessThanOrEqual(1e-12 + 1e-10 * Math.abs(ref.loss));
+  expect(out.loss, `${what} loss`).toBeCloseTo(ref.loss, lossDigits);
+  expect(Math.abs(out.loss - ref.loss)).toBeLessThanOrEqual(onCuda ? 1e-9 + 1e-6 * Math.abs(ref.loss) : 1e-12 + 1e-10 * Math.abs(ref.loss));
   expect(out.clipFraction, `${what} clipFraction`).toBeCloseTo(ref.clipFraction, 14);
-  expect(out.kl, `${what} kl`).toBeCloseTo(ref.kl, 12);
+  expect(out.kl, `${what} kl`).toBeCloseTo(ref.kl, lossDigits);
   expectClose(out.grad, ref.grad, 1e-6, 1e-12, `${what} grad`);
   return { out, ref };
 }
@@ -230,7 +235,7 @@ describe('grpo', () => {
       advantages: full.advantages.slice(s0, s1),
     });
     const a = kernels.grpo(slice(0, 5)), b = kernels.grpo(slice(5, S));
-    expect(a.loss + b.loss).toBeCloseTo(whole.loss, 13);
+    expect(a.loss + b.loss).toBeCloseTo(whole.loss, onCuda ? 6 : 13);
     expect(a.kept + b.kept).toBe(whole.kept);
     expect(a.keptTokens + b.keptTokens).toBe(total);
     const grad = new Float32Array(S * T);
@@ -255,12 +260,12 @@ describe('grpo', () => {
     a.mask.fill(0, 6, 12); // sequence 1: kept, no tokens
     const out = kernels.grpo(a), ref = refGrpo(a);
     expect(out.kept).toBe(3);
-    expect(out.loss).toBeCloseTo(ref.loss, 12);
+    expect(out.loss).toBeCloseTo(ref.loss, lossDigits);
     const two = kernels.grpo({ ...a, seqs: 2, advantages: new Float32Array([1, 0.5]),
       logprobs: new Float32Array([...a.logprobs.subarray(0, 6), ...a.logprobs.subarray(12)]),
       oldLogprobs: new Float32Array([...a.oldLogprobs.subarray(0, 6), ...a.oldLogprobs.subarray(12)]),
       refLogprobs: undefined, mask: new Float32Array([...a.mask.subarray(0, 6), ...a.mask.subarray(12)]) });
-    expect(out.loss).toBeCloseTo((two.loss * 2) / 3, 12);
+    expect(out.loss).toBeCloseTo((two.loss * 2) / 3, lossDigits);
   });
 
   it('is bit-identical across thread counts, and async equals sync', async () => {

@@ -138,18 +138,35 @@ __device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* __restrict__ 
                       (uintptr_t)(ref_logprobs ? ref_logprobs : logprobs) | (uintptr_t)mask) & 15u) == 0) &&
                    t0 % 4 == 0 && t1 % 4 == 0;
   if (vec) {
-    for (int t = t0 + 4 * threadIdx.x; t < t1; t += 4 * blockDim.x) {
-      const float4 lp = *reinterpret_cast<const float4*>(logprobs + t);
-      const float4 od = *reinterpret_cast<const float4*>(old_logprobs + t);
-      const float4 mk = *reinterpret_cast<const float4*>(mask + t);
-      float4 rf = lp;
-      if (p.use_kl) rf = *reinterpret_cast<const float4*>(ref_logprobs + t);
+    // Two 16-byte groups per thread per iteration, all loads issued before any math, so twice
+    // the bytes are in flight (the loop is memory-bound).
+    struct Group {
+      float4 lp, od, mk, rf;
+    };
+    auto load = [&](int t) {
+      Group g;
+      g.lp = *reinterpret_cast<const float4*>(logprobs + t);
+      g.od = *reinterpret_cast<const float4*>(old_logprobs + t);
+      g.mk = *reinterpret_cast<const float4*>(mask + t);
+      g.rf = p.use_kl ? *reinterpret_cast<const float4*>(ref_logprobs + t) : g.lp;
+      return g;
+    };
+    auto finish = [&](int t, const Group& q) {
       float4 g;
-      g.x = grpo_token(acc, lp.x, od.x, rf.x, mk.x, p);
-      g.y = grpo_token(acc, lp.y, od.y, rf.y, mk.y, p);
-      g.z = grpo_token(acc, lp.z, od.z, rf.z, mk.z, p);
-      g.w = grpo_token(acc, lp.w, od.w, rf.w, mk.w, p);
+      g.x = grpo_token(acc, q.lp.x, q.od.x, q.rf.x, q.mk.x, p);
+      g.y = grpo_token(acc, q.lp.y, q.od.y, q.rf.y, q.mk.y, p);
+      g.z = grpo_token(acc, q.lp.z, q.od.z, q.rf.z, q.mk.z, p);
+      g.w = grpo_token(acc, q.lp.w, q.od.w, q.rf.w, q.mk.w, p);
       *reinterpret_cast<float4*>(grad + t) = g;
+    };
+    const int stride = 4 * blockDim.x;
+    for (int t = t0 + 4 * threadIdx.x; t < t1; t += 2 * stride) {
+      const bool second = t + stride < t1;
+      const Group a = load(t);
+      Group b;
+      if (second) b = load(t + stride);
+      finish(t, a);
+      if (second) finish(t + stride, b);
     }
   } else {
     for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x)
@@ -218,7 +235,15 @@ __global__ void grpo_row_kernel(float* grad, double* partial, double* weight, in
   }
   int kept = 0, n = 0;
   for (int i = threadIdx.x; i < S; i += blockDim.x) kept += fabsf(advantages[i]) > thr;
-  for (int t = threadIdx.x; t < T; t += blockDim.x) n += mask[base + t] != 0.0f;
+  const float* mrow = mask + base;
+  if (((uintptr_t)mrow & 15u) == 0 && T % 4 == 0) {
+    for (int t = 4 * threadIdx.x; t < T; t += 4 * blockDim.x) {
+      const float4 m4 = *reinterpret_cast<const float4*>(mrow + t);
+      n += (m4.x != 0.0f) + (m4.y != 0.0f) + (m4.z != 0.0f) + (m4.w != 0.0f);
+    }
+  } else {
+    for (int t = threadIdx.x; t < T; t += blockDim.x) n += mrow[t] != 0.0f;
+  }
   kept = block_sum(kept, shi);
   n = block_sum(n, shi);
   const double w = grpo_weight(loss_type, kept, (double)n, 0.0, T, normalizer);

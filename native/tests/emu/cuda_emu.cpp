@@ -267,7 +267,11 @@ cudaError_t cudaGetDevice(int* dev) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int) {
-  *v = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? 232448 : 1;  // an H100's 227 KB
+  // An H100's 227 KB of shared memory per block; 4 "multiprocessors", so that small GEMMs take
+  // the split-K path in the tests.
+  *v = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? 232448
+       : attr == cudaDevAttrMultiProcessorCount      ? 4
+                                                      : 1;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
