@@ -507,7 +507,9 @@ void check_grpo(Report& rep) {
     }
   // More sequences than the fused one-block-per-sequence path takes (the chunked path), and a
   // length that is not a multiple of 4 (the fused path's one-token-at-a-time loop).
-  for (const auto& [S2, T2] : {std::pair<int, int>{4200, 7}, std::pair<int, int>{5, 1501}}) {
+  // And sequences longer than one 2048-token block of the fused path.
+  for (const auto& [S2, T2] : {std::pair<int, int>{4200, 7}, std::pair<int, int>{5, 1501},
+                               std::pair<int, int>{3, 5000}}) {
     const size_t n2 = (size_t)S2 * T2;
     auto lp2 = randv(rng, n2, -5, -0.01f), old2 = lp2, adv2 = randv(rng, S2);
     for (size_t i = 0; i < n2; i++) old2[i] = lp2[i] + rng.nonzero(-0.4f, 0.4f);
