@@ -2,7 +2,8 @@
 // accumulation and fp32 C (kernels.h gemm_bf16; the CPU twin widens to fp32 and runs sgemm).
 //
 // sm_80-class kernel (mma.sync m16n8k16, ldmatrix, cp.async; see mma.cuh), which also runs on
-// sm_89 and sm_90 (Hopper's wgmma path would be faster still; not written yet).
+// sm_89 and sm_90. On Hopper the (m,k) x (n,k)^T layout goes to the wgmma kernel in
+// sm90/gemm_bf16_wgmma.cu instead.
 //  - A 256-thread block owns a 128 x 256 tile of C; its 8 warps form 2 (m) x 4 (n), each warp a
 //    64 x 64 tile = 4 x 8 mma tiles, 128 fp32 accumulators per thread.
 //  - k advances 32 at a time through a STAGES-deep ring of shared-memory tiles filled by cp.async
@@ -20,6 +21,12 @@
 #include "mma.cuh"
 
 namespace wst::cuda {
+#if defined(WST_HAVE_SM90A) && !defined(WST_CUDA_EMULATOR)
+namespace sm90 {  // native/cuda/sm90/gemm_bf16_wgmma.cu (sm_90a only)
+bool gemm_bf16_tn(int m, int n, int k, float alpha, const uint16_t* A, long lda, const uint16_t* B,
+                  long ldb, float beta, float* C, long ldc);
+}
+#endif
 namespace {
 using namespace cuda_detail;
 
@@ -215,6 +222,11 @@ void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const
   // The contiguous extent of each stored operand must be whole 16-byte chunks.
   const bool aligned = aligned16(A) && aligned16(B) && lda % 8 == 0 && ldb % 8 == 0 &&
                        (transA ? m : k) % 8 == 0 && (transB ? k : n) % 8 == 0;
+#if defined(WST_HAVE_SM90A) && !defined(WST_CUDA_EMULATOR)
+  // Hopper: wgmma for the Linear layout (A (m,k), B (n,k)), when the 16-byte rules hold.
+  if (!transA && transB && aligned && sm90::gemm_bf16_tn(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc))
+    return;
+#endif
   dim3 grid((n + BN - 1) / BN, (m + BM - 1) / BM);
   if (grid.y > 65535) throw std::invalid_argument("wst-dash CUDA gemm_bf16: m too large");
   const int stages = pipeline_stages();

@@ -409,7 +409,7 @@ void check_gemm_bf16(Report& rep) {
   // Aligned shapes (16-byte copies) with ragged tile edges and k not a multiple of 32, then
   // unaligned ones (plain loads).
   const S shapes[] = {{200, 264, 96, 8}, {128, 256, 40, 0}, {136, 24, 8, 16}, {77, 91, 133, 3},
-                      {1, 33, 17, 1}};
+                      {1, 33, 17, 1}, {300, 520, 392, 0}};
   Rng rng(71);
   for (const S& s : shapes)
     for (int t = 0; t < 4; t++) {
