@@ -90,7 +90,8 @@ for o in ours:
         print(f"{'':<22} {t['impl']:<34.34} {t['ms']:>10.3f} {t[unit]:>10.2f} {unit:<5} {ratio:>17.3f}x")
         results.append({"bench": o["bench"], "ours": o, "torch": t, "speed_ratio_ours_over_torch": ratio})
 bw = next((o["gbps"] for o in ours if o["bench"] == "memcpy_d2d"), None)
-for name, what in (("grpo_loss", "GRPO op (result copied to host)"), ("grpo_loss_kernels", "GRPO kernels alone")):
+for name, what in (("grpo_loss", "GRPO op (result copied to host)"), ("grpo_loss_kernels", "GRPO kernels alone"),
+                   ("grpo_loss_kernels_3k", "GRPO kernels alone, three-kernel path")):
     grpo = next((o for o in ours if o["bench"] == name), None)
     if bw and grpo:
         print(f"{what}: {grpo['gbps']:.1f} GB/s = {100 * grpo['gbps'] / bw:.1f}% of the measured copy bandwidth ({bw:.1f} GB/s)")

@@ -92,6 +92,9 @@ void grpo_loss_async(GrpoResult* device_result, float* grad, const float* logpro
                      const float* old_logprobs, const float* ref_logprobs,
                      const float* advantages, const float* mask, int S, int T,
                      const GrpoParams& params);
+// Benchmarks and tests: 0 = choose (default), 1 = the fused one-kernel path, 2 = the three-kernel
+// path (counts, weights, tokens). Not thread-safe; results are the same either way.
+void grpo_set_path(int path);
 void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int step);
 double sum_squares(const float* x, size_t n);

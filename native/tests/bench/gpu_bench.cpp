@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
                              c.f(), N);
       });
       emit("gemm", ms, "tflops", 2.0 * N * (double)N * N / (ms * 1e9),
-           tb ? "bf16 mma.sync, B as (n,k) (Linear weight layout), fp32 out"
+           tb ? "bf16, B as (n,k) (Linear layout): wgmma on Hopper, else mma.sync; fp32 out"
               : "bf16 mma.sync, B as (k,n), fp32 out");
     }
   }
@@ -186,6 +186,15 @@ int main(int argc, char** argv) {
     }) / reps;
     emit("grpo_loss_kernels", ms_async, "gbps", 5.0 * n * 4 / (ms_async * 1e6),
          "same, result left on the device, 20 calls back to back");
+    wst::cuda::grpo_set_path(2);  // the three-kernel path (counts, weights, 1024-token blocks)
+    double ms_three = median_ms(5, [&] {
+      for (int r = 0; r < reps; r++)
+        wst::cuda::grpo_loss_async((wst::GrpoResult*)dres.p, grad.f(), lp.f(), old.f(), ref.f(),
+                                   adv.f(), mask.f(), S, T, p);
+    }) / reps;
+    wst::cuda::grpo_set_path(0);
+    emit("grpo_loss_kernels_3k", ms_three, "gbps", 5.0 * n * 4 / (ms_three * 1e6),
+         "three-kernel path, result on the device, 20 calls back to back");
   }
   return 0;
 }
