@@ -8,7 +8,8 @@
 //    64 w .. 64 w + 63 with wgmma.m64n256k16 (128 fp32 accumulators per thread), both operands read
 //    by the tensor cores straight from shared memory through matrix descriptors.
 //  - k advances 64 at a time through a 4-stage ring filled by cp.async (16-byte chunks, zero-filled
-//    outside the matrices). Tiles are stored K-major in the 128-byte swizzle the descriptors name:
+//    outside the matrices), loads 2 k-steps ahead, and one wgmma group left running while the
+//    next k-step's barrier and loads are issued. Tiles are stored K-major in the 128-byte swizzle the descriptors name:
 //    row r of a tile is 128 bytes (64 bf16) at r * 128, its 16-byte chunk c at chunk c ^ (r % 8);
 //    8-row groups are 1024 bytes apart (the descriptor's stride byte offset). The k16 steps inside
 //    a 64-wide tile advance the descriptors' start address by 32 bytes.
@@ -24,6 +25,10 @@ namespace wst::cuda::sm90 {
 namespace {
 
 constexpr int BM = 128, BN = 256, BK = 64, STAGES = 4, THREADS = 256;
+// Tiles are loaded PREFETCH k-steps ahead; the stage a load overwrites was last read by the
+// wgmma group of k-step kt - (STAGES - PREFETCH), which has completed because one group at most
+// is left in flight (wgmma.wait_group 1).
+constexpr int PREFETCH = STAGES - 2;
 constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2, STAGE_BYTES = A_BYTES + B_BYTES;
 constexpr size_t SMEM_BYTES = (size_t)STAGE_BYTES * STAGES + 1024;  // + alignment slack
 
@@ -95,16 +100,16 @@ gemm_bf16_tn_kernel(int m, int n, int k, float alpha, const uint16_t* __restrict
   for (int i = 0; i < 128; i++) d[i] = 0.0f;
 
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
+  for (int s = 0; s < PREFETCH; s++) {
     if (s < ktiles) load_stage(s, s);
     asm volatile("cp.async.commit_group;\n" ::);
   }
   for (int kt = 0; kt < ktiles; kt++) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PREFETCH - 1));  // tile kt has landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::);
-    __syncthreads();  // tile kt visible to all; stage (kt - 1) % STAGES no longer read
+    __syncthreads();  // tile kt visible to all; every thread is past k-step kt - 1's wait
     {
-      const int next = kt + STAGES - 1;
+      const int next = kt + PREFETCH;
       if (next < ktiles) load_stage(next % STAGES, next);
       asm volatile("cp.async.commit_group;\n" ::);
     }
@@ -115,8 +120,9 @@ gemm_bf16_tn_kernel(int m, int n, int k, float alpha, const uint16_t* __restrict
     for (int kk = 0; kk < BK / 16; kk++)
       wgmma_m64n256k16(d, descriptor(a + kk * 32), descriptor(b + kk * 32));
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // this k-step may still run
   }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   asm volatile("cp.async.wait_group 0;\n" ::);
 
   // Accumulator layout (per warp, like mma.m16n8): d[4j + e] is row 16 w + g (+ 8 for e >= 2),
