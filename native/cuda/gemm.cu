@@ -24,7 +24,7 @@ namespace {
 
 constexpr int BM = 128, BN = 128, BKK = 8, THREADS = 256;
 
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(THREADS, 2)  // <= 128 registers: two blocks per SM
 sgemm_kernel(bool transA, bool transB, int m, int n, int k, float alpha, const float* __restrict__ A,
              long lda, const float* __restrict__ B, long ldb, float beta, float* __restrict__ C,
              long ldc, int kchunk, float* __restrict__ partial) {

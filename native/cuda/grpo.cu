@@ -72,13 +72,16 @@ __global__ void grpo_weights_kernel(double* weight, const int* keep, const doubl
     weight[s] = keep[s] ? grpo_weight(loss_type, kept, ntok[s], tok, T, normalizer) : 0.0;
 }
 
+// A thread's sums over its few tokens (a handful to a few dozen) in fp32; the block sums are
+// float64. Kept small: the fused kernel must fit 32 registers for full occupancy.
 struct TokenSums {
-  double objective = 0, clipped = 0, kl = 0;
+  float objective = 0, kl = 0;
+  int clipped = 0;
 };
 
 struct TokenParams {
-  float A, w, lo, hi, beta;  // advantage, weight, clip range as floats
-  double lo_d, hi_d;         // the clip range in double, for ratios within 1e-5 of a bound
+  float A, w, lo, hi, beta;  // advantage, weight, clip range, KL coefficient
+  float clip_low, clip_high;  // for the clip range in double, near a bound (as the CPU forms it)
   bool use_kl;
 };
 
@@ -110,8 +113,8 @@ __device__ __forceinline__ float grpo_token(TokenSums& acc, float lp, float old,
   bool below, above;
   if (fabsf(r - p.lo) < 1e-5f * p.lo || fabsf(r - p.hi) < 1e-5f * p.hi) {
     const double rd = exp((double)lp - (double)old);
-    below = rd < p.lo_d;
-    above = rd > p.hi_d;
+    below = rd < 1.0 - (double)p.clip_low;
+    above = rd > 1.0 + (double)p.clip_high;
     r = (float)rd;
   } else {
     below = r < p.lo;
@@ -146,8 +149,6 @@ __device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* __restrict__ 
                       (uintptr_t)(ref_logprobs ? ref_logprobs : logprobs) | (uintptr_t)mask) & 15u) == 0) &&
                    t0 % 4 == 0 && t1 % 4 == 0;
   if (vec) {
-    // Two 16-byte groups per thread per iteration, all loads issued before any math, so twice
-    // the bytes are in flight (the loop is memory-bound).
     struct Group {
       float4 lp, od, mk, rf;
     };
@@ -167,15 +168,9 @@ __device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* __restrict__ 
       g.w = grpo_token(acc, q.lp.w, q.od.w, q.rf.w, q.mk.w, p);
       *reinterpret_cast<float4*>(grad + t) = g;
     };
-    const int stride = 4 * blockDim.x;
-    for (int t = t0 + 4 * threadIdx.x; t < t1; t += 2 * stride) {
-      const bool second = t + stride < t1;
-      const Group a = load(t);
-      Group b;
-      if (second) b = load(t + stride);
-      finish(t, a);
-      if (second) finish(t + stride, b);
-    }
+    // One group per thread per iteration: the fused kernel runs 4 blocks of 512 threads per SM
+    // (full occupancy, <= 32 registers), which keeps enough bytes in flight.
+    for (int t = t0 + 4 * threadIdx.x; t < t1; t += 4 * blockDim.x) finish(t, load(t));
   } else {
     for (int t = t0 + threadIdx.x; t < t1; t += blockDim.x)
       grad[t] = grpo_token(acc, logprobs[t], old_logprobs[t], p.use_kl ? ref_logprobs[t] : 0.0f,
@@ -183,14 +178,14 @@ __device__ __forceinline__ void grpo_tokens(TokenSums& acc, float* __restrict__ 
   }
 }
 
-__device__ __forceinline__ void write_sums(double* out, TokenSums acc, double* sh) {
-  acc.objective = block_sum(acc.objective, sh);
-  acc.clipped = block_sum(acc.clipped, sh);
-  acc.kl = block_sum(acc.kl, sh);
+__device__ __forceinline__ void write_sums(double* out, const TokenSums& acc, double* sh) {
+  const double objective = block_sum((double)acc.objective, sh);
+  const double clipped = block_sum((double)acc.clipped, sh);
+  const double kl = block_sum((double)acc.kl, sh);
   if (threadIdx.x == 0) {
-    out[0] = acc.objective;
-    out[1] = acc.clipped;
-    out[2] = acc.kl;
+    out[0] = objective;
+    out[1] = clipped;
+    out[2] = kl;
   }
 }
 
@@ -211,8 +206,8 @@ __global__ void grpo_token_kernel(float* grad, double* partial, const float* log
     return;
   }
   TokenSums acc;
-  const TokenParams tp{advantages[s], (float)weight[s], (float)lo, (float)hi, (float)beta, lo, hi,
-                       use_kl};
+  const TokenParams tp{advantages[s], (float)weight[s], (float)lo, (float)hi, (float)beta,
+                       (float)(1.0 - lo), (float)(hi - 1.0), use_kl};
   grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
               use_kl ? ref_logprobs + base : nullptr, mask + base, t0, t1, tp);
   write_sums(out, acc, sh);
@@ -223,7 +218,7 @@ __global__ void grpo_token_kernel(float* grad, double* partial, const float* log
 // weight. grpo_loss uses one block per sequence (chunk = T): on an H200 (ncu), 512 sequences of
 // 8192 tokens ran in 36.7 us at 43 % of DRAM bandwidth, while 2048-token chunks (4 blocks per
 // sequence, each re-counting the row) took 50 us.
-__global__ void grpo_row_kernel(float* grad, double* partial, double* weight, int* keep,
+__global__ void __launch_bounds__(kRowThreads, 4) grpo_row_kernel(float* grad, double* partial, double* weight, int* keep,
                                 double* ntok, const float* logprobs, const float* old_logprobs,
                                 const float* ref_logprobs, const float* advantages,
                                 const float* mask, int S, int T, int chunk, float thr,
@@ -266,7 +261,8 @@ __global__ void grpo_row_kernel(float* grad, double* partial, double* weight, in
     weight[s] = w;
   }
   TokenSums acc;
-  const TokenParams tp{advantages[s], (float)w, (float)lo, (float)hi, (float)beta, lo, hi, use_kl};
+  const TokenParams tp{advantages[s], (float)w, (float)lo, (float)hi, (float)beta, (float)(1.0 - lo),
+                       (float)(hi - 1.0), use_kl};
   grpo_tokens(acc, grad + base, logprobs + base, old_logprobs + base,
               use_kl ? ref_logprobs + base : nullptr, mask + base, t0, t1, tp);
   write_sums(out, acc, sh);
