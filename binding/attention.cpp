@@ -47,6 +47,24 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   });
 }
 
+// attentionForwardBf16(out, lse, q, k, v, B, H, KVH, Tq, Tk, D, causal, async): bf16 bits (Uint16Array)
+// for out, q, k, v; lse Float32Array or null.
+Napi::Value AttentionForwardBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Value> keep;
+  const AttnDims d = dims_arg(info, 5);
+  bool causal = bool_arg(info, 11, "causal"), async = bool_arg(info, 12, "async");
+  size_t nq = checked_size(env, {d.B, d.Tq, d.H, d.D}), nk = checked_size(env, {d.B, d.Tk, d.KVH, d.D});
+  uint16_t* out = array_arg<uint16_t>(info, 0, "out", nq, keep);
+  float* lse = array_arg<float>(info, 1, "lse", checked_size(env, {d.B, d.H, d.Tq}), keep, true);
+  const uint16_t* q = array_arg<uint16_t>(info, 2, "q", nq, keep);
+  const uint16_t* k = array_arg<uint16_t>(info, 3, "k", nk, keep);
+  const uint16_t* v = array_arg<uint16_t>(info, 4, "v", nk, keep);
+  return run_op(info, async, keep, [=] {
+    backend().attention_forward_bf16(out, lse, q, k, v, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, causal);
+  });
+}
+
 // attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, B, H, KVH, Tq, Tk, D, causal, async)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -99,6 +117,7 @@ Napi::Value AttentionDecode(const Napi::CallbackInfo& info) {
 
 void register_attention(Napi::Env env, Napi::Object exports) {
   exports.Set("attentionForward", Napi::Function::New(env, AttentionForward));
+  exports.Set("attentionForwardBf16", Napi::Function::New(env, AttentionForwardBf16));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward));
   exports.Set("attentionDecode", Napi::Function::New(env, AttentionDecode));
 }

@@ -23,6 +23,25 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// gemmBf16(a Uint16Array, b Uint16Array, c Float32Array, m, n, k, transA, transB, alpha, beta, async)
+// The bf16 GEMM (bf16 bits in, fp32 C): tensor cores on the CUDA backend, fp32 on the CPU.
+Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Value> keep;
+  int m = int_arg(info, 3, "m", 0), n = int_arg(info, 4, "n", 0), k = int_arg(info, 5, "k", 0);
+  bool transA = bool_arg(info, 6, "transA"), transB = bool_arg(info, 7, "transB");
+  float alpha = (float)number_arg(info, 8, "alpha"), beta = (float)number_arg(info, 9, "beta");
+  bool async = bool_arg(info, 10, "async");
+  const uint16_t* a = array_arg<uint16_t>(info, 0, "a", checked_size(env, {m, k}), keep);
+  const uint16_t* b = array_arg<uint16_t>(info, 1, "b", checked_size(env, {k, n}), keep);
+  float* c = array_arg<float>(info, 2, "c", checked_size(env, {m, n}), keep);
+  int lda = transA ? m : k, ldb = transB ? k : n;
+  return run_op(info, async, keep, [=] {
+    backend().gemm_bf16(transA, transB, m, n, k, alpha, a, lda > 0 ? lda : 1, b, ldb > 0 ? ldb : 1,
+                        beta, c, n > 0 ? n : 1);
+  });
+}
+
 // measureFmaPeak(seconds, threads): GFLOP/s of the active SIMD path's FMA loop, summed over
 // `threads` pool threads running at once (for `bench kernels`; set the pool size first).
 Napi::Value MeasureFmaPeak(const Napi::CallbackInfo& info) {
@@ -47,6 +66,7 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
 
 void register_gemm(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
   exports.Set("measureFmaPeak", Napi::Function::New(env, MeasureFmaPeak));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
 }

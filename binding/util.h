@@ -24,6 +24,10 @@ template <> struct TypedArrayTraits<float> {
   static constexpr napi_typedarray_type type = napi_float32_array;
   static constexpr const char* name = "Float32Array";
 };
+template <> struct TypedArrayTraits<uint16_t> {  // bf16 bits
+  static constexpr napi_typedarray_type type = napi_uint16_array;
+  static constexpr const char* name = "Uint16Array";
+};
 template <> struct TypedArrayTraits<int32_t> {
   static constexpr napi_typedarray_type type = napi_int32_array;
   static constexpr const char* name = "Int32Array";

@@ -310,3 +310,29 @@ describe('attention rejects bad arguments', () => {
     expect(() => native.attentionDecode(new Float32Array(16), q.subarray(0, 16), k, v, Int32Array.from([6]), 1, 4, 2, 5, 4, false)).toThrow(/lengths\[0\] = 6 is outside \[1, 5\]/);
   });
 });
+
+describe('bf16 attention forward', () => {
+  // The float64 reference on the widened bf16 inputs; out is bf16 (relative precision 2^-8), lse fp32.
+  for (const s of [
+    { B: 2, H: 4, KVH: 2, Tq: 37, Tk: 37, D: 64, causal: true },
+    { B: 1, H: 2, KVH: 1, Tq: 20, Tk: 45, D: 128, causal: true },
+    { B: 1, H: 3, KVH: 3, Tq: 9, Tk: 30, D: 40, causal: false },
+  ] satisfies Shape[])
+    it(`B${s.B} H${s.H}/${s.KVH} Tq${s.Tq} Tk${s.Tk} D${s.D}${s.causal ? ' causal' : ''} matches float64 to bf16 precision`, () => {
+      const f = inputs(s, 31 + s.D);
+      const q = kernels.toBf16(f.q), k = kernels.toBf16(f.k), v = kernels.toBf16(f.v);
+      const { out, lse } = kernels.ops.attentionBf16({ ...opts(s), q, k, v });
+      expect(out).toBeInstanceOf(Uint16Array);
+      const ref = refForward(s, kernels.fromBf16(q), kernels.fromBf16(k), kernels.fromBf16(v));
+      const got = kernels.fromBf16(out);
+      let maxRef = 0;
+      for (const x of ref.out) maxRef = Math.max(maxRef, Math.abs(x));
+      for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - ref.out[i])).toBeLessThanOrEqual(1e-2 * maxRef);
+      expectClose(lse, ref.lse, 1e-4, 1e-4, 'lse');
+    });
+
+  it('rejects fp32 inputs with a clear error', () => {
+    const s = { B: 1, H: 1, KVH: 1, Tq: 2, Tk: 2, D: 4, causal: true };
+    expect(() => kernels.ops.attentionBf16({ ...opts(s), q: new Float32Array(8) as never, k: new Uint16Array(8), v: new Uint16Array(8) })).toThrow(/q must be a Uint16Array/);
+  });
+});

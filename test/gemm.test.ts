@@ -232,3 +232,32 @@ describe('sgemm on every SIMD path (WST_DASH_ISA)', () => {
       });
     });
 });
+
+describe('bf16 matmul', () => {
+  it('toBf16 rounds to nearest even and fromBf16 widens exactly', () => {
+    const x = new Float32Array([1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -9, 3.14159, NaN, Infinity, -0]);
+    const back = kernels.fromBf16(kernels.toBf16(x));
+    expect(Array.from(back.subarray(0, 6))).toEqual([1, -2.5, 1, 1 + 2 ** -6, 1, 3.140625]);
+    expect(Number.isNaN(back[6])).toBe(true);
+    expect(back[7]).toBe(Infinity);
+    expect(Object.is(back[8], -0)).toBe(true);
+    const r = randomF32(1000, 5);
+    const rb = kernels.fromBf16(kernels.toBf16(r));
+    for (let i = 0; i < r.length; i++) expect(Math.abs(rb[i] - r[i])).toBeLessThanOrEqual(Math.abs(r[i]) * 2 ** -8);
+  });
+
+  for (const [m, k, n] of [[37, 71, 53], [64, 128, 96], [1, 40, 257]] as const)
+    for (const transA of [false, true])
+      for (const transB of [false, true])
+        it(`${m}x${k}x${n} ${transA ? 'T' : 'N'}${transB ? 'T' : 'N'} matches float64 on the bf16 values`, () => {
+          const a = kernels.toBf16(randomF32(m * k, m + k)), b = kernels.toBf16(randomF32(k * n, k + n));
+          const c = kernels.ops.matmulBf16(a, b, { m, k, n, transA, transB });
+          const ref = refMatmul(kernels.fromBf16(a), kernels.fromBf16(b), m, k, n, transA, transB);
+          expectClose(c, ref, 1e-5, 1e-5, 'matmulBf16');
+        });
+
+  it('rejects a Float32Array where bf16 bits are expected', () => {
+    expect(() => kernels.ops.matmulBf16(new Float32Array(4) as never, new Uint16Array(4), { m: 2, k: 2, n: 2 })).toThrow(/a must be a Uint16Array/);
+    expect(() => kernels.ops.matmulBf16(new Uint16Array(4), new Uint16Array(3), { m: 2, k: 2, n: 2 })).toThrow(/b must have length 4/);
+  });
+});

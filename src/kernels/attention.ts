@@ -94,6 +94,31 @@ export const attention = defineOp((opts: AttentionOptions) => {
   };
 });
 
+export interface AttentionBf16Options extends AttentionShape {
+  /** bf16 bits (kernels.toBf16), (batch, seqQ, heads, headDim) */
+  q: Uint16Array;
+  /** bf16 bits, (batch, seqK, kvHeads, headDim) */
+  k: Uint16Array;
+  v: Uint16Array;
+}
+
+/**
+ * The forward on bf16 q, k, v: out in bf16 bits (batch, seqQ, heads, headDim), lse fp32. On the
+ * CUDA backend a FlashAttention-2-style tensor-core kernel (headDim 64 or 128; others widen to
+ * fp32); on the CPU the fp32 kernel on the widened values. Agreement: bf16 precision (~1e-2).
+ */
+export const attentionBf16 = defineOp((opts: AttentionBf16Options) => {
+  const o = v.options(opts);
+  const d = dims(o);
+  const q = v.bf16(o.q, 'q', d.nq), k = v.bf16(o.k, 'k', d.nk), vv = v.bf16(o.v, 'v', d.nk);
+  const out = new Uint16Array(d.nq), lse = new Float32Array(d.nl);
+  return {
+    run: (async: boolean) =>
+      native.attentionForwardBf16(out, lse, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+    result: () => ({ out, lse }),
+  };
+});
+
 /** Forward for training: out (batch, seqQ, heads, headDim) and lse (batch, heads, seqQ). */
 export const attentionForward = defineOp((opts: AttentionOptions) => {
   const o = v.options(opts);

@@ -12,6 +12,45 @@ export interface MatmulOptions {
   transA?: boolean;
 }
 
+/**
+ * The same product with bf16 A and B (Uint16Array of bf16 bits, see kernels.toBf16) and fp32 C:
+ * tensor cores on the CUDA backend (wgmma on Hopper for transB, mma.sync otherwise), the fp32
+ * GEMM of the widened values on the CPU. Products of bf16 values are exact in fp32, so backends
+ * differ only by the order of the fp32 sums.
+ */
+export const matmulBf16 = defineOp((a: Uint16Array, b: Uint16Array, opts: MatmulOptions) => {
+  const o = v.options(opts);
+  const m = v.size(o.m, 'm'), k = v.size(o.k, 'k'), n = v.size(o.n, 'n');
+  const transA = v.bool(o.transA, 'transA'), transB = v.bool(o.transB, 'transB');
+  v.bf16(a, 'a', v.elements('a', m, k));
+  v.bf16(b, 'b', v.elements('b', k, n));
+  const c = new Float32Array(v.elements('result', m, n));
+  return {
+    run: (async: boolean) => native.gemmBf16(a, b, c, m, n, k, transA, transB, 1, 0, async),
+    result: () => c,
+  };
+});
+
+/** Float32Array -> bf16 bits (round to nearest even; NaN stays NaN). */
+export function toBf16(x: Float32Array): Uint16Array {
+  if (!(x instanceof Float32Array)) throw new TypeError('toBf16 expects a Float32Array');
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < u.length; i++) {
+    const b = u[i];
+    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+
+/** bf16 bits -> Float32Array (exact). */
+export function fromBf16(h: Uint16Array): Float32Array {
+  if (!(h instanceof Uint16Array)) throw new TypeError('fromBf16 expects a Uint16Array');
+  const u = new Uint32Array(h.length);
+  for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+  return new Float32Array(u.buffer);
+}
+
 /** C (m,n) = op(A) @ op(B). A is m×k (k×m with transA); B is k×n (n×k with transB). */
 export const matmul = defineOp((a: Float32Array, b: Float32Array, opts: MatmulOptions) => {
   const o = v.options(opts);

@@ -52,6 +52,10 @@ export const kernels = {
   sample: sampling.sample.sync,
   logprobs: losses.logprobs.sync,
   grpo: losses.grpo.sync,
+  /** Float32Array -> bf16 bits (Uint16Array), for matmulBf16 / attentionBf16. */
+  toBf16: gemm.toBf16,
+  /** bf16 bits -> Float32Array. */
+  fromBf16: gemm.fromBf16,
   /** Every op, synchronous (forward and backward). */
   ops: ops as SyncOps,
   /** Every op as a Promise that runs off the event loop. */

@@ -59,6 +59,8 @@ function typedArray<T>(ctor: { new (n: number): T; name: string }, value: unknow
 
 export const f32 = (value: unknown, name: string, length?: number) => typedArray(Float32Array, value, name, length);
 export const i32 = (value: unknown, name: string, length?: number) => typedArray(Int32Array, value, name, length);
+/** bf16 data: the top 16 bits of each float32, in a Uint16Array (see kernels.toBf16). */
+export const bf16 = (value: unknown, name: string, length?: number) => typedArray(Uint16Array, value, name, length);
 
 /** Token ids: an Int32Array whose values all lie in [0, vocab). */
 export function ids(value: unknown, name: string, length: number, vocab: number): Int32Array {
