@@ -1,4 +1,5 @@
-// Causal grouped-query attention on CUDA: FlashAttention-2-style forward, backward, decode.
+// Causal grouped-query attention on CUDA: FlashAttention-2-style forward, backward, decode
+// (split-K over the keys when batch x kv heads cannot fill the GPU).
 // Semantics exactly as native/cpu/attention.cpp (kernels.h): query i sits at absolute position
 // Tk - Tq + i under causal and sees keys [0, vis(i)); rows that see no key get out = 0,
 // lse = -inf and zero gradients; decode row b sees keys [0, lengths[b]).
@@ -190,6 +191,100 @@ attn_fwd_kernel(float* __restrict__ out, float* __restrict__ lse, const float* _
   }
 }
 
+// ---- split-K decode (flash-decoding) ----------------------------------------------------------------
+// When (batch x kv heads) blocks cannot fill the GPU (decode at small batch), the keys of each row
+// are cut into `splits` ranges of `chunk` keys, each handled by its own block: grid
+// (row_tiles x splits, KVH, B). A block writes, per row, its unnormalised output and its (max, sum)
+// to scratch; attn_decode_combine_kernel merges the splits in order. Empty ranges write m = -inf.
+template <int DPT>
+__global__ void __launch_bounds__(THREADS)
+attn_decode_split_kernel(float* __restrict__ part_o, float* __restrict__ part_ml,
+                         const float* __restrict__ q, const float* __restrict__ k,
+                         const float* __restrict__ v, const int32_t* __restrict__ lengths, int H,
+                         int KVH, int maxT, int D, float scale, int splits, int chunk) {
+  using C = Cfg<DPT>;
+  __shared__ __align__(16) float Ks[C::TILE * C::Dp];
+  __shared__ __align__(16) float Vs[C::TILE * C::Dp];
+  const int G = H / KVH, kvh = blockIdx.y, b = blockIdx.z;
+  const int row_tiles = (G + ROWS - 1) / ROWS;
+  const int split = blockIdx.x / row_tiles, rt = blockIdx.x % row_tiles;
+  const int sub = threadIdx.x & 3;
+  const int r = rt * ROWS + (threadIdx.x >> 2);
+  const bool valid = r < G;
+  const int h = kvh * G + (valid ? r : 0);
+  int len = lengths[b];
+  len = len < 0 ? 0 : (len > maxT ? maxT : len);
+  const int jb = split * chunk, je = min(len, jb + chunk);  // this block's keys [jb, je)
+  const size_t qoff = ((size_t)b * H + h) * D;
+  const long ld = (long)KVH * D;
+  const float* kb = k + ((size_t)b * maxT * KVH + kvh) * D;
+  const float* vb = v + ((size_t)b * maxT * KVH + kvh) * D;
+
+  float qr[DPT], o[DPT];
+  load_reg<DPT>(qr, q + qoff, D, sub, scale, valid);
+#pragma unroll
+  for (int t = 0; t < DPT; t++) o[t] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  for (int j0 = jb; j0 < je; j0 += C::TILE) {
+    __syncthreads();  // the previous tile is no longer read
+    load_rows<DPT>(Ks, kb, j0, maxT, ld, D);
+    load_rows<DPT>(Vs, vb, j0, maxT, ld, D);
+    __syncthreads();
+    float s[C::TILE];
+    float mx = m;
+#pragma unroll
+    for (int j = 0; j < C::TILE; j++) {
+      s[j] = dot_sh<DPT>(qr, Ks + j * C::Dp, sub);  // every lane shuffles: no divergence here
+      if (j0 + j < je) mx = fmaxf(mx, s[j]);
+    }
+    const float corr = expf(m - mx);  // m = -inf on the first tile -> 0
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < C::TILE; j++) {
+      const float p = (j0 + j < je) ? expf(s[j] - mx) : 0.0f;
+      s[j] = p;
+      sum += p;
+    }
+    l = l * corr + sum;
+    m = mx;
+#pragma unroll
+    for (int t = 0; t < DPT; t++) o[t] *= corr;
+#pragma unroll
+    for (int j = 0; j < C::TILE; j++)
+      if (s[j] != 0.0f) axpy_sh<DPT>(o, s[j], Vs + j * C::Dp, sub);
+  }
+  if (!valid) return;
+  const size_t slot = ((size_t)b * H + h) * splits + split;
+  store_reg<DPT>(part_o + slot * D, o, 1.0f, D, sub);  // zeros for an empty range
+  if (sub == 0) {
+    part_ml[slot * 2] = m;
+    part_ml[slot * 2 + 1] = l;
+  }
+}
+
+// One warp per (b, h) row: out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s, splits in order.
+__global__ void attn_decode_combine_kernel(float* __restrict__ out, const float* __restrict__ part_o,
+                                           const float* __restrict__ part_ml, int rows, int splits,
+                                           int D) {
+  const int lane = threadIdx.x & 31;
+  const int row = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
+  if (row >= rows) return;  // whole warps leave together
+  const float* ml = part_ml + (size_t)row * splits * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < splits; s++)
+    if (ml[2 * s + 1] > 0.0f) M = fmaxf(M, ml[2 * s]);
+  float L = 0.0f;
+  for (int s = 0; s < splits; s++)
+    if (ml[2 * s + 1] > 0.0f) L += expf(ml[2 * s] - M) * ml[2 * s + 1];
+  const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+  for (int d = lane; d < D; d += 32) {
+    float acc = 0.0f;
+    for (int s = 0; s < splits; s++)
+      if (ml[2 * s + 1] > 0.0f) acc += expf(ml[2 * s] - M) * part_o[((size_t)row * splits + s) * D + d];
+    out[(size_t)row * D + d] = acc * inv;  // 0 for a row that sees no key
+  }
+}
+
 // ---- backward ----------------------------------------------------------------------------------
 // Di (B,H,Tq) = rowsum(dout * out). One warp per (b, i, h) row of (B,Tq,H,D).
 __global__ void attn_di_kernel(float* __restrict__ di, const float* __restrict__ dout,
@@ -378,7 +473,30 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
   check_heads(H, KVH);
   const int G = H / KVH;
   const float scale = 1.0f / std::sqrt((float)D);
-  dim3 grid((unsigned)((G + ROWS - 1) / ROWS), KVH, B);
+  const int row_tiles = (G + ROWS - 1) / ROWS;
+  // Split the keys when the (batch x kv head) blocks would not give every SM two blocks; ranges
+  // of >= 256 keys, in multiples of 64 (a whole number of tiles for every head dim).
+  const long blocks = (long)row_tiles * KVH * B, want = 2L * cuda_detail::device_multiprocessors();
+  int splits = 1;
+  if (blocks < want) splits = (int)std::min<long>({(want + blocks - 1) / blocks, (maxT + 255) / 256, 64});
+  if (splits > 1) {
+    const int chunk = ((maxT + splits - 1) / splits + 63) / 64 * 64;
+    splits = (maxT + chunk - 1) / chunk;
+    const size_t rows = (size_t)B * H;
+    float* scratch = (float*)cuda_detail::thread_scratch(rows * splits * ((size_t)D + 2) * sizeof(float));
+    float* part_o = scratch;
+    float* part_ml = scratch + rows * splits * (size_t)D;
+    dim3 grid((unsigned)(row_tiles * splits), KVH, B);
+    dispatch_d(D, [&](auto dpt) {
+      WST_LAUNCH(attn_decode_split_kernel<decltype(dpt)::value>, grid, THREADS, part_o, part_ml, q,
+                 kcache, vcache, lengths, H, KVH, maxT, D, scale, splits, chunk);
+    });
+    WST_LAUNCH(attn_decode_combine_kernel, cuda_detail::grid_for(rows * 32, 256), 256, out, part_o,
+               part_ml, (int)rows, splits, D);
+    cuda_detail::check_launch("attention_decode (split-K)");
+    return;
+  }
+  dim3 grid((unsigned)row_tiles, KVH, B);
   dispatch_d(D, [&](auto dpt) {
     WST_LAUNCH(attn_fwd_kernel<decltype(dpt)::value>, grid, THREADS, out, nullptr, q, kcache, vcache,
                                                              lengths, H, KVH, 1, maxT, D, false,

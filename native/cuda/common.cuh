@@ -63,6 +63,8 @@ void* thread_scratch(size_t bytes);
 // A small (<= 256 bytes) device buffer private to the calling host thread, apart from the scratch
 // (which may be reallocated by the next op), for results copied back to the host.
 void* thread_result_slot(size_t bytes);
+// Multiprocessors of the current device (1 when unknown); cached.
+int device_multiprocessors();
 
 // ---- reductions ------------------------------------------------------------------------------
 

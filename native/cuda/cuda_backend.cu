@@ -38,6 +38,17 @@ void* thread_scratch(size_t bytes) {
   return s.ptr;
 }
 
+int device_multiprocessors() {
+  static const int sms = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v < 1)
+      return 1;
+    return v;
+  }();
+  return sms;
+}
+
 void* thread_result_slot(size_t bytes) {
   thread_local Scratch s;
   if (bytes > 256) throw std::invalid_argument("wst-dash CUDA: result slot holds 256 bytes");

@@ -130,17 +130,6 @@ __global__ void splitk_reduce_kernel(int m, int n, int splits, const float* __re
   }
 }
 
-int multiprocessors() {
-  static const int sms = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v < 1)
-      return 1;
-    return v;
-  }();
-  return sms;
-}
-
 // k == 0 or alpha == 0: C = beta * C (beta == 0 writes zeros, beta == 1 leaves C alone).
 __global__ void scale_c_kernel(int m, int n, float beta, float* C, long ldc) {
   const size_t total = (size_t)m * n;
@@ -166,7 +155,7 @@ void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const flo
   dim3 grid((n + BN - 1) / BN, (m + BM - 1) / BM);
   if (grid.y > 65535) throw std::invalid_argument("wst-dash CUDA sgemm: m too large");
   // Split k when the tiles would not give every multiprocessor two blocks; slices of >= 64.
-  const long tiles = (long)grid.x * grid.y, want = 2L * multiprocessors();
+  const long tiles = (long)grid.x * grid.y, want = 2L * device_multiprocessors();
   int splits = 1;
   if (tiles < want) splits = (int)std::min<long>({(want + tiles - 1) / tiles, (k + 63) / 64, 64});
   if (splits > 1) {

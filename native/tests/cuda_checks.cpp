@@ -166,9 +166,17 @@ void check_attention(Report& rep) {
     rep.check("cuda attention bwd dv " + tag, rel_err(dv_g, dv_c), kF32);
   }
   // decode
-  for (int D : {36, 128}) {
-    const int B = 5, H = 8, KVH = 2, maxT = 300;
-    const std::vector<int32_t> len = {1, 300, 17, 0, 129};
+  // The second and third shapes have few (batch x kv head) blocks, so the keys are split (split-K
+  // decode; on the emulator's 4 "SMs" too): long rows, a row in one split, an empty row.
+  struct DecodeShape { int B, H, KVH, maxT, D; std::vector<int32_t> len; };
+  const DecodeShape dshapes[] = {{5, 8, 2, 300, 36, {1, 300, 17, 0, 129}},
+                                 {5, 8, 2, 300, 128, {1, 300, 17, 0, 129}},
+                                 {2, 4, 1, 1000, 64, {1000, 1}},
+                                 {1, 6, 2, 777, 36, {613}},
+                                 {2, 2, 1, 520, 128, {0, 519}}};
+  for (const DecodeShape& ds : dshapes) {
+    const int B = ds.B, H = ds.H, KVH = ds.KVH, maxT = ds.maxT, D = ds.D;
+    const std::vector<int32_t>& len = ds.len;
     auto q = randv(rng, (size_t)B * H * D);
     auto kc = randv(rng, (size_t)B * maxT * KVH * D), vc = randv(rng, (size_t)B * maxT * KVH * D);
     auto oc = nanv(q.size()), og = nanv(q.size());
