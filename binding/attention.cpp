@@ -30,39 +30,31 @@ AttnDims dims_arg(const Napi::CallbackInfo& info, size_t i) {
   return d;
 }
 
-// attentionForward(out, lse, q, k, v, B, H, KVH, Tq, Tk, D, causal, async); lse may be null.
-Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+// The forward with element type T for out/q/k/v (float, or uint16_t bf16 bits); lse float or null.
+// Arguments: (out, lse, q, k, v, B, H, KVH, Tq, Tk, D, causal, async).
+template <class T, class Run>
+Napi::Value attention_forward_call(const Napi::CallbackInfo& info, Run run) {
   Napi::Env env = info.Env();
   std::vector<Napi::Value> keep;
   const AttnDims d = dims_arg(info, 5);
   bool causal = bool_arg(info, 11, "causal"), async = bool_arg(info, 12, "async");
   size_t nq = checked_size(env, {d.B, d.Tq, d.H, d.D}), nk = checked_size(env, {d.B, d.Tk, d.KVH, d.D});
-  float* out = array_arg<float>(info, 0, "out", nq, keep);
+  T* out = array_arg<T>(info, 0, "out", nq, keep);
   float* lse = array_arg<float>(info, 1, "lse", checked_size(env, {d.B, d.H, d.Tq}), keep, true);
-  const float* q = array_arg<float>(info, 2, "q", nq, keep);
-  const float* k = array_arg<float>(info, 3, "k", nk, keep);
-  const float* v = array_arg<float>(info, 4, "v", nk, keep);
-  return run_op(info, async, keep, [=] {
-    backend().attention_forward(out, lse, q, k, v, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, causal);
-  });
+  const T* q = array_arg<T>(info, 2, "q", nq, keep);
+  const T* k = array_arg<T>(info, 3, "k", nk, keep);
+  const T* v = array_arg<T>(info, 4, "v", nk, keep);
+  return run_op(info, async, keep, [=] { run(out, lse, q, k, v, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, causal); });
 }
 
-// attentionForwardBf16(out, lse, q, k, v, B, H, KVH, Tq, Tk, D, causal, async): bf16 bits (Uint16Array)
-// for out, q, k, v; lse Float32Array or null.
+// attentionForward(out, lse, q, k, v, B, H, KVH, Tq, Tk, D, causal, async)
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  return attention_forward_call<float>(info, [](auto... args) { backend().attention_forward(args...); });
+}
+
+// attentionForwardBf16(...): the same with bf16 bits (Uint16Array) for out, q, k, v.
 Napi::Value AttentionForwardBf16(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  const AttnDims d = dims_arg(info, 5);
-  bool causal = bool_arg(info, 11, "causal"), async = bool_arg(info, 12, "async");
-  size_t nq = checked_size(env, {d.B, d.Tq, d.H, d.D}), nk = checked_size(env, {d.B, d.Tk, d.KVH, d.D});
-  uint16_t* out = array_arg<uint16_t>(info, 0, "out", nq, keep);
-  float* lse = array_arg<float>(info, 1, "lse", checked_size(env, {d.B, d.H, d.Tq}), keep, true);
-  const uint16_t* q = array_arg<uint16_t>(info, 2, "q", nq, keep);
-  const uint16_t* k = array_arg<uint16_t>(info, 3, "k", nk, keep);
-  const uint16_t* v = array_arg<uint16_t>(info, 4, "v", nk, keep);
-  return run_op(info, async, keep, [=] {
-    backend().attention_forward_bf16(out, lse, q, k, v, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, causal);
-  });
+  return attention_forward_call<uint16_t>(info, [](auto... args) { backend().attention_forward_bf16(args...); });
 }
 
 // attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, B, H, KVH, Tq, Tk, D, causal, async)

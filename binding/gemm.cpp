@@ -1,45 +1,38 @@
+#include <algorithm>
+
 #include "util.h"
 #include "../native/cpu/gemm_kernels.h"
 
 namespace wst::binding {
 namespace {
 
-// sgemm(a, b, c, m, n, k, transA, transB, alpha, beta, async)
-// C (m,n) = alpha * op(A) @ op(B) + beta * C with tight leading dimensions.
-Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+// C (m,n) = alpha * op(A) @ op(B) + beta * C with tight leading dimensions; A and B of element
+// type T (float, or uint16_t bf16 bits), C float. Arguments:
+// (a, b, c, m, n, k, transA, transB, alpha, beta, async).
+template <class T, class Run>
+Napi::Value gemm_call(const Napi::CallbackInfo& info, Run run) {
   Napi::Env env = info.Env();
   std::vector<Napi::Value> keep;
   int m = int_arg(info, 3, "m", 0), n = int_arg(info, 4, "n", 0), k = int_arg(info, 5, "k", 0);
   bool transA = bool_arg(info, 6, "transA"), transB = bool_arg(info, 7, "transB");
   float alpha = (float)number_arg(info, 8, "alpha"), beta = (float)number_arg(info, 9, "beta");
   bool async = bool_arg(info, 10, "async");
-  const float* a = array_arg<float>(info, 0, "a", checked_size(env, {m, k}), keep);
-  const float* b = array_arg<float>(info, 1, "b", checked_size(env, {k, n}), keep);
+  const T* a = array_arg<T>(info, 0, "a", checked_size(env, {m, k}), keep);
+  const T* b = array_arg<T>(info, 1, "b", checked_size(env, {k, n}), keep);
   float* c = array_arg<float>(info, 2, "c", checked_size(env, {m, n}), keep);
-  int lda = transA ? m : k, ldb = transB ? k : n;
-  return run_op(info, async, keep, [=] {
-    backend().sgemm(transA, transB, m, n, k, alpha, a, lda > 0 ? lda : 1, b, ldb > 0 ? ldb : 1,
-                    beta, c, n > 0 ? n : 1);
-  });
+  const int lda = std::max(transA ? m : k, 1), ldb = std::max(transB ? k : n, 1), ldc = std::max(n, 1);
+  return run_op(info, async, keep, [=] { run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+}
+
+// sgemm(a, b, c, m, n, k, transA, transB, alpha, beta, async)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  return gemm_call<float>(info, [](auto... args) { backend().sgemm(args...); });
 }
 
 // gemmBf16(a Uint16Array, b Uint16Array, c Float32Array, m, n, k, transA, transB, alpha, beta, async)
-// The bf16 GEMM (bf16 bits in, fp32 C): tensor cores on the CUDA backend, fp32 on the CPU.
+// bf16 bits in, fp32 C: tensor cores on the CUDA backend, fp32 on the CPU.
 Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int m = int_arg(info, 3, "m", 0), n = int_arg(info, 4, "n", 0), k = int_arg(info, 5, "k", 0);
-  bool transA = bool_arg(info, 6, "transA"), transB = bool_arg(info, 7, "transB");
-  float alpha = (float)number_arg(info, 8, "alpha"), beta = (float)number_arg(info, 9, "beta");
-  bool async = bool_arg(info, 10, "async");
-  const uint16_t* a = array_arg<uint16_t>(info, 0, "a", checked_size(env, {m, k}), keep);
-  const uint16_t* b = array_arg<uint16_t>(info, 1, "b", checked_size(env, {k, n}), keep);
-  float* c = array_arg<float>(info, 2, "c", checked_size(env, {m, n}), keep);
-  int lda = transA ? m : k, ldb = transB ? k : n;
-  return run_op(info, async, keep, [=] {
-    backend().gemm_bf16(transA, transB, m, n, k, alpha, a, lda > 0 ? lda : 1, b, ldb > 0 ? ldb : 1,
-                        beta, c, n > 0 ? n : 1);
-  });
+  return gemm_call<uint16_t>(info, [](auto... args) { backend().gemm_bf16(args...); });
 }
 
 // measureFmaPeak(seconds, threads): GFLOP/s of the active SIMD path's FMA loop, summed over

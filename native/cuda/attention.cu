@@ -113,6 +113,39 @@ __device__ __forceinline__ void store_reg(float* dst, const float (&r)[DPT], flo
     }
 }
 
+// One key tile of the online softmax for this thread's row: keys j0 + j < vis_end of the tile in
+// shared memory update the running max m, sum l and unnormalised output o. Every lane computes
+// every score (the dot products shuffle), then rows with no visible key in the tile stop.
+template <int DPT>
+__device__ __forceinline__ void attend_tile(float (&o)[DPT], float& m, float& l,
+                                            const float (&qr)[DPT], const float* Ks,
+                                            const float* Vs, int j0, int vis_end, int sub) {
+  using C = Cfg<DPT>;
+  float s[C::TILE];
+  float mx = m;
+#pragma unroll
+  for (int j = 0; j < C::TILE; j++) {
+    s[j] = dot_sh<DPT>(qr, Ks + j * C::Dp, sub);  // every lane shuffles: no divergence here
+    if (j0 + j < vis_end) mx = fmaxf(mx, s[j]);
+  }
+  if (j0 >= vis_end) return;  // no visible key in this tile for this row
+  const float corr = expf(m - mx);  // m = -inf on the first tile -> 0
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < C::TILE; j++) {
+    const float p = (j0 + j < vis_end) ? expf(s[j] - mx) : 0.0f;
+    s[j] = p;
+    sum += p;
+  }
+  l = l * corr + sum;
+  m = mx;
+#pragma unroll
+  for (int t = 0; t < DPT; t++) o[t] *= corr;
+#pragma unroll
+  for (int j = 0; j < C::TILE; j++)
+    if (s[j] != 0.0f) axpy_sh<DPT>(o, s[j], Vs + j * C::Dp, sub);
+}
+
 // ---- forward (and decode) ---------------------------------------------------------------------
 // grid (ceil(Tq G / 64), KVH, B). lengths != null: decode (Tq == 1, row b sees lengths[b] keys).
 template <int DPT>
@@ -157,29 +190,7 @@ attn_fwd_kernel(float* __restrict__ out, float* __restrict__ lse, const float* _
     load_rows<DPT>(Ks, kb, j0, Tk, ld, D);
     load_rows<DPT>(Vs, vb, j0, Tk, ld, D);
     __syncthreads();
-    float s[C::TILE];
-    float mx = m;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++) {
-      s[j] = dot_sh<DPT>(qr, Ks + j * C::Dp, sub);  // every lane shuffles: no divergence here
-      if (j0 + j < vis) mx = fmaxf(mx, s[j]);
-    }
-    if (j0 >= vis) continue;  // no visible key in this tile for this row
-    const float corr = expf(m - mx);  // m = -inf on the first tile -> 0
-    float sum = 0.0f;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++) {
-      const float p = (j0 + j < vis) ? expf(s[j] - mx) : 0.0f;
-      s[j] = p;
-      sum += p;
-    }
-    l = l * corr + sum;
-    m = mx;
-#pragma unroll
-    for (int t = 0; t < DPT; t++) o[t] *= corr;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++)
-      if (s[j] != 0.0f) axpy_sh<DPT>(o, s[j], Vs + j * C::Dp, sub);
+    attend_tile<DPT>(o, m, l, qr, Ks, Vs, j0, vis, sub);
   }
   if (!valid) return;
   if (l > 0.0f) {
@@ -230,28 +241,7 @@ attn_decode_split_kernel(float* __restrict__ part_o, float* __restrict__ part_ml
     load_rows<DPT>(Ks, kb, j0, maxT, ld, D);
     load_rows<DPT>(Vs, vb, j0, maxT, ld, D);
     __syncthreads();
-    float s[C::TILE];
-    float mx = m;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++) {
-      s[j] = dot_sh<DPT>(qr, Ks + j * C::Dp, sub);  // every lane shuffles: no divergence here
-      if (j0 + j < je) mx = fmaxf(mx, s[j]);
-    }
-    const float corr = expf(m - mx);  // m = -inf on the first tile -> 0
-    float sum = 0.0f;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++) {
-      const float p = (j0 + j < je) ? expf(s[j] - mx) : 0.0f;
-      s[j] = p;
-      sum += p;
-    }
-    l = l * corr + sum;
-    m = mx;
-#pragma unroll
-    for (int t = 0; t < DPT; t++) o[t] *= corr;
-#pragma unroll
-    for (int j = 0; j < C::TILE; j++)
-      if (s[j] != 0.0f) axpy_sh<DPT>(o, s[j], Vs + j * C::Dp, sub);
+    attend_tile<DPT>(o, m, l, qr, Ks, Vs, j0, je, sub);
   }
   if (!valid) return;
   const size_t slot = ((size_t)b * H + h) * splits + split;

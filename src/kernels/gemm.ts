@@ -12,6 +12,14 @@ export interface MatmulOptions {
   transA?: boolean;
 }
 
+function matmulShape(opts: MatmulOptions) {
+  const o = v.options(opts);
+  return {
+    m: v.size(o.m, 'm'), k: v.size(o.k, 'k'), n: v.size(o.n, 'n'),
+    transA: v.bool(o.transA, 'transA'), transB: v.bool(o.transB, 'transB'),
+  };
+}
+
 /**
  * The same product with bf16 A and B (Uint16Array of bf16 bits, see kernels.toBf16) and fp32 C:
  * tensor cores on the CUDA backend (wgmma on Hopper for transB, mma.sync otherwise), the fp32
@@ -19,9 +27,7 @@ export interface MatmulOptions {
  * differ only by the order of the fp32 sums.
  */
 export const matmulBf16 = defineOp((a: Uint16Array, b: Uint16Array, opts: MatmulOptions) => {
-  const o = v.options(opts);
-  const m = v.size(o.m, 'm'), k = v.size(o.k, 'k'), n = v.size(o.n, 'n');
-  const transA = v.bool(o.transA, 'transA'), transB = v.bool(o.transB, 'transB');
+  const { m, k, n, transA, transB } = matmulShape(opts);
   v.bf16(a, 'a', v.elements('a', m, k));
   v.bf16(b, 'b', v.elements('b', k, n));
   const c = new Float32Array(v.elements('result', m, n));
@@ -53,9 +59,7 @@ export function fromBf16(h: Uint16Array): Float32Array {
 
 /** C (m,n) = op(A) @ op(B). A is m×k (k×m with transA); B is k×n (n×k with transB). */
 export const matmul = defineOp((a: Float32Array, b: Float32Array, opts: MatmulOptions) => {
-  const o = v.options(opts);
-  const m = v.size(o.m, 'm'), k = v.size(o.k, 'k'), n = v.size(o.n, 'n');
-  const transA = v.bool(o.transA, 'transA'), transB = v.bool(o.transB, 'transB');
+  const { m, k, n, transA, transB } = matmulShape(opts);
   v.f32(a, 'a', v.elements('a', m, k));
   v.f32(b, 'b', v.elements('b', k, n));
   const c = new Float32Array(v.elements('result', m, n));
