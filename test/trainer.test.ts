@@ -130,6 +130,24 @@ describe('trainRl', () => {
   });
 });
 
+describe('randomReward (the control arm)', () => {
+  it('is seeded, ignores its inputs, and pays with the asked rate', async () => {
+    const { randomReward } = await import('../src/rl/race.js');
+    const draw = async (seed: number, n: number) => {
+      const f = randomReward(0.2, seed);
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push(await f(`p${i}`, i % 2 ? 'right' : 'wrong', {} as never));
+      return out;
+    };
+    const a = await draw(5, 10000), b = await draw(5, 10000), c = await draw(6, 10000);
+    expect(a).toEqual(b);
+    expect(a).not.toEqual(c);
+    expect(a.every((x) => x === 0 || x === 1)).toBe(true);
+    const rate = a.reduce((x, y) => x + y, 0) / a.length;
+    expect(Math.abs(rate - 0.2)).toBeLessThan(0.02);
+  });
+});
+
 describe('runRace', () => {
   it('writes the bench JSON (arms, time reductions), the SVG and per-arm metrics on a tiny run', async () => {
     const prev = process.env.WST_DASH_CACHE;
@@ -138,7 +156,7 @@ describe('runRace', () => {
       const { runRace, raceTable } = await import('../src/rl/race.js');
       const outDir = path.join(tmp, 'race');
       const r = await runRace({
-        arms: ['grpo', 'grpo_decoupled', 'dash'], steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 2, evalProblems: 8,
+        arms: ['grpo', 'grpo_decoupled', 'dash', 'dash_control'], steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 2, evalProblems: 8,
         evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined,
       });
       const json = JSON.parse(readFileSync(path.join(outDir, 'bench-dash.json'), 'utf8'));
@@ -150,6 +168,8 @@ describe('runRace', () => {
       }
       expect(json.time_reduction_vs_grpo).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo.seconds, 12);
       expect(json.time_reduction_vs_decoupled).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo_decoupled.seconds, 12);
+      expect(json.accuracy_gain_dash_vs_control).toBeCloseTo(json.arms.dash.accuracy - json.arms.dash_control.accuracy, 12);
+      expect(raceTable(r)).toMatch(/random-reward control/);
       expect(readFileSync(path.join(outDir, 'accuracy-vs-time.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
       for (const f of r.files.metrics) expect(existsSync(f)).toBe(true);
       expect(raceTable(r)).toMatch(/DASH time reduction vs per-micro-batch GRPO/);

@@ -125,7 +125,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   const bar = progressLine();
   const outDir = (values.out as string | undefined) ?? (demo ? 'wst-dash-demo' : path.join('bench', 'results', 'dash'));
   const steps = values.steps === undefined ? DEFAULT_RACE.steps : parseIntArg(values.steps as string, '--steps');
-  const arms = demo ? (['grpo', 'dash'] as const) : DEFAULT_RACE.arms;
+  const arms = demo ? (['grpo', 'dash'] as const) : values.control ? [...DEFAULT_RACE.arms, 'dash_control' as const] : DEFAULT_RACE.arms;
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),

@@ -6,9 +6,26 @@ import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
-import { evaluate, trainRl, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
+import { evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
-export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash';
+export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control';
+
+/**
+ * The control for an RL gain: a reward that ignores the completion (Bernoulli(p), seeded), run
+ * through the same DASH loop. Any accuracy change it shows is what the optimiser does without
+ * signal; a real gain must beat it (bench/NOTES.md "Why RL does not lift…").
+ */
+export function randomReward(p: number, seed: number): RewardFn {
+  let s = (seed >>> 0) || 1;
+  return async () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296 < p ? 1 : 0;
+  };
+}
 
 export interface RaceOptions {
   arms: ArmName[];
@@ -25,6 +42,8 @@ export interface RaceOptions {
   sft?: Partial<BuiltinSftOptions>;
   /** Where the models live (default cpu). */
   device?: Device;
+  /** The success rate of the dash_control arm's random reward (default 0.2). */
+  controlRewardRate?: number;
   outDir: string;
   /** Print progress lines to stderr. */
   log: (line: string) => void;
@@ -75,10 +94,12 @@ export interface RaceResult {
   time_reduction_vs_grpo?: number;
   time_reduction_vs_decoupled?: number;
   accuracy_gain_dash?: number;
+  /** DASH's accuracy minus the random-reward control's (when the dash_control arm ran). */
+  accuracy_gain_dash_vs_control?: number;
   files: { json: string; svg: string; metrics: string[] };
 }
 
-function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta'> & { description: string } {
+function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward'> & { description: string } {
   switch (name) {
     case 'grpo':
       return { generation: 'per-microbatch', filterThreshold: -1, beta: 0.04,
@@ -89,6 +110,11 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
     case 'dash':
       return { generation: 'preemptive', filterThreshold: 0, beta: 0,
         description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= 0 dropped before the forward) + no KL' };
+    case 'dash_control': {
+      const p = o.controlRewardRate ?? 0.2;
+      return { generation: 'preemptive', filterThreshold: 0, beta: 0, reward: randomReward(p, o.seed + 7919),
+        description: `control: the DASH arm with a random reward (Bernoulli(${p}), ignores the completion)` };
+    }
   }
 }
 
@@ -119,7 +145,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     await writeFileAtomic(metricsFile, '');
     const run: RlResult = await trainRl({
       task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
-      microBatch: o.microBatch, generation: arm.generation, filterThreshold: arm.filterThreshold, beta: arm.beta,
+      microBatch: o.microBatch, generation: arm.generation, filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward,
       lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: 1,
       trainExamples, evalExamples, evalEvery: o.evalEvery, metricsFile,
       onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
@@ -150,6 +176,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   if (dash && grpo) result.time_reduction_vs_grpo = 1 - dash.seconds / grpo.seconds;
   if (dash && dec) result.time_reduction_vs_decoupled = 1 - dash.seconds / dec.seconds;
   if (dash) result.accuracy_gain_dash = dash.accuracy - start.accuracy;
+  if (dash && result.arms.dash_control) result.accuracy_gain_dash_vs_control = dash.accuracy - result.arms.dash_control.accuracy;
   const json = path.join(o.outDir, 'bench-dash.json');
   const svg = path.join(o.outDir, 'accuracy-vs-time.svg');
   result.files.json = json;
@@ -173,5 +200,6 @@ export function raceTable(r: RaceResult): string {
   if (r.time_reduction_vs_grpo !== undefined) lines.push(`DASH time reduction vs per-micro-batch GRPO: ${(100 * r.time_reduction_vs_grpo).toFixed(1)}%`);
   if (r.time_reduction_vs_decoupled !== undefined) lines.push(`DASH time reduction vs decoupled GRPO: ${(100 * r.time_reduction_vs_decoupled).toFixed(1)}%`);
   if (r.accuracy_gain_dash !== undefined) lines.push(`DASH held-out accuracy gain over SFT: ${(100 * r.accuracy_gain_dash).toFixed(1)} points`);
+  if (r.accuracy_gain_dash_vs_control !== undefined) lines.push(`DASH accuracy minus the random-reward control's: ${(100 * r.accuracy_gain_dash_vs_control).toFixed(1)} points`);
   return lines.join('\n');
 }
