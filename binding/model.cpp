@@ -102,7 +102,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         throw Napi::Error::New(info.Env(), "config.device is \"cuda\" but no usable CUDA device was found");
       be = &cuda_backend();
 #else
-      throw Napi::Error::New(info.Env(), "config.device is \"cuda\" but this build of the addon has no CUDA (the CUDA addon loads only when a device is usable)");
+      throw Napi::Error::New(info.Env(), "config.device is \"cuda\" but the CPU addon is loaded: no usable CUDA device, no CUDA build of the addon, or WST_DASH_BACKEND=cpu");
 #endif
     } else if (device != "cpu") {
       throw Napi::RangeError::New(info.Env(), "config.device must be \"cpu\" or \"cuda\", got \"" + device + "\"");

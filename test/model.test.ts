@@ -285,7 +285,7 @@ describe('device placement', () => {
   });
   // Runs where a GPU is present (the CUDA addon loaded): the same model resident on the GPU agrees
   // with the CPU one on logits, a train step's gradients and greedy generation.
-  it.skipIf(kernels.backend !== 'cuda')('a model resident on the GPU matches the CPU model', async () => {
+  it.skipIf(kernels.backend !== 'cuda')('a model resident on the GPU matches the CPU model (logits, greedy tokens, SFT gradients)', async () => {
     const a = Model.create(cfg, { seed: 9, std: 0.3 });
     const b = Model.create(cfg, { seed: 9, std: 0.3, device: 'cuda' });
     expect(b.device).toBe('cuda');
@@ -300,5 +300,17 @@ describe('device placement', () => {
     const [ga] = await a.generate([ids], { maxNewTokens: 8, temperature: 0 });
     const [gb] = await b.generate([ids], { maxNewTokens: 8, temperature: 0 });
     expect(gb.ids).toEqual(ga.ids);
+    const batch = { sequences: [ids, [4, 4, 2, 9, 1]], from: 2 };
+    const ra = await a.trainSft(batch), rb = await b.trainSft(batch);
+    expect(Math.abs(rb.loss - ra.loss)).toBeLessThan(1e-5 * Math.max(1, Math.abs(ra.loss)));
+    for (const { name } of a.tensorNames()) {
+      const x = a.getGrad(name), y = b.getGrad(name);
+      let e = 0, d = 0;
+      for (let i = 0; i < x.length; i++) {
+        e = Math.max(e, Math.abs(x[i] - y[i]));
+        d = Math.max(d, Math.abs(x[i]));
+      }
+      expect(e, name).toBeLessThanOrEqual(1e-3 * d + 1e-7);
+    }
   });
 });

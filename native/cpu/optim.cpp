@@ -81,13 +81,14 @@ double sum_squares(const float* x, size_t n) {
   return total;
 }
 
-// x (n) *= s
+// Row copies (kernels.h): count[i] floats from src + src_off[i] to dst + dst_off[i].
 void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
                const int64_t* count, int n) {
   for (int i = 0; i < n; i++)
     if (count[i] > 0) std::memcpy(dst + dst_off[i], src + src_off[i], (size_t)count[i] * sizeof(float));
 }
 
+// x (n) *= s
 void scale_inplace(float* x, size_t n, float s) {
   parallel_chunks(n, kElemGrain, [&](size_t b, size_t e) {
     float* X = x;

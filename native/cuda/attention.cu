@@ -464,8 +464,9 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
   const int G = H / KVH;
   const float scale = 1.0f / std::sqrt((float)D);
   const int row_tiles = (G + ROWS - 1) / ROWS;
-  // Split the keys when the (batch x kv head) blocks would not give every SM two blocks; ranges
-  // of >= 256 keys, in multiples of 64 (a whole number of tiles for every head dim).
+  // Split the keys when the (batch x kv head) blocks would not give every SM two blocks: at most
+  // one split per 256 cache positions (so a cache of >= 257 positions can split), each range a
+  // multiple of 64 keys (a whole number of tiles for every head dim).
   const long blocks = (long)row_tiles * KVH * B, want = 2L * cuda_detail::device_multiprocessors();
   int splits = 1;
   if (blocks < want) splits = (int)std::min<long>({(want + blocks - 1) / blocks, (maxT + 255) / 256, 64});

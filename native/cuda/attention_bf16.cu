@@ -255,7 +255,9 @@ void attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const 
     check_launch("attention_forward_bf16");
     return;
   }
-  // Any other shape: widen to fp32 on the device, run the fp32 kernel, narrow the output.
+  // Any other shape: widen to fp32 on the device, run the fp32 kernel, narrow the output. The
+  // widened copies live in this thread's scratch, held across attention_forward: safe because the
+  // fp32 forward takes no scratch (keep it that way, or give these their own buffer).
   const size_t nq = (size_t)B * Tq * H * D, nk = (size_t)B * Tk * KVH * D;
   float* buf = (float*)thread_scratch((2 * nq + 2 * nk) * sizeof(float));
   float *qf = buf, *kf = qf + nq, *vf = kf + nk, *of = vf + nk;

@@ -1,11 +1,12 @@
 // GRPO loss with advantage filtering on CUDA: the same loss, gradient and statistics as
 // native/cpu/grpo.cpp (read its header for the formula). All on device data:
-//  - grpo, dr_grpo, dapo with S <= 4096 (the usual case): ONE fused kernel, blocks of (2048-token
-//    chunk, sequence). Each block counts the kept sequences from the advantages (S floats,
-//    cached), its sequence's unmasked tokens (the mask row, cached), derives w_s, then computes every
-//    token's objective and gradient (fp32 per token, float64 sums; see grpo_token) and writes
-//    -w_s d obj/d lp, 16 bytes at a time. HBM traffic is the four
-//    inputs read once and the gradient written once; dropped sequences only write zeros.
+//  - grpo, dr_grpo, dapo with S <= 4096 (the usual case): ONE fused kernel, one block per
+//    sequence. Each block counts the kept sequences from the advantages (S floats, cached) and
+//    its sequence's unmasked tokens (a first pass over the mask row), derives w_s, then computes
+//    every token's objective and gradient (fp32 per token, float64 sums; see grpo_token) and
+//    writes -w_s d obj/d lp, 16 bytes at a time. HBM traffic: the four inputs read once (the
+//    mask row's second read mostly hits L2) and the gradient written once; dropped sequences only
+//    write zeros.
 //  - bnpo (its weight needs the token count of ALL sequences first) or S > 4096: three kernels —
 //    per-sequence counts, weights, then per (sequence, 1024-token chunk) tokens.
 //  - then one block reduces the per-sequence partials -> GrpoResult (each thread sums whole
@@ -218,7 +219,13 @@ __global__ void grpo_token_kernel(float* grad, double* partial, const float* log
 // weight. grpo_loss uses one block per sequence (chunk = T): on an H200 (ncu), 512 sequences of
 // 8192 tokens ran in 36.7 us at 43 % of DRAM bandwidth, while 2048-token chunks (4 blocks per
 // sequence, each re-counting the row) took 50 us.
-__global__ void __launch_bounds__(kRowThreads, 4) grpo_row_kernel(float* grad, double* partial, double* weight, int* keep,
+// 4 x 512 threads per SM (full occupancy, <= 32 registers); sm_89 holds 1536 threads per SM.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 890
+#define WST_GRPO_ROW_MIN_BLOCKS 3
+#else
+#define WST_GRPO_ROW_MIN_BLOCKS 4
+#endif
+__global__ void __launch_bounds__(kRowThreads, WST_GRPO_ROW_MIN_BLOCKS) grpo_row_kernel(float* grad, double* partial, double* weight, int* keep,
                                 double* ntok, const float* logprobs, const float* old_logprobs,
                                 const float* ref_logprobs, const float* advantages,
                                 const float* mask, int S, int T, int chunk, float thr,

@@ -61,7 +61,8 @@ class Staged {
   Staged(const Staged&) = delete;
   Staged& operator=(const Staged&) = delete;
   const T* in(const Backend* be, const T* host, size_t n) {
-    if (be->host_memory || !host || n == 0) return host;
+    if (be->host_memory) return host;
+    if (!host || n == 0) return nullptr;
     T* p = reserve(be, n);
     be->upload(p, host, n * sizeof(T));
     return p;

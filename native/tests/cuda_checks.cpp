@@ -422,7 +422,7 @@ void check_gemm_bf16(Report& rep) {
   for (const S& s : shapes)
     for (int t = 0; t < 4; t++) {
       const bool tA = t & 1, tB = t & 2;
-      const int bc = t == 1;  // one beta != 0 case per shape
+      const int bc = t == 1 || t == 2;  // beta != 0 for TN and NT (NT is the wgmma path on Hopper)
       const int lda = (tA ? s.m : s.k) + s.pad, ldb = (tB ? s.k : s.n) + s.pad, ldc = s.n + 2;
       auto A = rand_bf16(rng, (size_t)(tA ? s.k : s.m) * lda);
       auto B = rand_bf16(rng, (size_t)(tB ? s.n : s.k) * ldb);
@@ -515,7 +515,7 @@ void check_grpo(Report& rep) {
     }
   // More sequences than the fused one-block-per-sequence path takes (the chunked path), and a
   // length that is not a multiple of 4 (the fused path's one-token-at-a-time loop).
-  // And sequences longer than one 2048-token block of the fused path.
+  // And a long sequence (a 5000-token row for one fused block).
   for (const auto& [S2, T2] : {std::pair<int, int>{4200, 7}, std::pair<int, int>{5, 1501},
                                std::pair<int, int>{3, 5000}}) {
     const size_t n2 = (size_t)S2 * T2;
@@ -609,6 +609,9 @@ void check_model_on_device(Report& rep) {
     gpu.score(tokens.data(), targets.data(), B, T, sg.data(), eg.data());
     rep.check("cuda model score logprobs" + tag, rel_err(sg, sc), 1e-4);
     rep.check("cuda model score entropy" + tag, rel_err(eg, ec), 1e-4);
+    std::vector<float> sg2(N, NAN);  // without entropy
+    gpu.score(tokens.data(), targets.data(), B, T, sg2.data(), nullptr);
+    rep.check("cuda model score (no entropy)" + tag, rel_err(sg2, sc), 1e-4);
 
     auto grads_err = [&] {
       double e = 0;
@@ -643,6 +646,13 @@ void check_model_on_device(Report& rep) {
     rep.check("cuda model grpo loss/kept" + tag,
               gc.grpo.kept != gg.grpo.kept ? INFINITY : std::fabs(gg.loss - gc.loss) / std::max(1.0, std::fabs(gc.loss)), 1e-5);
     rep.check("cuda model sft+grpo grads (every tensor)" + tag, grads_err(), 1e-3);
+    // No old / ref log-probs: the current ones, detached (ratio 1), no KL.
+    wst::GrpoParams gp0{0.2f, 0.28f, 0.0f, 0.1f, wst::GrpoLossType::grpo, 1.0};
+    auto dc = cpu.train_grpo(tokens.data(), targets.data(), mask.data(), nullptr, nullptr, adv.data(), B, T, gp0);
+    auto dg = gpu.train_grpo(tokens.data(), targets.data(), mask.data(), nullptr, nullptr, adv.data(), B, T, gp0);
+    rep.check("cuda model grpo (detached old, no ref) loss" + tag,
+              std::fabs(dg.loss - dc.loss) / std::max(1.0, std::fabs(dc.loss)), 1e-5);
+    rep.check("cuda model sft+grpo+grpo grads (every tensor)" + tag, grads_err(), 1e-3);
 
     // eps 0.1: AdamW's first step is lr * g / (|g| + eps); with a tiny eps it is lr * sign(g),
     // which float noise flips for g ~ 0, so the comparison would test the noise, not the path.
@@ -657,31 +667,49 @@ void check_model_on_device(Report& rep) {
       pe = std::max(pe, rel_err(pg, pc));
     }
     rep.check("cuda model params after AdamW (every tensor)" + tag, pe, 1e-4);
+    {  // AdamW state: downloaded from the device, and a round trip through set/get is exact
+      const size_t P = cpu.num_params();
+      std::vector<float> mc(P), vc(P), mg(P, NAN), vg(P, NAN);
+      cpu.get_optimizer_state(mc.data(), vc.data());
+      gpu.get_optimizer_state(mg.data(), vg.data());
+      rep.check("cuda model AdamW m, v on the device" + tag, std::max(rel_err(mg, mc), rel_err(vg, vc)), 1e-4);
+      gpu.set_optimizer_state(mc.data(), vc.data());
+      std::fill(mg.begin(), mg.end(), NAN);
+      std::fill(vg.begin(), vg.end(), NAN);
+      gpu.get_optimizer_state(mg.data(), vg.data());
+      rep.check("cuda model AdamW state set/get round trip" + tag,
+                mismatches(mg, mc) + mismatches(vg, vc), 0);
+    }
 
-    // Generation: 5 rows, rows 1 and 3 share a prompt (prefix sharing), greedy and sampled.
+    // Generation, greedy and sampled: rows 0-2 are prefilled first and decode two steps, then
+    // rows 3-4 (one prompt twice: prefix sharing) join the running batch.
     for (int greedy = 0; greedy < 2; greedy++) {
       std::vector<std::unique_ptr<wst::LlamaModel::Context>> ctx;
       ctx.push_back(cpu.create_context(5, 24));
       ctx.push_back(gpu.create_context(5, 24));
-      const std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 4, 5, 6, 7, 8, 10, 11};
-      const std::vector<int64_t> off = {0, 4, 7, 9, 12, 17};  // rows 1 and 3: {5,6,7}
-      std::vector<int32_t> p2 = prompt;
-      p2[9] = 5, p2[10] = 6, p2[11] = 7;
+      const std::vector<int32_t> prompts_a = {1, 2, 3, 4, 5, 6, 7, 8, 9}, prompts_b = {5, 6, 7, 5, 6, 7};
+      const std::vector<int64_t> off_a = {0, 4, 7, 9}, off_b = {0, 3, 6};
       for (int m = 0; m < 2; m++) {
         auto& c = *ctx[m];
         c.sampling = greedy ? wst::SamplingParams{0.f, 0, 1.f, 0.f} : wst::SamplingParams{1.f, 0, 0.9f, 0.f};
-        for (int b = 0; b < 5; b++) {
-          c.seeds.push_back(1000 + b);
-          c.generated.push_back(0);
-          c.max_new.push_back(6 + b);
-          c.out_tokens.emplace_back();
-          c.out_logprobs.emplace_back();
-          c.finished.push_back(0);
-          c.reported.push_back(0);
-        }
         c.stop_ids = {0};
+        auto add_rows = [&](int count) {  // what the binding's addRows does before a prefill
+          for (int b = 0; b < count; b++) {
+            c.seeds.push_back(1000 + c.rows());
+            c.generated.push_back(0);
+            c.max_new.push_back(6 + c.rows());
+            c.out_tokens.emplace_back();
+            c.out_logprobs.emplace_back();
+            c.finished.push_back(0);
+            c.reported.push_back(0);
+          }
+        };
         wst::LlamaModel& model = m ? gpu : cpu;
-        model.prefill(c, p2.data(), off.data(), 5);
+        add_rows(3);
+        model.prefill(c, prompts_a.data(), off_a.data(), 3);
+        model.decode(c, 2);
+        add_rows(2);
+        model.prefill(c, prompts_b.data(), off_b.data(), 2);
         while (model.decode(c, 4) > 0) {
         }
       }

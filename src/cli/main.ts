@@ -31,8 +31,8 @@ const commands: Record<string, Command> = {
     run: (values) => benchDashCommand(values),
   },
   'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
-  'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR', options: trainOptions, run: (v) => trainCommand('grpo', v) },
-  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering --out DIR', options: trainOptions, run: (v) => trainCommand('dash', v) },
+  'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('grpo', v) },
+  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('dash', v) },
   eval: {
     summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json] [--device cpu|cuda]',
     options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string' } },
@@ -49,7 +49,7 @@ const commands: Record<string, Command> = {
     run: (values) => generateCommand(values),
   },
   logits: {
-    summary: 'logits at the last position: --model DIR --ids 1,2,3 [--json]',
+    summary: 'logits at the last position: --model DIR --ids 1,2,3 [--json] [--device cpu|cuda]',
     options: { model: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, device: { type: 'string' } },
     run: (values) => logitsCommand(values),
   },

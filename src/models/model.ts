@@ -497,6 +497,6 @@ export class Model {
   }
 }
 
-export async function loadModel(dir: string): Promise<Model> {
-  return Model.load(dir);
+export async function loadModel(dir: string, options: { device?: Device } = {}): Promise<Model> {
+  return Model.load(dir, options);
 }

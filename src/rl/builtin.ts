@@ -48,7 +48,10 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
     lr: options.lr ?? BUILTIN_SFT.lr, seed: options.seed ?? BUILTIN_SFT.seed,
   };
   const config = builtinConfig();
-  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1 })).digest('hex').slice(0, 12);
+  // A warm-up trained on the GPU differs in the last bits from the CPU one: its own cache entry
+  // (the CPU key is unchanged, so existing caches stay valid).
+  const device = options.device === 'cuda' ? { device: 'cuda' } : {};
+  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1, ...device })).digest('hex').slice(0, 12);
   const dir = path.join(cacheDir(), `arith-sft-${key}`);
   if (!options.refresh && existsSync(path.join(dir, 'model.safetensors'))) {
     return { model: await Model.load(dir, { device: options.device }), dir, cached: true, seconds: 0 };

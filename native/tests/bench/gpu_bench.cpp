@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
       wst::cuda::attention_forward(o.f(), lse.f(), q.f(), k.f(), v.f(), B, H, H, T, T, D, true);
     });
     const double flops = 2.0 * B * H * (double)T * T * D;  // causal: half of 4 B H T^2 D
-    emit("attention_fwd_causal", ms, "tflops", flops / (ms * 1e9), "fp32 (no bf16 path)");
+    emit("attention_fwd_causal", ms, "tflops", flops / (ms * 1e9), "fp32 SIMT kernel");
   }
   {  // attention forward, bf16 tensor cores, causal
     const int B = quick ? 1 : 4, H = 32, T = quick ? 1024 : 4096, D = 128;
