@@ -19,10 +19,12 @@
 // WST_LAUNCH_SMEM also passes a dynamic shared-memory size, which a kernel declares with
 // WST_DYNAMIC_SMEM(type, name, max_bytes) (a static array of max_bytes in the emulator).
 #ifdef WST_CUDA_EMULATOR
-#define WST_LAUNCH(kernel, grid, block, ...) \
-  ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+#define WST_LAUNCH(kernel, grid, block, ...)                 \
+  (::wst_emu::check_kernel_args(#kernel, __VA_ARGS__),        \
+   ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); }))
 #define WST_LAUNCH_SMEM(kernel, grid, block, smem_bytes, ...) \
-  ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); })
+  (::wst_emu::check_kernel_args(#kernel, __VA_ARGS__),        \
+   ::wst_emu::launch(dim3(grid), dim3(block), [&] { kernel(__VA_ARGS__); }))
 #define WST_DYNAMIC_SMEM(type, name, max_bytes) \
   alignas(128) static type name[(max_bytes) / sizeof(type)]
 #else

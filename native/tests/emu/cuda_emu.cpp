@@ -1,4 +1,5 @@
 // The CPU emulator's scheduler and runtime API (see include/cuda_runtime.h for the model).
+#include <map>
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -279,21 +280,64 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+// "Device" allocations are host memory, but every one is recorded, so that a host pointer handed
+// to a kernel or to the wrong side of a copy is caught (a real GPU would fault or read garbage).
+namespace {
+std::map<uintptr_t, size_t>& device_allocations() {
+  static std::map<uintptr_t, size_t> m;
+  return m;
+}
+}  // namespace
+
+bool wst_emu::is_device_pointer(const void* p) {
+  const uintptr_t a = (uintptr_t)p;
+  auto& m = device_allocations();
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return false;
+  --it;
+  return a <= it->first + it->second;  // one past the end counts (empty ranges)
+}
+
+void wst_emu::require_device_pointer(const void* p, const char* what) {
+  if (p && !is_device_pointer(p)) {
+    std::fprintf(stderr, "CUDA emulator: %s is a host pointer (%p) where device memory is required\n", what, p);
+    std::abort();
+  }
+}
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = std::malloc(bytes ? bytes : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*p) return cudaErrorMemoryAllocation;
+  device_allocations()[(uintptr_t)*p] = bytes ? bytes : 1;
+  return cudaSuccess;
 }
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
 cudaError_t cudaFree(void* p) {
+  if (p) {
+    wst_emu::require_device_pointer(p, "cudaFree's pointer");
+    device_allocations().erase((uintptr_t)p);
+  }
   std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (bytes) std::memmove(dst, src, bytes);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (!bytes) return cudaSuccess;
+  const bool dst_dev = wst_emu::is_device_pointer(dst), src_dev = wst_emu::is_device_pointer(src);
+  const bool ok = kind == cudaMemcpyHostToDevice   ? dst_dev && !src_dev
+                  : kind == cudaMemcpyDeviceToHost ? !dst_dev && src_dev
+                  : kind == cudaMemcpyDeviceToDevice ? dst_dev && src_dev
+                                                     : true;
+  if (!ok) {
+    std::fprintf(stderr, "CUDA emulator: cudaMemcpy kind %d with dst %s and src %s memory\n", (int)kind,
+                 dst_dev ? "device" : "host", src_dev ? "device" : "host");
+    std::abort();
+  }
+  std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes) wst_emu::require_device_pointer(p, "cudaMemset's pointer");
   std::memset(p, value, bytes);
   return cudaSuccess;
 }

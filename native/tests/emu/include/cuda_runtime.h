@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 
 #define WST_CUDA_EMULATOR 1
 
@@ -31,6 +32,17 @@ struct alignas(16) float4 {
 namespace wst_emu {
 extern dim3 g_threadIdx, g_blockIdx, g_blockDim, g_gridDim;
 void launch(dim3 grid, dim3 block, const std::function<void()>& body);
+// Device-pointer bookkeeping (cudaMalloc records every allocation): a kernel argument or copy
+// side that must be device memory but is not aborts with a message.
+bool is_device_pointer(const void* p);
+void require_device_pointer(const void* p, const char* what);
+template <class... Args>
+inline void check_kernel_args(const char* kernel, const Args&... args) {
+  auto one = [&](const auto& a) {
+    if constexpr (std::is_pointer_v<std::decay_t<decltype(a)>>) require_device_pointer((const void*)a, kernel);
+  };
+  (one(args), ...);
+}
 void syncthreads();
 // Every lane of the calling thread's warp contributes v; all receive the 32 values.
 void warp_exchange(uint64_t v, uint64_t out[32]);
