@@ -38,6 +38,9 @@ describe('cli', () => {
     const missing = await cli('generate', '--ids', '1');
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/--model DIR is required/);
+    const help = await cli('bench', 'dash', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/--control/);
     const device = await cli('generate', '--model', '/nonexistent', '--ids', '1', '--device', 'gpu');
     expect(device.code).toBe(2);
     expect(device.stderr).toMatch(/--device must be cpu or cuda/);

@@ -124,6 +124,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const command = commands[name];
   const rest = argv.slice(name.split(' ').length);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    const opts = Object.entries(command.options).map(([k, o]) => `--${k}${o.type === 'string' ? ' VALUE' : ''}`);
+    console.log(`wst-dash ${name}: ${command.summary}\n\noptions: ${opts.join(' ') || '(none)'}`);
+    return 0;
+  }
   try {
     const { values, positionals } = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true });
     await command.run(values, positionals);
