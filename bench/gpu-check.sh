@@ -83,7 +83,7 @@ for o in ours:
     print(f"{o['bench']:<22} {'ours (' + o.get('note', '') + ')':<34.34} {o['ms']:>10.3f} {o[unit]:>10.2f} {unit:<5}")
     same = [t for t in torch_rows if t["bench"] == o["bench"]]
     # Compare like with like where the dtypes are named (ours "bf16 ..."/"fp32 ...", torch "... bf16").
-    dt = next((d for d in ("bf16", "fp32") if d in o.get("note", "")), None)
+    dt = next((d for d in ("bf16", "tf32", "fp32") if d in o.get("note", "")), None)
     typed = [t for t in same if dt and (dt in t["impl"] or (dt == "fp32" and "tf32" in t["impl"]))]
     for t in (typed or same):
         ratio = t["ms"] / o["ms"] if o["ms"] > 0 else float("nan")

@@ -29,6 +29,11 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return gemm_call<float>(info, [](auto... args) { backend().sgemm(args...); });
 }
 
+// sgemmTf32(a, b, c, m, n, k, transA, transB, alpha, beta, async): fp32 in/out, tf32 products.
+Napi::Value SgemmTf32(const Napi::CallbackInfo& info) {
+  return gemm_call<float>(info, [](auto... args) { backend().sgemm_tf32(args...); });
+}
+
 // gemmBf16(a Uint16Array, b Uint16Array, c Float32Array, m, n, k, transA, transB, alpha, beta, async)
 // bf16 bits in, fp32 C: tensor cores on the CUDA backend, fp32 on the CPU.
 Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
@@ -60,6 +65,7 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
 void register_gemm(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
+  exports.Set("sgemmTf32", Napi::Function::New(env, SgemmTf32));
   exports.Set("measureFmaPeak", Napi::Function::New(env, MeasureFmaPeak));
   exports.Set("measureReadBandwidth", Napi::Function::New(env, MeasureReadBandwidth));
 }

@@ -46,6 +46,7 @@ struct Backend {
   decltype(&::wst::sum_squares) sum_squares;
   decltype(&::wst::scale_inplace) scale_inplace;
   decltype(&::wst::gemm_bf16) gemm_bf16;
+  decltype(&::wst::sgemm_tf32) sgemm_tf32;
   decltype(&::wst::attention_forward_bf16) attention_forward_bf16;
   decltype(&::wst::copy_rows) copy_rows;
 };

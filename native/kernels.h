@@ -37,6 +37,20 @@ inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays Na
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// The fp32 GEMM on tf32 tensor cores: A and B rounded to tf32 (10-bit mantissa, round to nearest,
+// ties away from zero, as cvt.rna.tf32.f32), fp32 accumulation. Products of tf32 values are exact
+// in fp32, so the CPU twin (round, then sgemm) differs from the GPU only by the order of the sums;
+// against the exact fp32 product the error is ~1e-3 relative.
+void sgemm_tf32(bool transA, bool transB, int m, int n, int k, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc);
+inline float round_to_tf32(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;  // finite: round
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 // The same GEMM with bf16 A and B (fp32 accumulation, fp32 C): what tensor cores compute.
 // Every bf16 x bf16 product is exact in fp32, so the CPU result differs from the GPU only by
 // the order of the fp32 sums.

@@ -261,3 +261,20 @@ describe('bf16 matmul', () => {
     expect(() => kernels.ops.matmulBf16(new Uint16Array(4), new Uint16Array(3), { m: 2, k: 2, n: 2 })).toThrow(/b must have length 4/);
   });
 });
+
+describe('tf32 matmul', () => {
+  const tf32 = (x: number) => {
+    const f = new Float32Array([x]), u = new Uint32Array(f.buffer);
+    if ((u[0] & 0x7f800000) !== 0x7f800000) u[0] = ((u[0] + 0x1000) & 0xffffe000) >>> 0;
+    return f[0];
+  };
+  for (const [m, k, n, transA, transB] of [[37, 71, 53, false, false], [64, 40, 96, true, true], [5, 33, 130, false, true]] as const)
+    it(`${m}x${k}x${n} equals float64 on tf32-rounded inputs, ~1e-3 of the exact product`, () => {
+      const a = randomF32(m * k, 3 + m), b = randomF32(k * n, 4 + n);
+      const c = kernels.ops.matmulTf32(a, b, { m, k, n, transA, transB });
+      const rounded = refMatmul(a.map(tf32), b.map(tf32), m, k, n, transA, transB);
+      expectClose(c, rounded, 1e-5, 1e-5, 'matmulTf32 vs rounded');
+      const exact = refMatmul(a, b, m, k, n, transA, transB);
+      expectClose(c, exact, 3e-3, 3e-3, 'matmulTf32 vs exact');
+    });
+});

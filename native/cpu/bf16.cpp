@@ -1,5 +1,6 @@
-// bf16 ops on the CPU: the references for the tensor-core CUDA kernels. Both widen the bf16
-// inputs to fp32 (exact) and run the fp32 kernel, so they inherit its threading and its tests.
+// Reduced-precision ops on the CPU: the references for the tensor-core CUDA kernels. They widen
+// the bf16 inputs to fp32 (exact), or round fp32 inputs to tf32, and run the fp32 kernel, so they
+// inherit its threading and its tests.
 #include <vector>
 
 #include "../kernels.h"
@@ -22,6 +23,20 @@ void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const
   if (m <= 0 || n <= 0) return;
   const std::vector<float> a = k > 0 ? widen(A, transA ? k : m, transA ? m : k, lda) : std::vector<float>();
   const std::vector<float> b = k > 0 ? widen(B, transB ? n : k, transB ? k : n, ldb) : std::vector<float>();
+  sgemm(transA, transB, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
+}
+
+void sgemm_tf32(bool transA, bool transB, int m, int n, int k, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  auto rounded = [](const float* src, size_t rows, size_t cols, size_t ld) {
+    std::vector<float> out(rows ? (rows - 1) * ld + cols : 0);
+    for (size_t r = 0; r < rows; r++)
+      for (size_t c = 0; c < cols; c++) out[r * ld + c] = round_to_tf32(src[r * ld + c]);
+    return out;
+  };
+  const std::vector<float> a = k > 0 ? rounded(A, transA ? k : m, transA ? m : k, lda) : std::vector<float>();
+  const std::vector<float> b = k > 0 ? rounded(B, transB ? n : k, transB ? k : n, ldb) : std::vector<float>();
   sgemm(transA, transB, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
 }
 

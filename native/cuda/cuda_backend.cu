@@ -234,6 +234,17 @@ void st_gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, co
   s.finish();
 }
 
+void st_sgemm_tf32(bool transA, bool transB, int m, int n, int k, float alpha, const float* A,
+                   int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  Stage s;
+  const float* a = s.in(A, extent(transA ? k : m, transA ? m : k, lda));
+  const float* b = s.in(B, extent(transB ? n : k, transB ? k : n, ldb));
+  float* c = s.inout(C, extent(m, n, ldc));
+  cuda::sgemm_tf32(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  s.finish();
+}
+
 void st_attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
                                const uint16_t* v, int B, int H, int KVH, int Tq, int Tk, int D,
                                bool causal) {
@@ -551,7 +562,8 @@ const Backend& cuda_backend() {
       cuda::softmax_forward, cuda::log_softmax_forward, cuda::token_logprobs_forward,
       cuda::token_logprobs_backward, cuda::crossentropy_forward, cuda::crossentropy_backward,
       cuda::sample_tokens, cuda::grpo_loss, cuda::adamw_update, cuda::sum_squares,
-      cuda::scale_inplace, cuda::gemm_bf16, cuda::attention_forward_bf16, cuda::copy_rows,
+      cuda::scale_inplace, cuda::gemm_bf16, cuda::sgemm_tf32, cuda::attention_forward_bf16,
+      cuda::copy_rows,
   };
   return b;
 }
@@ -565,7 +577,7 @@ const Backend& cuda_host_staging_backend() {
       st_residual_forward, st_residual_backward, st_softmax_forward, st_log_softmax_forward,
       st_token_logprobs_forward, st_token_logprobs_backward, st_crossentropy_forward,
       st_crossentropy_backward, st_sample_tokens, st_grpo_loss, st_adamw_update, st_sum_squares,
-      st_scale_inplace, st_gemm_bf16, st_attention_forward_bf16, st_copy_rows,
+      st_scale_inplace, st_gemm_bf16, st_sgemm_tf32, st_attention_forward_bf16, st_copy_rows,
   };
   return b;
 }

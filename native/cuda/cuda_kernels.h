@@ -43,6 +43,8 @@ namespace cuda {
 
 void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const float* A, int lda,
            const float* B, int ldb, float beta, float* C, int ldc);
+void sgemm_tf32(bool transA, bool transB, int m, int n, int k, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc);
 void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const uint16_t* A,
                int lda, const uint16_t* B, int ldb, float beta, float* C, int ldc);
 void attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,

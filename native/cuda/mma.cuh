@@ -51,6 +51,22 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(smem)));
 }
+// fp32 -> tf32 (round to nearest, ties away: cvt.rna.tf32.f32), kept in a 32-bit register.
+__device__ __forceinline__ uint32_t to_tf32(float f) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
+  return r;
+}
+// c += a @ b for one m16n8k8 tf32 tile. Layout: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4],
+// a3 = A[g+8][t+4]; b0 = B[t][g], b1 = B[t+4][g]; c as for m16n8k16.
+__device__ __forceinline__ void mma_tf32_1688(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                              uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 // c += a @ b for one m16n8k16 tile.
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
@@ -109,6 +125,35 @@ inline void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, u
     const int row = g + (e / 2) * 8, col = 2 * t + e % 2;
     float s = c[e];
     for (int k = 0; k < 16; k++) s += A(row, k) * B(k, col);
+    c[e] = s;
+  }
+}
+
+inline uint32_t to_tf32(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  return u;
+}
+
+inline void mma_tf32_1688(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  uint64_t a01[32], a23[32], bb[32];
+  ::wst_emu::warp_exchange((uint64_t)a[0] | ((uint64_t)a[1] << 32), a01);
+  ::wst_emu::warp_exchange((uint64_t)a[2] | ((uint64_t)a[3] << 32), a23);
+  ::wst_emu::warp_exchange((uint64_t)b0 | ((uint64_t)b1 << 32), bb);
+  auto A = [&](int row, int k) {  // a0 a1 a2 a3 = (g, t) (g+8, t) (g, t+4) (g+8, t+4)
+    const int lane = (row % 8) * 4 + k % 4, reg = row / 8 + 2 * (k / 4);
+    const uint64_t w = reg < 2 ? a01[lane] : a23[lane];
+    return __uint_as_float((uint32_t)(reg % 2 ? w >> 32 : w));
+  };
+  auto B = [&](int k, int n) {  // b0 b1 = (t, g) (t+4, g)
+    const uint64_t w = bb[n * 4 + k % 4];
+    return __uint_as_float((uint32_t)(k / 4 ? w >> 32 : w));
+  };
+  const int l = ::wst_emu::lane_id(), g = l / 4, t = l % 4;
+  for (int e = 0; e < 4; e++) {
+    const int row = g + (e / 2) * 8, col = 2 * t + e % 2;
+    float s = c[e];
+    for (int k = 0; k < 8; k++) s += A(row, k) * B(k, col);
     c[e] = s;
   }
 }

@@ -448,6 +448,32 @@ void check_gemm_bf16(Report& rep) {
   }
 }
 
+// ---- tf32 tensor-core GEMM ----------------------------------------------------------------------
+void check_sgemm_tf32(Report& rep) {
+  struct S { int m, n, k, pad; };  // pad: extra leading-dim elements (multiple of 4: aligned path)
+  const S shapes[] = {{200, 264, 96, 4}, {128, 128, 40, 0}, {77, 91, 133, 3}, {1, 33, 17, 1}, {300, 260, 200, 0}};
+  Rng rng(73);
+  for (const S& s : shapes)
+    for (int t = 0; t < 4; t++) {
+      const bool tA = t & 1, tB = t & 2;
+      const int bc = t == 1 || t == 2;
+      const int lda = (tA ? s.m : s.k) + s.pad, ldb = (tB ? s.k : s.n) + s.pad, ldc = s.n + 2;
+      auto A = randv(rng, (size_t)(tA ? s.k : s.m) * lda), B = randv(rng, (size_t)(tB ? s.n : s.k) * ldb);
+      const float alpha = 1.3f, beta = bc ? -0.6f : 0.0f;
+      auto C0 = bc ? randv(rng, (size_t)s.m * ldc) : nanv((size_t)s.m * ldc);
+      if (!bc)
+        for (size_t i = 0; i < C0.size(); i++)
+          if ((int)(i % ldc) >= s.n) C0[i] = 1.0f;
+      auto want = C0, got = C0, exact = C0;
+      CPU().sgemm_tf32(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, want.data(), ldc);
+      GPU().sgemm_tf32(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+      CPU().sgemm(tA, tB, s.m, s.n, s.k, alpha, A.data(), lda, B.data(), ldb, beta, exact.data(), ldc);
+      const std::string tag = fmt("%dx%dx%d %c%c ld+%d beta=%g", s.m, s.n, s.k, tA ? 'T' : 'N', tB ? 'T' : 'N', s.pad, beta);
+      rep.check("cuda sgemm_tf32 vs CPU tf32 " + tag, rel_err(got, want), kF32);
+      rep.check("cuda sgemm_tf32 vs exact fp32 " + tag, rel_err(got, exact), 1e-3);
+    }
+}
+
 // ---- bf16 tensor-core attention forward ---------------------------------------------------------
 std::vector<float> widen(const std::vector<uint16_t>& v) {
   std::vector<float> f(v.size());
@@ -732,6 +758,7 @@ std::vector<Check> cuda_checks() {
   wst::cuda::set_poison_staged_outputs(true);
   return {
       {"philox", check_philox},     {"sgemm", check_sgemm},         {"gemm_bf16", check_gemm_bf16},
+      {"sgemm_tf32", check_sgemm_tf32},
       {"attention_bf16", check_attention_bf16},         {"attention", check_attention},
       {"rmsnorm", check_rmsnorm},   {"rope", check_rope},           {"swiglu", check_swiglu},
       {"embedding", check_embedding}, {"residual", check_residual}, {"softmax", check_softmax},

@@ -37,6 +37,21 @@ export const matmulBf16 = defineOp((a: Uint16Array, b: Uint16Array, opts: Matmul
   };
 });
 
+/**
+ * The fp32 product on tf32 tensor cores (inputs rounded to 10-bit mantissas, fp32 sums): ~1e-3
+ * relative to the exact product. On the CPU the same rounding, then the fp32 GEMM.
+ */
+export const matmulTf32 = defineOp((a: Float32Array, b: Float32Array, opts: MatmulOptions) => {
+  const { m, k, n, transA, transB } = matmulShape(opts);
+  v.f32(a, 'a', v.elements('a', m, k));
+  v.f32(b, 'b', v.elements('b', k, n));
+  const c = new Float32Array(v.elements('result', m, n));
+  return {
+    run: (async: boolean) => native.sgemmTf32(a, b, c, m, n, k, transA, transB, 1, 0, async),
+    result: () => c,
+  };
+});
+
 /** Float32Array -> bf16 bits (round to nearest even; NaN stays NaN). */
 export function toBf16(x: Float32Array): Uint16Array {
   if (!(x instanceof Float32Array)) throw new TypeError('toBf16 expects a Float32Array');

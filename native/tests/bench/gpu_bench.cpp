@@ -140,10 +140,14 @@ int main(int argc, char** argv) {
               : "bf16 mma.sync, B as (k,n), fp32 out");
     }
   }
-  {  // sgemm
+  {  // sgemm: fp32 SIMT and tf32 tensor cores
     const int N = quick ? 4096 : 8192;
     Buf a = Buf::floats((size_t)N * N, -1, 1, 5), b = Buf::floats((size_t)N * N, -1, 1, 6);
     Buf c((size_t)N * N, 4);
+    double ms_tf32 = median_ms(5, [&] {
+      wst::cuda::sgemm_tf32(false, false, N, N, N, 1.0f, a.f(), N, b.f(), N, 0.0f, c.f(), N);
+    });
+    emit("gemm", ms_tf32, "tflops", 2.0 * N * (double)N * N / (ms_tf32 * 1e9), "tf32 mma.sync, fp32 in/out");
     double ms = median_ms(5, [&] {
       wst::cuda::sgemm(false, false, N, N, N, 1.0f, a.f(), N, b.f(), N, 0.0f, c.f(), N);
     });
