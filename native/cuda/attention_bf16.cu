@@ -237,8 +237,6 @@ void launch(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k, con
                   Tk, causal, scale_log2);
 }
 
-bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
-
 }  // namespace
 
 void attention_forward_bf16(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,

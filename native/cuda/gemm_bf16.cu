@@ -50,30 +50,6 @@ constexpr size_t cmax(size_t a, size_t b) { return a > b ? a : b; }
 constexpr size_t kMaxSmem = cmax(cmax(smem_bytes<false, false, 4>(), smem_bytes<false, true, 4>()),
                                  cmax(smem_bytes<true, false, 4>(), smem_bytes<true, true, 4>()));
 
-// Copies the tile rows [r0, r0 + ROWS) x cols [c0, c0 + COLS) of a row-major bf16 matrix with
-// `rows` x `cols` valid elements into sh (row stride SH_COLS), zero outside.
-template <int ROWS, int COLS, int SH_COLS, bool ALIGNED>
-__device__ __forceinline__ void load_tile(uint16_t* sh, const uint16_t* g, long ld, int r0, int c0,
-                                          int rows, int cols) {
-  constexpr int CHUNKS = ROWS * COLS / 8;  // 8 bf16 = 16 bytes
-  static_assert(CHUNKS % THREADS == 0, "tile chunks must divide among the threads");
-#pragma unroll
-  for (int i = 0; i < CHUNKS / THREADS; i++) {
-    const int chunk = threadIdx.x + i * THREADS;
-    const int r = chunk / (COLS / 8), c = (chunk % (COLS / 8)) * 8;
-    const int gr = r0 + r, gc = c0 + c;
-    uint16_t* dst = sh + r * SH_COLS + c;
-    if (ALIGNED) {
-      const bool in = gr < rows && gc < cols;  // whole chunk in range (cols % 8 == 0)
-      cp_async_16(dst, in ? g + (size_t)gr * ld + gc : g, in);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; e++)
-        dst[e] = (gr < rows && gc + e < cols) ? g[(size_t)gr * ld + gc + e] : (uint16_t)0;
-    }
-  }
-}
-
 template <bool TA, bool TB, int STAGES, bool ALIGNED>
 __global__ void __launch_bounds__(THREADS, 1)
 gemm_bf16_kernel(int m, int n, int k, float alpha, const uint16_t* __restrict__ A, long lda,
@@ -90,10 +66,10 @@ gemm_bf16_kernel(int m, int n, int k, float alpha, const uint16_t* __restrict__ 
   auto stage_b = [&](int s) { return smem + (size_t)s * L::STAGE_ELEMS + L::A_ELEMS; };
   auto load_stage = [&](int s, int kt) {
     const int k0 = kt * BK;
-    if (TA) load_tile<BK, BM, L::A_COLS, ALIGNED>(stage_a(s), A, lda, k0, bm, k, m);
-    else load_tile<BM, BK, L::A_COLS, ALIGNED>(stage_a(s), A, lda, bm, k0, m, k);
-    if (TB) load_tile<BN, BK, L::B_COLS, ALIGNED>(stage_b(s), B, ldb, bn, k0, n, k);
-    else load_tile<BK, BN, L::B_COLS, ALIGNED>(stage_b(s), B, ldb, k0, bn, k, n);
+    if (TA) load_tile<uint16_t, BK, BM, L::A_COLS, ALIGNED, THREADS>(stage_a(s), A, lda, k0, bm, k, m);
+    else load_tile<uint16_t, BM, BK, L::A_COLS, ALIGNED, THREADS>(stage_a(s), A, lda, bm, k0, m, k);
+    if (TB) load_tile<uint16_t, BN, BK, L::B_COLS, ALIGNED, THREADS>(stage_b(s), B, ldb, bn, k0, n, k);
+    else load_tile<uint16_t, BK, BN, L::B_COLS, ALIGNED, THREADS>(stage_b(s), B, ldb, k0, bn, k, n);
   };
 
   float acc[4][8][4];
@@ -148,25 +124,7 @@ gemm_bf16_kernel(int m, int n, int k, float alpha, const uint16_t* __restrict__ 
   }
   cp_async_wait<0>();
 
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-      const int row = bm + wm + mt * 16 + g + half * 8;
-      if (row >= m) continue;
-      float* crow = C + (size_t)row * ldc;
-#pragma unroll
-      for (int nt = 0; nt < 8; nt++) {
-        const int col = bn + wn + nt * 8 + 2 * t;
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          if (col + e >= n) continue;
-          const float r = alpha * acc[mt][nt][half * 2 + e];
-          crow[col + e] = beta == 0.0f ? r : r + beta * crow[col + e];
-        }
-      }
-    }
+  store_c_tiles(acc, C, ldc, bm + wm, bn + wn, m, n, alpha, beta);
 }
 
 template <bool TA, bool TB, int STAGES, bool ALIGNED>
@@ -207,8 +165,6 @@ int pipeline_stages() {
   }();
   return stages;
 }
-
-bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
 
 }  // namespace
 

@@ -34,29 +34,7 @@ constexpr size_t kMaxSmem =
     sizeof(float) * STAGES *
     cmax(cmax(Layout<false, false>::STAGE_ELEMS, Layout<false, true>::STAGE_ELEMS),
          cmax(Layout<true, false>::STAGE_ELEMS, Layout<true, true>::STAGE_ELEMS));
-
-// Rows [r0, r0 + ROWS) x cols [c0, c0 + COLS) of a row-major float matrix with rows x cols valid
-// elements -> sh (row stride SH_COLS), zero outside.
-template <int ROWS, int COLS, int SH_COLS, bool ALIGNED>
-__device__ __forceinline__ void load_tile(float* sh, const float* g, long ld, int r0, int c0, int rows,
-                                          int cols) {
-  constexpr int CHUNKS = ROWS * COLS / 4;
-  static_assert(CHUNKS % THREADS == 0, "tile chunks must divide among the threads");
-#pragma unroll
-  for (int i = 0; i < CHUNKS / THREADS; i++) {
-    const int chunk = threadIdx.x + i * THREADS;
-    const int r = chunk / (COLS / 4), c = (chunk % (COLS / 4)) * 4;
-    const int gr = r0 + r, gc = c0 + c;
-    float* dst = sh + r * SH_COLS + c;
-    if (ALIGNED) {
-      const bool in = gr < rows && gc < cols;
-      cp_async_16(dst, in ? g + (size_t)gr * ld + gc : g, in);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; e++) dst[e] = (gr < rows && gc + e < cols) ? g[(size_t)gr * ld + gc + e] : 0.0f;
-    }
-  }
-}
+static_assert(kMaxSmem <= 99 * 1024, "the ring must fit sm_89's 99 KB of shared memory per block");
 
 template <bool TA, bool TB, bool ALIGNED>
 __global__ void __launch_bounds__(THREADS)
@@ -73,10 +51,10 @@ sgemm_tf32_kernel(int m, int n, int k, float alpha, const float* __restrict__ A,
   auto stage_b = [&](int s) { return smem + (size_t)s * L::STAGE_ELEMS + L::A_ELEMS; };
   auto load_stage = [&](int s, int kt) {
     const int k0 = kt * BK;
-    if (TA) load_tile<BK, BM, L::A_COLS, ALIGNED>(stage_a(s), A, lda, k0, bm, k, m);
-    else load_tile<BM, BK, L::A_COLS, ALIGNED>(stage_a(s), A, lda, bm, k0, m, k);
-    if (TB) load_tile<BN, BK, L::B_COLS, ALIGNED>(stage_b(s), B, ldb, bn, k0, n, k);
-    else load_tile<BK, BN, L::B_COLS, ALIGNED>(stage_b(s), B, ldb, k0, bn, k, n);
+    if (TA) load_tile<float, BK, BM, L::A_COLS, ALIGNED, THREADS>(stage_a(s), A, lda, k0, bm, k, m);
+    else load_tile<float, BM, BK, L::A_COLS, ALIGNED, THREADS>(stage_a(s), A, lda, bm, k0, m, k);
+    if (TB) load_tile<float, BN, BK, L::B_COLS, ALIGNED, THREADS>(stage_b(s), B, ldb, bn, k0, n, k);
+    else load_tile<float, BK, BN, L::B_COLS, ALIGNED, THREADS>(stage_b(s), B, ldb, k0, bn, k, n);
   };
   // op(A)[row][kk] and op(B)[kk][col] inside a stage.
   auto a_at = [&](const float* as, int row, int kk) { return TA ? as[kk * L::A_COLS + row] : as[row * L::A_COLS + kk]; };
@@ -130,24 +108,7 @@ sgemm_tf32_kernel(int m, int n, int k, float alpha, const float* __restrict__ A,
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int mt = 0; mt < 4; mt++)
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-      const int row = bm + wm + mt * 16 + g + half * 8;
-      if (row >= m) continue;
-      float* crow = C + (size_t)row * ldc;
-#pragma unroll
-      for (int nt = 0; nt < 4; nt++) {
-        const int col = bn + wn + nt * 8 + 2 * t;
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          if (col + e >= n) continue;
-          const float r = alpha * acc[mt][nt][half * 2 + e];
-          crow[col + e] = beta == 0.0f ? r : r + beta * crow[col + e];
-        }
-      }
-    }
+  store_c_tiles(acc, C, ldc, bm + wm, bn + wn, m, n, alpha, beta);
 }
 
 template <bool TA, bool TB, bool ALIGNED>
@@ -170,8 +131,6 @@ void dispatch(bool aligned, dim3 grid, int m, int n, int k, float alpha, const f
   if (aligned) launch<TA, TB, true>(grid, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   else launch<TA, TB, false>(grid, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
-
-bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
 
 }  // namespace
 

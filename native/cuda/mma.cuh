@@ -160,4 +160,60 @@ inline void mma_tf32_1688(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, ui
 
 #endif
 
+// ---- shared by the tensor-core GEMMs (gemm_bf16.cu, gemm_tf32.cu) ------------------------------
+
+inline bool aligned16(const void* p) { return ((uintptr_t)p & 15u) == 0; }
+
+// Rows [r0, r0 + ROWS) x cols [c0, c0 + COLS) of a row-major matrix of T with rows x cols valid
+// elements -> sh (row stride SH_COLS elements), zero outside, in 16-byte chunks spread over the
+// block's THREADS threads. ALIGNED: every chunk is whole and 16-byte aligned (cp.async, in flight
+// until cp_async_wait); else plain element loads.
+template <class T, int ROWS, int COLS, int SH_COLS, bool ALIGNED, int THREADS>
+__device__ __forceinline__ void load_tile(T* sh, const T* g, long ld, int r0, int c0, int rows,
+                                          int cols) {
+  constexpr int PER = 16 / (int)sizeof(T), CHUNKS = ROWS * COLS / PER;
+  static_assert(CHUNKS % THREADS == 0, "tile chunks must divide among the threads");
+#pragma unroll
+  for (int i = 0; i < CHUNKS / THREADS; i++) {
+    const int chunk = threadIdx.x + i * THREADS;
+    const int r = chunk / (COLS / PER), c = (chunk % (COLS / PER)) * PER;
+    const int gr = r0 + r, gc = c0 + c;
+    T* dst = sh + r * SH_COLS + c;
+    if (ALIGNED) {
+      const bool in = gr < rows && gc < cols;  // whole chunk in range (cols % PER == 0)
+      cp_async_16(dst, in ? g + (size_t)gr * ld + gc : g, in);
+    } else {
+#pragma unroll
+      for (int e = 0; e < PER; e++) dst[e] = (gr < rows && gc + e < cols) ? g[(size_t)gr * ld + gc + e] : T(0);
+    }
+  }
+}
+
+// C = alpha * acc + beta * C (beta == 0: C write-only) for a warp's MT x NT grid of m16n8
+// accumulators (the mma C layout) whose top-left corner is (row0, col0); bounds-checked.
+template <int MT, int NT>
+__device__ __forceinline__ void store_c_tiles(const float (&acc)[MT][NT][4], float* C, long ldc,
+                                              int row0, int col0, int m, int n, float alpha,
+                                              float beta) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+      const int row = row0 + mt * 16 + g + half * 8;
+      if (row >= m) continue;
+      float* crow = C + (size_t)row * ldc;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        const int col = col0 + nt * 8 + 2 * t;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          if (col + e >= n) continue;
+          const float r = alpha * acc[mt][nt][half * 2 + e];
+          crow[col + e] = beta == 0.0f ? r : r + beta * crow[col + e];
+        }
+      }
+    }
+}
+
 }  // namespace wst::cuda_detail
