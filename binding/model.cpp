@@ -205,7 +205,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }, [ref = persist(out)](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
-  // score(tokens, targets, B, T, entropy, async) -> { logprobs, entropy? }
+  // score(tokens, targets, B, T, entropy, async, prefix?) -> { logprobs, entropy? }
   Napi::Value Score(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep{info.This()};
@@ -217,6 +217,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     const int32_t* targets = array_arg<int32_t>(info, 1, "targets", N, keep);
     check_ids(env, tokens, N, "tokens");
     check_targets(env, targets, N);
+    PrefixBatch pb;
+    const bool prefixed = prefix_arg(info, 6, B, keep, pb);
     Napi::Float32Array lp = Napi::Float32Array::New(env, N);
     Napi::Float32Array ent = Napi::Float32Array::New(env, want_entropy ? N : 0);
     keep.push_back(lp);
@@ -226,7 +228,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto m = model_;
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
-      m->score(tokens, targets, B, T, lpd, entd);
+      m->score(tokens, targets, B, T, lpd, entd, prefixed ? &pb : nullptr);
     }, [lpr = persist(lp), entr = persist(ent), want_entropy](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("logprobs", lpr->Value());
@@ -267,7 +269,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }, [result](Napi::Env env) { return step_result(env, *result); });
   }
 
-  // trainGrpo(tokens, targets, mask|null, old, ref|null, advantages, B, T, params, async)
+  // trainGrpo(tokens, targets, mask|null, old, ref|null, advantages, B, T, params, async, prefix?)
   Napi::Value TrainGrpo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     std::vector<Napi::Value> keep{info.This()};
@@ -295,11 +297,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (gp.loss_type == GrpoLossType::dapo && !(gp.normalizer > 0))
       throw Napi::RangeError::New(env, "params.normalizer must be > 0 for the dapo loss");
     float loss_scale = (float)get_num(p, "lossScale", 1.0);
+    PrefixBatch pb;
+    const bool prefixed = prefix_arg(info, 10, B, keep, pb);
     auto m = model_;
     auto result = std::make_shared<TrainStepResult>();
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
-      *result = m->train_grpo(tokens, targets, mask, old_lp, ref_lp, adv, B, T, gp, loss_scale);
+      *result = m->train_grpo(tokens, targets, mask, old_lp, ref_lp, adv, B, T, gp, loss_scale,
+                              prefixed ? &pb : nullptr);
     }, [result](Napi::Env env) { return step_result(env, *result); });
   }
 
@@ -364,6 +369,49 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // Targets < 0 mean "not scored".
   void check_targets(Napi::Env env, const int32_t* ids, size_t n) {
     binding::check_ids(env, ids, n, cfg().vocab, "targets", true);
+  }
+  // Optional argument i: shared prompt prefixes of a batch of B rows, { tokens: Int32Array
+  // (count * length, right-padded), count, length, lengths: Int32Array (count), rowPrefix:
+  // Int32Array (B, non-decreasing) }. Absent (null / undefined): false.
+  bool prefix_arg(const Napi::CallbackInfo& info, size_t i, int B, std::vector<Napi::Value>& keep,
+                  PrefixBatch& pb) {
+    Napi::Env env = info.Env();
+    if (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined()) return false;
+    if (!info[i].IsObject())
+      throw Napi::TypeError::New(env, "prefix must be an object {tokens, count, length, lengths, rowPrefix}");
+    Napi::Object o = info[i].As<Napi::Object>();
+    auto get_int = [&](const char* k, int lo) {
+      Napi::Value v = o.Get(k);
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+      if (!(d >= lo && d <= 1e9 && d == std::floor(d)))
+        throw Napi::RangeError::New(env, std::string("prefix.") + k + " must be an integer >= " + std::to_string(lo));
+      return (int)d;
+    };
+    auto get_arr = [&](const char* k, size_t n) {
+      Napi::Value v = o.Get(k);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw Napi::TypeError::New(env, std::string("prefix.") + k + " must be an Int32Array");
+      auto arr = v.As<Napi::Int32Array>();
+      if (arr.ElementLength() != n)
+        throw Napi::RangeError::New(env, std::string("prefix.") + k + " must have length " + std::to_string(n) +
+                                             ", got " + std::to_string(arr.ElementLength()));
+      keep.push_back(v);
+      return (const int32_t*)arr.Data();
+    };
+    pb.Bp = get_int("count", 1);
+    pb.Tp = get_int("length", 0);
+    pb.tokens = get_arr("tokens", checked_size(env, {pb.Bp, pb.Tp}));
+    check_ids(env, pb.tokens, (size_t)pb.Bp * pb.Tp, "prefix.tokens");
+    pb.lengths = get_arr("lengths", (size_t)pb.Bp);
+    for (int p = 0; p < pb.Bp; p++)
+      if (pb.lengths[p] < 0 || pb.lengths[p] > pb.Tp)
+        throw Napi::RangeError::New(env, "prefix.lengths[" + std::to_string(p) + "] must be in 0.." + std::to_string(pb.Tp));
+    pb.row_prefix = get_arr("rowPrefix", (size_t)B);
+    for (int b = 0; b < B; b++)
+      if (pb.row_prefix[b] < 0 || pb.row_prefix[b] >= pb.Bp || (b > 0 && pb.row_prefix[b] < pb.row_prefix[b - 1]))
+        throw Napi::RangeError::New(env, "prefix.rowPrefix must be non-decreasing values in 0.." + std::to_string(pb.Bp - 1) +
+                                             " (rows of one prefix together); rowPrefix[" + std::to_string(b) + "] breaks it");
+    return true;
   }
 };
 Napi::FunctionReference ModelWrap::ctor;

@@ -106,6 +106,45 @@ describe.each(archs)('random %s model (tied=%s)', (arch, tied) => {
     for (let i = 0; i < sft.length; i++) expect(Math.abs(grpo[i] - sft[i])).toBeLessThan(1e-6 + 1e-4 * Math.abs(sft[i]));
     await model.zeroGrad();
   });
+
+  it('shared prompt prefixes (sharePrefix) give the full rows\' log-probs, GRPO loss and every gradient', async () => {
+    // Two prompts, their completions interleaved (the packing must regroup and restore the order),
+    // ragged completions, one prompt of a single token (an empty shared prefix).
+    const pa = randomTokens(9, cfg.vocabSize, 11), pb = randomTokens(5, cfg.vocabSize, 12), pc = randomTokens(1, cfg.vocabSize, 13);
+    const rows = [[pa, 4], [pb, 6], [pa, 2], [pc, 3], [pb, 5], [pa, 6]] as const;
+    const sequences = rows.map(([p, n], i) => [...p, ...randomTokens(n, cfg.vocabSize, 20 + i)]);
+    const from = rows.map(([p]) => p.length);
+    const full = await model.score(sequences, { from, entropy: true });
+    const shared = await model.score(sequences, { from, entropy: true, sharePrefix: true, batchSize: 4 });
+    for (let b = 0; b < sequences.length; b++) {
+      expect(shared.logprobs[b].length).toBe(full.logprobs[b].length);
+      for (let i = 0; i < full.logprobs[b].length; i++) {
+        expect(Math.abs(shared.logprobs[b][i] - full.logprobs[b][i])).toBeLessThan(1e-5);
+        expect(Math.abs(shared.entropy![b][i] - full.entropy![b][i])).toBeLessThan(1e-5);
+      }
+    }
+    const advantages = [0.8, -0.5, -1.1, 0.3, 0.9, -0.4];
+    const oldLogprobs = full.logprobs.map((lp, b) => lp.map((x, i) => x + 0.2 * Math.sin(b * 7 + i)));
+    const refLogprobs = full.logprobs.map((lp, b) => lp.map((x, i) => x + 0.05 * Math.cos(b + i)));
+    const opts = { advantages, oldLogprobs, refLogprobs, beta: 0.04, clipHigh: 0.28 };
+    const grads = async (sharePrefix: boolean) => {
+      await model.zeroGrad();
+      const r = await model.trainGrpo({ sequences, from }, { ...opts, sharePrefix });
+      return { r, g: model.tensorNames().map(({ name }) => model.getGrad(name)) };
+    };
+    const a = await grads(false), b = await grads(true);
+    await model.zeroGrad();
+    expect(Math.abs(b.r.loss - a.r.loss)).toBeLessThan(1e-5 * Math.max(1, Math.abs(a.r.loss)));
+    expect(b.r.tokens).toBe(a.r.tokens);
+    let gmax = 0;
+    a.g.forEach((ga, t) => {
+      for (let i = 0; i < ga.length; i++) {
+        gmax = Math.max(gmax, Math.abs(ga[i]));
+        expect(Math.abs(b.g[t][i] - ga[i])).toBeLessThan(1e-6 + 1e-4 * Math.abs(ga[i]));
+      }
+    });
+    expect(gmax).toBeGreaterThan(1e-4);
+  });
 });
 
 describe('generation on a random model', () => {

@@ -72,6 +72,25 @@ struct LlamaModel::Activations {
   Staged<float> st_mask, st_old, st_ref, st_adv;
   const int32_t* tok = nullptr;
   const int32_t* pos = nullptr;
+  size_t N = 0;  // tokens of the batch: B*T rows, after Npre prefix tokens when prefixed
+  // Shared-prefix layout of the current batch (forward plans it, backward reuses it). Tokens are
+  // [prefix tokens (Bp*Tp) | row tokens (B*T)]; the rows of group g read kfull at g.kfull_off:
+  // per row, its prefix's keys (len) followed by its own (T).
+  struct RowGroup {
+    int prefix, b0, nb, len;
+    size_t kfull_off;
+  };
+  bool prefixed = false;
+  int Bp = 0, Tp = 0;
+  size_t Npre = 0;
+  std::vector<RowGroup> groups;
+  std::vector<int32_t> tok_host;
+  // copy_rows offsets [dst | src | count]: k -> kfull (2 per row), dkfull -> dk (1 per row).
+  std::vector<int64_t> build_offs, own_offs;
+  Staged<int64_t> st_build, st_own;
+  const int64_t* build_dev = nullptr;
+  const int64_t* own_dev = nullptr;
+  Buffer kfull, vfull, dkfull, dvfull;
 };
 
 // copy_rows from host offsets laid out as [dst x n | src x n | count x n].
@@ -209,13 +228,14 @@ size_t LlamaModel::activation_floats_per_token() const {
   return cfg_.n_layers * per_layer + 3 * C + 1 + V + 5 + scratch;
 }
 
-void LlamaModel::ensure_activations(int B, int T) {
+void LlamaModel::ensure_activations(int B, int T, size_t N) {
   auto& a = *acts_;
-  const size_t N = (size_t)B * T, C = cfg_.dim, I = cfg_.hidden, V = cfg_.vocab,
+  const size_t C = cfg_.dim, I = cfg_.hidden, V = cfg_.vocab,
                H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Hq = H * cfg_.head_dim,
                Hk = KVH * cfg_.head_dim, L = cfg_.n_layers;
   a.B = B;
   a.T = T;
+  a.N = N;
   for (auto* vec : {&a.x_in, &a.xn1, &a.rstd1, &a.qpre, &a.rstdq, &a.kpre, &a.rstdk, &a.q, &a.k,
                     &a.v, &a.att, &a.lse, &a.x_mid, &a.xn2, &a.rstd2, &a.g, &a.u, &a.h})
     if (vec->size() != L) {
@@ -255,9 +275,6 @@ void LlamaModel::ensure_activations(int B, int T) {
     const std::vector<float> one(N, 1.f);
     be_->upload(a.ones.data(), one.data(), N * sizeof(float));
   }
-  a.positions.resize(N);
-  for (size_t n = 0; n < N; n++) a.positions[n] = (int32_t)(n % T);
-  a.pos = a.st_pos.in(be_, a.positions.data(), N);
 }
 
 // out (N,out_dim) = in (N,in_dim) @ W^T (+ bias), W (out_dim,in_dim) as in Hugging Face Linear.
@@ -283,14 +300,26 @@ static void linear_backward(const Backend* be, float* din, float* dW, float* dbi
 // ---- Forward ----------------------------------------------------------------------------------
 
 void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* sink,
-                         const int* sink_slots) {
-  ensure_activations(B, T);
+                         const int* sink_slots, const PrefixBatch* pre) {
+  if (pre && sink) throw std::invalid_argument("forward: a prefixed batch cannot fill a KV cache");
+  const size_t Npre = pre ? (size_t)pre->Bp * pre->Tp : 0, Nrow = (size_t)B * T;
+  ensure_activations(B, T, Npre + Nrow);
   auto& a = *acts_;
-  const int N = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
+  const int N = (int)(Npre + Nrow), C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
             KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
   const float* ones = a.ones.data();
-  a.tok = a.st_tok.in(be_, tokens, (size_t)N);
+  a.positions.resize(N);
+  a.prefixed = pre != nullptr;
+  a.Npre = Npre;
+  if (!pre) {
+    for (size_t n = 0; n < Nrow; n++) a.positions[n] = (int32_t)(n % T);
+    a.tok = a.st_tok.in(be_, tokens, Nrow);
+  } else {
+    plan_prefix(*pre, tokens, B, T);
+    a.tok = a.st_tok.in(be_, a.tok_host.data(), (size_t)N);
+  }
+  a.pos = a.st_pos.in(be_, a.positions.data(), (size_t)N);
   // Cache rows of the sink: row b's T keys/values go to its slot's row of every layer's cache.
   std::vector<int64_t> sink_offs;
   const int64_t* sink_dev = nullptr;
@@ -326,8 +355,7 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
       be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
       be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
     }
-    be_->attention_forward(a.att[l].data(), a.lse[l].data(), a.q[l].data(), a.k[l].data(),
-                           a.v[l].data(), B, H, KVH, T, T, Dh, true);
+    attention_layer_forward(l);
     linear_forward(be_, a.tmp.data(), a.att[l].data(), P(o.wo), nullptr, ones, N, Hq, C);
     be_->residual_forward(a.x_mid[l].data(), x, a.tmp.data(), (size_t)N * C);
     be_->rmsnorm_forward(a.xn2[l].data(), a.rstd2[l].data(), a.x_mid[l].data(), P(o.ffn_norm), N, C, eps);
@@ -338,8 +366,130 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     be_->residual_forward(x_next, a.x_mid[l].data(), a.tmp.data(), (size_t)N * C);
   }
   be_->rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.x_last.data(), P(norm_off_), N, C, eps);
-  if (keep_logits)
-    linear_forward(be_, a.logits.data(), a.xf.data(), P(lm_head_off_), nullptr, ones, N, C, V);
+  if (keep_logits)  // the row tokens only: prefix tokens predict nothing that is scored
+    linear_forward(be_, a.logits.data(), a.xf.data() + Npre * C, P(lm_head_off_), nullptr, ones,
+                   (int)Nrow, C, V);
+}
+
+// Lays out a prefixed batch: tokens and positions of [prefixes | rows], the row groups (one per
+// prefix, rows contiguous), and the copy_rows offsets that build each row's keys (prefix + own).
+void LlamaModel::plan_prefix(const PrefixBatch& pre, const int32_t* tokens, int B, int T) {
+  auto& a = *acts_;
+  const int Hk = cfg_.n_kv_heads * cfg_.head_dim;
+  if (pre.Bp < 1 || pre.Tp < 0 || !pre.lengths || !pre.row_prefix || (pre.Tp > 0 && !pre.tokens))
+    throw std::invalid_argument("prefix: needs Bp >= 1, Tp >= 0, tokens, lengths and row_prefix");
+  const size_t Npre = (size_t)pre.Bp * pre.Tp, Nrow = (size_t)B * T;
+  a.Bp = pre.Bp;
+  a.Tp = pre.Tp;
+  a.tok_host.resize(Npre + Nrow);
+  if (Npre) std::memcpy(a.tok_host.data(), pre.tokens, Npre * sizeof(int32_t));
+  std::memcpy(a.tok_host.data() + Npre, tokens, Nrow * sizeof(int32_t));
+  for (int p = 0; p < pre.Bp; p++) {
+    if (pre.lengths[p] < 0 || pre.lengths[p] > pre.Tp)
+      throw std::invalid_argument("prefix: lengths[" + std::to_string(p) + "] must be in 0..Tp");
+    for (int t = 0; t < pre.Tp; t++) a.positions[(size_t)p * pre.Tp + t] = t;
+  }
+  a.groups.clear();
+  for (int b = 0; b < B; b++) {
+    const int p = pre.row_prefix[b];
+    if (p < 0 || p >= pre.Bp || (b > 0 && p < pre.row_prefix[b - 1]))
+      throw std::invalid_argument("prefix: row_prefix must be non-decreasing values in 0..Bp-1");
+    if (a.groups.empty() || a.groups.back().prefix != p) a.groups.push_back({p, b, 0, pre.lengths[p], 0});
+    a.groups.back().nb++;
+    for (int t = 0; t < T; t++) a.positions[Npre + (size_t)b * T + t] = pre.lengths[p] + t;
+  }
+  size_t off = 0;
+  a.build_offs.assign(6 * (size_t)B, 0);
+  a.own_offs.assign(3 * (size_t)B, 0);
+  int64_t* bd = a.build_offs.data();
+  int64_t* od = a.own_offs.data();
+  const size_t nb2 = 2 * (size_t)B;
+  for (auto& g : a.groups) {
+    g.kfull_off = off;
+    const int64_t row_floats = (int64_t)(g.len + T) * Hk;
+    for (int r = 0; r < g.nb; r++) {
+      const size_t b = (size_t)g.b0 + r;
+      const int64_t dst = (int64_t)off + r * row_floats;
+      bd[2 * b] = dst;  // the prefix's keys
+      bd[nb2 + 2 * b] = (int64_t)g.prefix * pre.Tp * Hk;
+      bd[2 * nb2 + 2 * b] = (int64_t)g.len * Hk;
+      bd[2 * b + 1] = dst + (int64_t)g.len * Hk;  // then the row's own
+      bd[nb2 + 2 * b + 1] = (int64_t)(Npre + b * T) * Hk;
+      bd[2 * nb2 + 2 * b + 1] = (int64_t)T * Hk;
+      od[b] = (int64_t)(Npre + b * T) * Hk;
+      od[B + b] = dst + (int64_t)g.len * Hk;
+      od[2 * B + b] = (int64_t)T * Hk;
+    }
+    off += (size_t)g.nb * row_floats;
+  }
+  a.kfull.resize(be_, off);
+  a.vfull.resize(be_, off);
+  a.build_dev = a.st_build.in(be_, a.build_offs.data(), a.build_offs.size());
+  a.own_dev = a.st_own.in(be_, a.own_offs.data(), a.own_offs.size());
+}
+
+void LlamaModel::attention_layer_forward(int l) {
+  auto& a = *acts_;
+  const int H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh;
+  float *att = a.att[l].data(), *lse = a.lse[l].data();
+  const float *q = a.q[l].data(), *k = a.k[l].data(), *v = a.v[l].data();
+  if (!a.prefixed) {
+    be_->attention_forward(att, lse, q, k, v, a.B, H, KVH, a.T, a.T, Dh, true);
+    return;
+  }
+  // The prefixes among themselves (causal), then each group's rows over [prefix keys | own keys]:
+  // query t of a row sits at absolute position len + t = Tk - Tq + t, as attention_forward places it.
+  if (a.Tp > 0) be_->attention_forward(att, lse, q, k, v, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
+  const int n = 2 * a.B;
+  be_->copy_rows(a.kfull.data(), k, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
+  be_->copy_rows(a.vfull.data(), v, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
+  for (auto& g : a.groups) {
+    const size_t row0 = a.Npre + (size_t)g.b0 * a.T;
+    be_->attention_forward(att + row0 * Hq, lse + row0 * H, q + row0 * Hq, a.kfull.data() + g.kfull_off,
+                           a.vfull.data() + g.kfull_off, g.nb, H, KVH, a.T, g.len + a.T, Dh, true);
+  }
+}
+
+// Inverts attention_layer_forward: dq, dk, dv (all N tokens) from datt; a prefix's dk / dv is the
+// gradient of its own causal attention plus the sum over its rows of their prefix part.
+void LlamaModel::attention_layer_backward(int l) {
+  auto& a = *acts_;
+  const int H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const float *att = a.att[l].data(), *lse = a.lse[l].data();
+  const float *q = a.q[l].data(), *k = a.k[l].data(), *v = a.v[l].data();
+  float *dq = a.dq.data(), *dk = a.dk.data(), *dv = a.dv.data(), *datt = a.datt.data();
+  if (!a.prefixed) {
+    // att = attention(q, k, v)
+    be_->attention_backward(dq, dk, dv, datt, q, k, v, att, lse, a.B, H, KVH, a.T, a.T, Dh, true);
+    return;
+  }
+  // att[prefixes] = attention(q, k, v) over the prefixes: overwrites their dq, dk, dv.
+  if (a.Tp > 0) be_->attention_backward(dq, dk, dv, datt, q, k, v, att, lse, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
+  // att[rows of g] = attention(q, kfull[g], vfull[g]): kfull holds the last layer's keys, rebuild.
+  const int n = 2 * a.B;
+  be_->copy_rows(a.kfull.data(), k, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
+  be_->copy_rows(a.vfull.data(), v, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
+  a.dkfull.resize(be_, a.kfull.size());
+  a.dvfull.resize(be_, a.kfull.size());
+  for (auto& g : a.groups) {
+    const size_t row0 = a.Npre + (size_t)g.b0 * a.T;
+    be_->attention_backward(dq + row0 * Hq, a.dkfull.data() + g.kfull_off, a.dvfull.data() + g.kfull_off,
+                            datt + row0 * Hq, q + row0 * Hq, a.kfull.data() + g.kfull_off,
+                            a.vfull.data() + g.kfull_off, att + row0 * Hq, lse + row0 * H, g.nb, H,
+                            KVH, a.T, g.len + a.T, Dh, true);
+  }
+  // Own keys back in place; the prefix part summed over the group's rows (ones (1,nb) @ parts).
+  const int64_t* od = a.own_dev;
+  be_->copy_rows(dk, a.dkfull.data(), od, od + a.B, od + 2 * a.B, a.B);
+  be_->copy_rows(dv, a.dvfull.data(), od, od + a.B, od + 2 * a.B, a.B);
+  for (auto& g : a.groups) {
+    if (g.len == 0) continue;
+    const int cols = g.len * Hk, ld = (g.len + a.T) * Hk;
+    float* dst_k = dk + (size_t)g.prefix * a.Tp * Hk;
+    float* dst_v = dv + (size_t)g.prefix * a.Tp * Hk;
+    be_->sgemm(false, false, 1, cols, g.nb, 1.f, a.ones.data(), g.nb, a.dkfull.data() + g.kfull_off, ld, 1.f, dst_k, cols);
+    be_->sgemm(false, false, 1, cols, g.nb, 1.f, a.ones.data(), g.nb, a.dvfull.data() + g.kfull_off, ld, 1.f, dst_v, cols);
+  }
 }
 
 void LlamaModel::forward_logits(const int32_t* tokens, int B, int T, float* logits_out) {
@@ -348,8 +498,8 @@ void LlamaModel::forward_logits(const int32_t* tokens, int B, int T, float* logi
 }
 
 void LlamaModel::score(const int32_t* tokens, const int32_t* targets, int B, int T,
-                       float* logprobs_out, float* entropy_out) {
-  forward(tokens, B, T, true, nullptr);
+                       float* logprobs_out, float* entropy_out, const PrefixBatch* prefix) {
+  forward(tokens, B, T, true, nullptr, nullptr, prefix);
   auto& a = *acts_;
   const int N = B * T;
   a.ids.resize(N);
@@ -386,8 +536,10 @@ void LlamaModel::zero_grad() {
 void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   ensure_grads();
   auto& a = *acts_;
-  const int N = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
-            KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const int N = (int)a.N, Nrow = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden,
+            Hq = cfg_.n_heads * cfg_.head_dim, Hk = cfg_.n_kv_heads * cfg_.head_dim,
+            H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim;
+  const size_t Npre = a.Npre;
   const float* ones = a.ones.data();
   for (auto* b : {&a.dres, &a.dxn, &a.dtmp}) b->resize(be_, (size_t)N * C);
   for (auto* b : {&a.dq, &a.datt}) b->resize(be_, (size_t)N * Hq);
@@ -395,8 +547,10 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   for (auto* b : {&a.dI1, &a.dI2, &a.dI3}) b->resize(be_, (size_t)N * I);
   float *dres = a.dres.data(), *dxn = a.dxn.data(), *dtmp = a.dtmp.data();
 
-  // logits = xf @ Wlm^T
-  linear_backward(be_, dxn, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data(), P(lm_head_off_), ones, N, C, V, false);
+  // logits = xf[rows] @ Wlm^T (prefix tokens have no logits: no gradient from here)
+  linear_backward(be_, dxn + Npre * C, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data() + Npre * C,
+                  P(lm_head_off_), ones, Nrow, C, V, false);
+  if (Npre) be_->zero(dxn, Npre * C * sizeof(float));
   // xf = rmsnorm(x_last)
   be_->rmsnorm_backward(dres, G(norm_off_), dxn, a.x_last.data(), P(norm_off_), a.rstdf.data(), N, C);
   for (int l = cfg_.n_layers - 1; l >= 0; l--) {
@@ -413,10 +567,8 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
     be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
     // x_mid = x_in + att @ Wo^T
     linear_backward(be_, a.datt.data(), G(o.wo), nullptr, dres, a.att[l].data(), P(o.wo), ones, N, Hq, C, false);
-    // att = attention(q, k, v)
-    be_->attention_backward(a.dq.data(), a.dk.data(), a.dv.data(), a.datt.data(), a.q[l].data(),
-                            a.k[l].data(), a.v[l].data(), a.att[l].data(), a.lse[l].data(), B, H,
-                            KVH, T, T, Dh, true);
+    // att = attention(q, k, v) (attention_layer_forward)
+    attention_layer_backward(l);
     // q = rope(q), k = rope(k)
     be_->rope_backward(a.dq.data(), a.dq.data(), a.pos, N, H, Dh, cfg_.rope_theta);
     be_->rope_backward(a.dk.data(), a.dk.data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
@@ -482,8 +634,9 @@ TrainStepResult LlamaModel::train_sft(const int32_t* tokens, const int32_t* targ
 TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* targets,
                                        const float* mask, const float* old_logprobs,
                                        const float* ref_logprobs, const float* advantages, int B,
-                                       int T, const GrpoParams& p, float loss_scale) {
-  forward(tokens, B, T, true, nullptr);
+                                       int T, const GrpoParams& p, float loss_scale,
+                                       const PrefixBatch* prefix) {
+  forward(tokens, B, T, true, nullptr, nullptr, prefix);
   auto& a = *acts_;
   const int N = B * T, V = cfg_.vocab;
   a.ids.resize(N);

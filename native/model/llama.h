@@ -89,6 +89,19 @@ class Staged {
   size_t cap_ = 0;
 };
 
+// Shared prompt prefixes of a scoring / training batch (the G completions of a GRPO group share
+// one prompt): prefix p is tokens[p*Tp .. p*Tp + lengths[p]) (right-padded to Tp), and batch row b
+// continues prefix row_prefix[b] (non-decreasing in b): its T tokens sit at absolute positions
+// lengths[row_prefix[b]] + t and attend to that prefix's keys, then causally to their own. The
+// prefix is computed once per group; its gradient is the sum over the rows that read it. Same
+// log-probs and gradients as the rows written out in full (prefix + row), up to rounding.
+struct PrefixBatch {
+  const int32_t* tokens = nullptr;      // (Bp, Tp)
+  int Bp = 0, Tp = 0;
+  const int32_t* lengths = nullptr;     // (Bp), each in 0..Tp
+  const int32_t* row_prefix = nullptr;  // (B), each in 0..Bp-1, non-decreasing
+};
+
 struct SftParams {
   double normalizer;  // loss = -sum(logprob of targets) / normalizer (the caller's token count)
 };
@@ -124,8 +137,9 @@ class LlamaModel {
   void forward_logits(const int32_t* tokens, int B, int T, float* logits_out);
   // Teacher-forced log-probs: tokens (B,T), targets (B,T) (target at position t is scored by the
   // logits at t; < 0 means "not scored", giving 0) -> logprobs (B,T), entropy (B,T) (nullable).
+  // prefix (nullable): the rows continue shared prompt prefixes (see PrefixBatch).
   void score(const int32_t* tokens, const int32_t* targets, int B, int T, float* logprobs_out,
-             float* entropy_out);
+             float* entropy_out, const PrefixBatch* prefix = nullptr);
   // One micro-batch: forward, loss gradient, backward; gradients ACCUMULATE (+=).
   // SFT: targets (B,T), loss = -sum logprob(targets) / normalizer.
   TrainStepResult train_sft(const int32_t* tokens, const int32_t* targets, int B, int T,
@@ -136,7 +150,7 @@ class LlamaModel {
   TrainStepResult train_grpo(const int32_t* tokens, const int32_t* targets, const float* mask,
                              const float* old_logprobs, const float* ref_logprobs,
                              const float* advantages, int B, int T, const GrpoParams& p,
-                             float loss_scale = 1.f);
+                             float loss_scale = 1.f, const PrefixBatch* prefix = nullptr);
   // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
   double optimizer_step(const OptimizerParams& p);
   void zero_grad();
@@ -167,12 +181,19 @@ class LlamaModel {
   };
   struct Activations;
   void add_tensor(const std::string& name, std::vector<int64_t> shape);
-  void ensure_activations(int B, int T);
+  // Sizes every activation for N tokens (B*T rows plus any prefix tokens).
+  void ensure_activations(int B, int T, size_t N);
   // cache_sink: write each row's k/v into the context's cache, row b at slot sink_slots[b]
-  // (default: active + b).
+  // (default: active + b). prefix: shared prompt prefixes (no cache_sink then); logits are kept
+  // for the B*T row tokens only.
   void forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* cache_sink,
-               const int* sink_slots = nullptr);
+               const int* sink_slots = nullptr, const PrefixBatch* prefix = nullptr);
   void backward(const int32_t* tokens, int B, int T);
+  // Attention of the layer's q, k, v (forward) and its gradient (backward), with or without
+  // shared prefixes (the layout planned by forward).
+  void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
+  void attention_layer_forward(int l);
+  void attention_layer_backward(int l);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
   const float* P(size_t off) const { return params_.data() + off; }

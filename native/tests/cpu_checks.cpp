@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "../backend.h"
 #include "../kernels.h"
 #include "test_util.h"
 
@@ -226,6 +227,7 @@ std::vector<Check> cpu_checks() {
       {"attention", check_attention},
       {"decode", check_decode},
       {"philox", check_philox},
+      {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
   };
 }
 

@@ -764,6 +764,7 @@ std::vector<Check> cuda_checks() {
       {"embedding", check_embedding}, {"residual", check_residual}, {"softmax", check_softmax},
       {"sampling", check_sampling}, {"grpo", check_grpo},           {"optim", check_optim},
       {"model", check_model_on_device},
+      {"model prefix", [](Report& rep) { check_model_prefix_batch(rep, wst::cuda_backend(), " (cuda)"); }},
   };
 }
 

@@ -107,5 +107,12 @@ struct Check {
 
 std::vector<Check> cpu_checks();
 std::vector<Check> cuda_checks();  // empty when built without CUDA
+}  // namespace wst_test
+namespace wst {
+struct Backend;
+}
+namespace wst_test {
+// Model checks run on any backend, against the CPU model (model_checks.cpp).
+void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
 
 }  // namespace wst_test

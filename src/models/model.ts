@@ -65,6 +65,8 @@ export interface ScoreOptions {
   /** Sequences per native call. Default 16. */
   batchSize?: number;
   entropy?: boolean;
+  /** Compute each distinct prefix once for the rows that share it (see GrpoStepOptions.sharePrefix). */
+  sharePrefix?: boolean;
 }
 
 export interface TrainBatch {
@@ -96,6 +98,13 @@ export interface GrpoStepOptions {
   normalizer?: number;
   /** Multiplies this micro-batch's loss and gradient (weighting for gradient accumulation). Default 1. */
   lossScale?: number;
+  /**
+   * Compute each distinct prefix (sequence[0 .. from-1), the prompt) once per micro-batch: the rows
+   * that share it (the G completions of a group) attend to its keys and its gradient is summed over
+   * them. The same loss and gradients as the rows written out in full, up to float rounding, for
+   * a fraction of the work when prompts are long. Default false (TRL computes every row in full).
+   */
+  sharePrefix?: boolean;
 }
 
 export interface StepResult {
@@ -380,6 +389,53 @@ export class Model {
     return { B, T, tokens, targets, froms };
   }
 
+  /**
+   * The rows as blocks after shared prefixes: row b's prefix is sequence[0 .. from-1) (rows with
+   * equal prefixes share one), its block sequence[from-1 ..] (the last prefix token predicts the
+   * first scored one). Rows are reordered so that rows of one prefix are adjacent: `order[k]` is
+   * the caller's row at packed row k; each row's scored tokens start at its block's position 0.
+   */
+  private packPrefixBatch(sequences: readonly (readonly number[])[], from: number | readonly number[]) {
+    const B = sequences.length;
+    if (B === 0) throw new RangeError('sequences must not be empty');
+    const froms = typeof from === 'number' ? new Array<number>(B).fill(from) : Array.from(from);
+    if (froms.length !== B) throw new RangeError(`from must be a number or one per sequence (${B})`);
+    const ids = new Map<string, number>();
+    const prefixes: (readonly number[])[] = [];
+    const pid = new Array<number>(B);
+    sequences.forEach((s, b) => {
+      this.checkIds(s, `sequences[${b}]`);
+      const f = froms[b];
+      if (!Number.isInteger(f) || f < 1 || f > s.length) throw new RangeError(`from[${b}] = ${f} must be in [1, ${s.length}]`);
+      const p = s.slice(0, f - 1);
+      const key = p.join(',');
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = prefixes.length;
+        ids.set(key, id);
+        prefixes.push(p);
+      }
+      pid[b] = id;
+    });
+    const order = Array.from({ length: B }, (_, b) => b).sort((a, b) => pid[a] - pid[b] || a - b);
+    const T = Math.max(...sequences.map((s, b) => s.length - froms[b] + 1));
+    const Tp = Math.max(...prefixes.map((p) => p.length));
+    const tokens = new Int32Array(B * T), targets = new Int32Array(B * T).fill(-1), rowPrefix = new Int32Array(B);
+    order.forEach((b, k) => {
+      const s = sequences[b], f = froms[b];
+      for (let t = f - 1; t < s.length; t++) tokens[k * T + t - f + 1] = s[t];
+      for (let t = f - 1; t < s.length - 1; t++) targets[k * T + t - f + 1] = s[t + 1];
+      rowPrefix[k] = pid[b];
+    });
+    const prefixTokens = new Int32Array(prefixes.length * Tp), lengths = new Int32Array(prefixes.length);
+    prefixes.forEach((p, i) => {
+      prefixTokens.set(p, i * Tp);
+      lengths[i] = p.length;
+    });
+    const prefix = { tokens: prefixTokens, count: prefixes.length, length: Tp, lengths, rowPrefix };
+    return { B, T, tokens, targets, froms, order, prefix };
+  }
+
   /** Teacher-forced log-probs of sequence[from..] given the prefix, per sequence. */
   async score(sequences: readonly (readonly number[])[], options: ScoreOptions = {}): Promise<{ logprobs: Float32Array[]; entropy?: Float32Array[] }> {
     const batchSize = options.batchSize ?? 16;
@@ -388,6 +444,19 @@ export class Model {
     for (let i = 0; i < sequences.length; i += batchSize) {
       const seqs = sequences.slice(i, i + batchSize);
       const f = typeof from === 'number' ? from : from.slice(i, i + batchSize);
+      if (options.sharePrefix) {
+        const { B, T, tokens, targets, froms, order, prefix } = this.packPrefixBatch(seqs, f);
+        const r = await this.run(() => this.handle.score(tokens, targets, B, T, options.entropy ?? false, true, prefix));
+        const lpRows = new Array<Float32Array>(B), entRows = new Array<Float32Array>(B);
+        order.forEach((b, k) => {
+          const n = seqs[b].length - froms[b];
+          lpRows[b] = r.logprobs.slice(k * T, k * T + n);
+          if (options.entropy) entRows[b] = r.entropy.slice(k * T, k * T + n);
+        });
+        lps.push(...lpRows);
+        if (options.entropy) ents.push(...entRows);
+        continue;
+      }
       const { B, T, tokens, targets, froms } = this.packBatch(seqs, f);
       const r = await this.run(() => this.handle.score(tokens, targets, B, T, options.entropy ?? false, true));
       for (let b = 0; b < B; b++) {
@@ -410,16 +479,22 @@ export class Model {
 
   /** One GRPO micro-batch (the loss of kernels.grpo on the policy's log-probs); gradients accumulate. */
   async trainGrpo(batch: TrainBatch, options: GrpoStepOptions): Promise<StepResult> {
-    const { B, T, tokens, targets, froms } = this.packBatch(batch.sequences, batch.from);
+    const shared = options.sharePrefix ? this.packPrefixBatch(batch.sequences, batch.from) : null;
+    const { B, T, tokens, targets, froms } = shared ?? this.packBatch(batch.sequences, batch.from);
+    // Packed row k holds the caller's row order[k]; its scored tokens start at `start(k)`.
+    const order = shared ? shared.order : null;
+    const rowAt = (k: number) => (order ? order[k] : k);
+    const start = (k: number) => k * T + (order ? 0 : froms[k] - 1);
     if (options.advantages.length !== B) throw new RangeError(`advantages must have one value per sequence (${B})`);
     const scatter = (rows: readonly ArrayLike<number>[], name: string) => {
       if (rows.length !== B) throw new RangeError(`${name} must have one array per sequence (${B})`);
       const out = new Float32Array(B * T);
-      rows.forEach((row, b) => {
+      for (let k = 0; k < B; k++) {
+        const b = rowAt(k), row = rows[b];
         const n = batch.sequences[b].length - froms[b];
         if (row.length !== n) throw new RangeError(`${name}[${b}] must have ${n} values (sequence length - from), got ${row.length}`);
-        for (let i = 0; i < n; i++) out[b * T + froms[b] - 1 + i] = row[i];
-      });
+        for (let i = 0; i < n; i++) out[start(k) + i] = row[i];
+      }
       return out;
     };
     const old = options.oldLogprobs ? scatter(options.oldLogprobs, 'oldLogprobs') : null;
@@ -435,8 +510,8 @@ export class Model {
       normalizer: options.normalizer ?? 0,
       lossScale: options.lossScale ?? 1,
     };
-    const adv = Float32Array.from(options.advantages);
-    return this.run(() => this.handle.trainGrpo(tokens, targets, null, old, ref, adv, B, T, params, true));
+    const adv = Float32Array.from({ length: B }, (_, k) => options.advantages[rowAt(k)]);
+    return this.run(() => this.handle.trainGrpo(tokens, targets, null, old, ref, adv, B, T, params, true, shared?.prefix));
   }
 
   /** Clip (global norm), AdamW, zero gradients. Returns the gradient norm before clipping. */
