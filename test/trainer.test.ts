@@ -107,6 +107,45 @@ describe('trainRl', () => {
     expect(counts).toEqual({ 'per-microbatch': 6, decoupled: 2, preemptive: 2 });
   });
 
+  it('shared prompts in the training forward (sharePrefix) change the speed, not the training: same weights after 3 steps', async () => {
+    const reward: RewardFn = (_p, c) => (c.length % 3) / 2;
+    const run = async (sharePrefix: boolean) => {
+      const policy = tinyModel(5);
+      const reference = tinyModel(5);
+      const train = vi.spyOn(policy, 'trainGrpo');
+      const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 4, microBatch: 4, beta: 0.04, reference, reward, sharePrefix }));
+      for (const call of train.mock.calls) expect(call[1].sharePrefix).toBe(sharePrefix);
+      return { r, weights: policy.tensorNames().map(({ name }) => policy.getTensor(name)) };
+    };
+    const a = await run(false), b = await run(true);
+    expect(b.r.steps.map((s) => s.reward)).toEqual(a.r.steps.map((s) => s.reward));
+    let maxDiff = 0;
+    a.weights.forEach((w, t) => w.forEach((x, i) => (maxDiff = Math.max(maxDiff, Math.abs(x - b.weights[t][i])))));
+    expect(maxDiff).toBeLessThan(1e-5);
+    // The default: on for DASH, off for the GRPO baselines.
+    for (const [generation, want] of [['preemptive', true], ['decoupled', false], ['per-microbatch', false]] as const) {
+      const policy = tinyModel();
+      const train = vi.spyOn(policy, 'trainGrpo');
+      await trainRl(base(policy, { generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
+      expect(train.mock.calls.length).toBeGreaterThan(0);
+      for (const call of train.mock.calls) expect(call[1].sharePrefix).toBe(want);
+    }
+  });
+
+  it('a threshold τ > 0 trains only completions with |A| > τ', async () => {
+    const policy = tinyModel();
+    const seen: number[] = [];
+    const orig = policy.trainGrpo.bind(policy);
+    vi.spyOn(policy, 'trainGrpo').mockImplementation(async (batch, o) => {
+      seen.push(...o.advantages);
+      return orig(batch, o);
+    });
+    const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 8, microBatch: 8, filterThreshold: 0.6, reward: (_p, c) => c.length % 2 }));
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((a) => Math.abs(a) > 0.6)).toBe(true);
+    expect(seen.length).toBe(Math.round(r.steps.reduce((acc, s) => acc + s.keptFraction * 32, 0)));
+  });
+
   it('per-micro-batch generation needs micro-batch to be a multiple of G; beta > 0 needs a reference', async () => {
     await expect(trainRl(base(tinyModel(), { generation: 'per-microbatch', microBatch: 3, groupSize: 2 }))).rejects.toThrow(/multiple of groupSize/);
     await expect(trainRl(base(tinyModel(), { beta: 0.04 }))).rejects.toThrow(/reference/);

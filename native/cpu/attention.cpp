@@ -206,26 +206,40 @@ void forward_tile(const Kernels& K, const Tile& t, const float* kb, const float*
   const int R = t.R;
   int maxvis = 0;
   for (int r = 0; r < R; r++) maxvis = imax(maxvis, t.vis[r]);
-  std::vector<float> Q((size_t)R * D), O((size_t)R * D, 0.0f), S((size_t)R * BK);
-  std::vector<float> m(R, -std::numeric_limits<float>::infinity()), l(R, 0.0f), corr(R);
-  std::vector<int> nvis(R);
-  std::vector<float*> orow(R);
+  // Per-thread scratch, reused across calls (decode runs this per row and kv head every step).
+  thread_local struct {
+    std::vector<float> Q, O, S, m, l, corr;
+    std::vector<int> nvis;
+    std::vector<float*> orow;
+  } w;
+  w.Q.resize((size_t)R * D);
+  w.O.assign((size_t)R * D, 0.0f);
+  w.S.resize((size_t)R * BK);
+  w.m.assign(R, -std::numeric_limits<float>::infinity());
+  w.l.assign(R, 0.0f);
+  w.corr.resize(R);
+  w.nvis.resize(R);
+  w.orow.resize(R);
+  float *Q = w.Q.data(), *O = w.O.data(), *S = w.S.data(), *m = w.m.data(), *l = w.l.data(),
+        *corr = w.corr.data();
+  int* nvis = w.nvis.data();
+  float** orow = w.orow.data();
   for (int r = 0; r < R; r++) {
     for (int d = 0; d < D; d++) Q[(size_t)r * D + d] = t.q[r][d] * scale;
-    orow[r] = O.data() + (size_t)r * D;
+    orow[r] = O + (size_t)r * D;
   }
   for (int j0 = 0; j0 < maxvis; j0 += BK) {
     const int nk = imin(BK, maxvis - j0);
     for (int r = 0; r < R; r++) nvis[r] = imax(0, imin(nk, t.vis[r] - j0));
     if (kt)  // S = (scale Q) K^T
-      K.scores(S.data(), Q.data(), kt + (size_t)j0 * D, R, D);
+      K.scores(S, Q, kt + (size_t)j0 * D, R, D);
     else
-      K.scores_rm(S.data(), Q.data(), kb + j0 * ld, ld, nk, R, D);
-    K.fwd_softmax(S.data(), R, nvis.data(), m.data(), l.data(), corr.data());   // P = exp(S - m)
+      K.scores_rm(S, Q, kb + j0 * ld, ld, nk, R, D);
+    K.fwd_softmax(S, R, nvis, m, l, corr);   // P = exp(S - m)
     for (int r = 0; r < R; r++)
       if (corr[r] != 1.0f)
-        for (int d = 0; d < D; d++) orow[r][d] *= corr[r];                    // O *= exp(m_old - m)
-    K.accum(orow.data(), 1.0f, S.data(), BK, 1, R, nk, vb + j0 * ld, ld, D);  // O += P V
+        for (int d = 0; d < D; d++) orow[r][d] *= corr[r];     // O *= exp(m_old - m)
+    K.accum(orow, 1.0f, S, BK, 1, R, nk, vb + j0 * ld, ld, D);  // O += P V
   }
   for (int r = 0; r < R; r++) {
     float* out = t.o[r];
@@ -281,7 +295,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   parallel_for(B * KVH * s.nqb, [&](int task) {
     const int qb = task % s.nqb, b = task / s.nqb / KVH, kvh = task / s.nqb % KVH;
     const int i0 = qb * s.BQ, ni = imin(s.BQ, Tq - i0);
-    Tile t;
+    thread_local Tile t;
     t.resize(ni * s.G);
     for (int ii = 0; ii < ni; ii++)
       for (int g = 0; g < s.G; g++) {
@@ -305,7 +319,7 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
   const long ld = (long)KVH * D;
   parallel_for(B * KVH, [&](int task) {
     const int b = task / KVH, kvh = task % KVH;
-    Tile t;
+    thread_local Tile t;
     t.resize(G);
     for (int g = 0; g < G; g++) {
       const size_t row = ((size_t)b * H + kvh * G + g) * D;
@@ -432,7 +446,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     // Enough (b, kv head) tasks: each owns its dq, dk, dv rows and walks its key blocks in order.
     parallel_for(B * KVH, [&](int task) {
       const int b = task / KVH, kvh = task % KVH;
-      Tile t;
+      thread_local Tile t;
       BwdScratch w(Rmax, D);
       zero_dq(b, kvh, 0, Tq);
       for (int kb = 0; kb < s.nkb; kb++) kv_block(b, kvh, kb, true, t, w);
@@ -442,13 +456,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   // Few (b, kv head) pairs: split the keys for dK, dV, then the queries for dQ (P recomputed).
   parallel_for(B * KVH * s.nkb, [&](int task) {
     const int kb = task % s.nkb, b = task / s.nkb / KVH, kvh = task / s.nkb % KVH;
-    Tile t;
+    thread_local Tile t;
     BwdScratch w(Rmax, D);
     kv_block(b, kvh, kb, false, t, w);
   });
   parallel_for(B * KVH * s.nqb, [&](int task) {
     const int qb = task % s.nqb, b = task / s.nqb / KVH, kvh = task / s.nqb % KVH;
-    Tile t;
+    thread_local Tile t;
     BwdScratch w(Rmax, D);
     const int i0 = qb * s.BQ, i1 = imin(Tq, i0 + s.BQ);
     zero_dq(b, kvh, i0, i1);

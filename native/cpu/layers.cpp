@@ -4,7 +4,10 @@
 // SwiGLU's loops (with a vectorised exp) are in layers_vec_impl.h, one copy per SIMD path;
 // this file holds the baseline copy and picks one at run time (the paths may differ in the
 // last bit, e.g. through FMA; each is deterministic).
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <cstring>
 #include <vector>
 
@@ -144,30 +147,86 @@ std::vector<float> rope_inv_freq(int D, float theta) {
   return inv;
 }
 
+// Rotates the H heads of token t: y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin (sin scaled by sign).
+inline void rope_rotate(float* out, const float* inp, size_t t, int H, int D, const float* cs,
+                        const float* sn, float sign) {
+  const int half = D / 2;
+  for (int h = 0; h < H; h++) {
+    const float* x = inp + ((size_t)t * H + h) * D;
+    float* y = out + ((size_t)t * H + h) * D;
+    for (int i = 0; i < half; i++) {
+      float x1 = x[i], x2 = x[i + half], sv = sign * sn[i];
+      y[i] = x1 * cs[i] - x2 * sv;
+      y[i + half] = x2 * cs[i] + x1 * sv;
+    }
+  }
+}
+
+// cos / sin of pos * inv_freq[i] for positions [0, n), per (D, theta): computed once (the same
+// float values the per-call loop computed), grown on demand, shared by every call and thread.
+struct RopeTable {
+  int D;
+  float theta;
+  int n;  // positions held
+  std::vector<float> cs, sn;  // (n, D/2)
+};
+
+std::shared_ptr<const RopeTable> rope_table(int D, float theta, int max_pos) {
+  static std::mutex mu;
+  static std::vector<std::shared_ptr<const RopeTable>> tables;
+  std::lock_guard<std::mutex> lk(mu);
+  for (auto& t : tables)
+    if (t->D == D && t->theta == theta && t->n > max_pos) return t;
+  const int half = D / 2;
+  auto t = std::make_shared<RopeTable>();
+  t->D = D;
+  t->theta = theta;
+  t->n = std::max(1024, max_pos + 1);
+  t->cs.resize((size_t)t->n * half);
+  t->sn.resize((size_t)t->n * half);
+  const std::vector<float> inv = rope_inv_freq(D, theta);
+  for (int p = 0; p < t->n; p++)
+    for (int i = 0; i < half; i++) {
+      double a = (double)((float)p * inv[i]);
+      t->cs[(size_t)p * half + i] = (float)std::cos(a);
+      t->sn[(size_t)p * half + i] = (float)std::sin(a);
+    }
+  tables.erase(std::remove_if(tables.begin(), tables.end(),
+                              [&](const std::shared_ptr<const RopeTable>& o) { return o->D == D && o->theta == theta; }),
+               tables.end());
+  tables.push_back(t);
+  return t;
+}
+
 // sign = +1: forward rotation by +angle; sign = -1: the inverse (transpose) rotation.
 void rope_apply(float* out, const float* inp, const int32_t* positions, int N, int H, int D,
                 float theta, float sign) {
   if (N <= 0 || H <= 0 || D <= 0) return;
   int half = D / 2;
-  std::vector<float> inv = rope_inv_freq(D, theta);
-  parallel_chunks((size_t)N, row_grain(H * D), [&](size_t t0, size_t t1) {
-    std::vector<float> cs((size_t)half), sn((size_t)half);
-    for (size_t t = t0; t < t1; t++) {
-      float pos = (float)positions[t];
-      for (int i = 0; i < half; i++) {
-        double a = (double)(pos * inv[i]);
-        cs[i] = (float)std::cos(a);
-        sn[i] = sign * (float)std::sin(a);
-      }
-      for (int h = 0; h < H; h++) {
-        const float* x = inp + ((size_t)t * H + h) * D;
-        float* y = out + ((size_t)t * H + h) * D;
+  int max_pos = 0;
+  for (int t = 0; t < N; t++) max_pos = std::max(max_pos, positions[t]);
+  if (max_pos > (1 << 22) || *std::min_element(positions, positions + N) < 0) {
+    // Out of the table's range (negative or huge positions): compute per call, as before.
+    std::vector<float> inv = rope_inv_freq(D, theta);
+    parallel_chunks((size_t)N, row_grain(H * D), [&](size_t t0, size_t t1) {
+      std::vector<float> cs((size_t)half), sn((size_t)half);
+      for (size_t t = t0; t < t1; t++) {
+        float pos = (float)positions[t];
         for (int i = 0; i < half; i++) {
-          float x1 = x[i], x2 = x[i + half];
-          y[i] = x1 * cs[i] - x2 * sn[i];
-          y[i + half] = x2 * cs[i] + x1 * sn[i];
+          double a = (double)(pos * inv[i]);
+          cs[i] = (float)std::cos(a);
+          sn[i] = sign * (float)std::sin(a);
         }
+        rope_rotate(out, inp, t, H, D, cs.data(), sn.data(), 1.0f);
       }
+    });
+    return;
+  }
+  const auto table = rope_table(D, theta, max_pos);
+  parallel_chunks((size_t)N, row_grain(H * D), [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; t++) {
+      const size_t p = (size_t)positions[t] * half;
+      rope_rotate(out, inp, t, H, D, table->cs.data() + p, table->sn.data() + p, sign);
     }
   });
 }

@@ -16,7 +16,7 @@ const trainOptions: Command['options'] = {
   lr: { type: 'string' }, 'batch-size': { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' },
   'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
   'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
-  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' },
+  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' }, 'share-prefix': { type: 'string' },
 };
 
 const commands: Record<string, Command> = {
@@ -26,13 +26,13 @@ const commands: Record<string, Command> = {
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control]',
-    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' } },
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T]',
+    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' } },
     run: (values) => benchDashCommand(values),
   },
   'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
   'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('grpo', v) },
-  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('dash', v) },
+  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training --out DIR [--device cpu|cuda] [--share-prefix on|off]', options: trainOptions, run: (v) => trainCommand('dash', v) },
   eval: {
     summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json] [--device cpu|cuda]',
     options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string' } },

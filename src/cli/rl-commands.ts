@@ -4,6 +4,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { parseFloatArg } from './model-commands.js';
+import type { ArmName } from '../rl/race.js';
 
 /** A one-line progress display on a terminal (stderr); plain lines elsewhere, throttled. */
 export function progressLine(): { update: (text: string) => void; done: () => void } {
@@ -88,6 +89,10 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (generation !== 'per-microbatch' && generation !== 'decoupled' && generation !== 'preemptive')
     throw new UsageError('--generation must be per-microbatch, decoupled or preemptive');
   const beta = parseFloatArg(values.beta as string | undefined, '--beta', dash ? 0 : 0.04);
+  const shareArg = values['share-prefix'] as string | undefined;
+  if (shareArg !== undefined && shareArg !== 'on' && shareArg !== 'off') throw new UsageError(`--share-prefix must be on or off, got ${shareArg}`);
+  // Default: on for DASH, off for GRPO (TRL computes every sequence in full).
+  const sharePrefix = shareArg === undefined ? undefined : shareArg === 'on';
   const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir, { device }) : undefined;
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
@@ -96,7 +101,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     promptsPerStep: values.prompts === undefined ? 16 : parseIntArg(values.prompts as string, '--prompts'),
     groupSize: values.group === undefined ? 8 : parseIntArg(values.group as string, '--group'),
     microBatch: values['micro-batch'] === undefined ? 8 : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
-    generation, beta,
+    generation, beta, sharePrefix,
     filterThreshold: parseFloatArg(values.tau as string | undefined, '--tau', dash ? 0 : -1),
     lr: parseFloatArg(values.lr as string | undefined, '--lr', 2e-4),
     maxNewTokens: values['max-new-tokens'] === undefined ? 40 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
@@ -125,9 +130,12 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   const bar = progressLine();
   const outDir = (values.out as string | undefined) ?? (demo ? 'wst-dash-demo' : path.join('bench', 'results', 'dash'));
   const steps = values.steps === undefined ? DEFAULT_RACE.steps : parseIntArg(values.steps as string, '--steps');
-  const arms = demo ? (['grpo', 'dash'] as const) : values.control ? [...DEFAULT_RACE.arms, 'dash_control' as const] : DEFAULT_RACE.arms;
+  const arms: ArmName[] = demo ? ['grpo', 'dash'] : [...DEFAULT_RACE.arms];
+  if (!demo && values.control) arms.push('dash_control');
+  if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
+    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau ?? 0),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),

@@ -8,7 +8,7 @@ import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, type BuiltinSftOption
 import { accuracySvg } from './plot.js';
 import { evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
-export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control';
+export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control' | 'dash_unshared' | 'dash_exact';
 
 /**
  * The control for an RL gain: a reward that ignores the completion (Bernoulli(p), seeded), run
@@ -42,6 +42,8 @@ export interface RaceOptions {
   sft?: Partial<BuiltinSftOptions>;
   /** Where the models live (default cpu). */
   device?: Device;
+  /** DASH's filter threshold τ: completions with |A| <= τ are dropped before the training forward. */
+  tau?: number;
   /** The success rate of the dash_control arm's random reward (default 0.2). */
   controlRewardRate?: number;
   outDir: string;
@@ -50,6 +52,14 @@ export interface RaceOptions {
   /** Live progress (a terminal bar), called often. */
   progress?: (text: string) => void;
 }
+
+/**
+ * Rows decoded together by the one-call-per-step arms (decoupled GRPO, DASH) on the CPU: the
+ * engine's measured optimum for the built-in model (bench/NOTES.md, "DASH on the CPU after shared
+ * prompts"): 48 rows decode ~20 % faster than 128 at once; the rest join as rows finish
+ * (continuous batching). On the GPU all rows of a step are decoded together.
+ */
+export const CPU_INFERENCE_BATCH = 48;
 
 export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   arms: ['grpo', 'grpo_decoupled', 'dash'],
@@ -99,7 +109,7 @@ export interface RaceResult {
   files: { json: string; svg: string; metrics: string[] };
 }
 
-function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward'> & { description: string } {
+function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward' | 'sharePrefix'> & { description: string } {
   switch (name) {
     case 'grpo':
       return { generation: 'per-microbatch', filterThreshold: -1, beta: 0.04,
@@ -108,11 +118,17 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
       return { generation: 'decoupled', filterThreshold: -1, beta: 0.04,
         description: 'GRPO, decoupled generation (TRL >= 0.18 / verl): one generation per optimizer step, beta 0.04, no filtering' };
     case 'dash':
+      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0,
+        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= ' + (o.tau ?? 0) + ' dropped before the forward) + no KL + each prompt computed once per group in the training forward' };
+    case 'dash_unshared':
+      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0, sharePrefix: false,
+        description: 'ablation: the DASH arm with every training sequence computed in full (no shared prompt prefixes)' };
+    case 'dash_exact':
       return { generation: 'preemptive', filterThreshold: 0, beta: 0,
-        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= 0 dropped before the forward) + no KL' };
+        description: 'ablation: the DASH arm at τ = 0 (only |A| = 0 dropped: the exact GRPO gradient without KL)' };
     case 'dash_control': {
       const p = o.controlRewardRate ?? 0.2;
-      return { generation: 'preemptive', filterThreshold: 0, beta: 0, reward: randomReward(p, o.seed + 7919),
+      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0, reward: randomReward(p, o.seed + 7919),
         description: `control: the DASH arm with a random reward (Bernoulli(${p}), ignores the completion)` };
     }
   }
@@ -145,7 +161,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     await writeFileAtomic(metricsFile, '');
     const run: RlResult = await trainRl({
       task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
-      microBatch: o.microBatch, generation: arm.generation, filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward,
+      microBatch: o.microBatch, generation: arm.generation,
+      generationBatch: arm.generation !== 'per-microbatch' && (o.device ?? 'cpu') === 'cpu' ? CPU_INFERENCE_BATCH : undefined, filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
       lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: 1,
       trainExamples, evalExamples, evalEvery: o.evalEvery, metricsFile,
       onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),

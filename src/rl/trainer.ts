@@ -6,7 +6,8 @@
 //   DASH                         preemptive sampling (one large inference batch per optimizer step,
 //                                sized for inference, independent of the backprop micro-batch) +
 //                                gradient filtering (|A| <= τ never reaches the training forward) +
-//                                no KL (no reference forward).
+//                                no KL (no reference forward), and the prompt shared in the
+//                                training forward (computed once per group; sharePrefix).
 // The policy being trained and the model producing rewards may differ: rewards are pluggable async
 // functions, so a frozen (possibly remote) student can be the judge (WST).
 import { existsSync } from 'node:fs';
@@ -40,6 +41,13 @@ export interface RlOptions {
   microBatch: number;
   /** Rows decoded together (preemptive/decoupled); default all rows of the step. */
   generationBatch?: number;
+  /**
+   * Compute each prompt once per micro-batch in the training (and reference) forward/backward, the
+   * group's completions reading its keys (Model.trainGrpo sharePrefix): same gradients up to
+   * rounding. Default: on for DASH ('preemptive'), off for the GRPO baselines (TRL computes every
+   * sequence in full).
+   */
+  sharePrefix?: boolean;
   /** Drop sequences with |A| <= τ before the training forward (DASH); < 0 keeps all. */
   filterThreshold: number;
   beta: number;
@@ -170,6 +178,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   if (opts.generation === 'per-microbatch' && opts.microBatch % opts.groupSize !== 0)
     throw new RangeError(`microBatch (${opts.microBatch}) must be a multiple of groupSize (${opts.groupSize}) for per-micro-batch generation`);
   const reward = opts.reward ?? correctnessReward(task);
+  const sharePrefix = opts.sharePrefix ?? opts.generation === 'preemptive';
   const train = opts.trainExamples ?? task.examples('train', { seed: opts.seed });
   if (train.length === 0) throw new Error('no training examples');
   const result: RlResult = { steps: [], evals: [], seconds: 0 };
@@ -233,14 +242,14 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       let ref: Float32Array[] | undefined;
       if (opts.beta > 0) {
         const t0 = now();
-        ref = (await opts.reference!.score(sequences, { from, batchSize: opts.microBatch })).logprobs;
+        ref = (await opts.reference!.score(sequences, { from, batchSize: opts.microBatch, sharePrefix })).logprobs;
         t.score += now() - t0;
       }
       const t0 = now();
       stats.push(await policy.trainGrpo({ sequences, from }, {
         advantages: mb.map((s) => s.advantage), refLogprobs: ref, beta: opts.beta,
         clipLow: opts.clipLow ?? 0.2, clipHigh: opts.clipHigh ?? 0.2, lossType: opts.lossType ?? 'grpo',
-        filterThreshold: opts.filterThreshold, lossScale: lossScale(mb),
+        filterThreshold: opts.filterThreshold, lossScale: lossScale(mb), sharePrefix,
       }));
       t.train += now() - t0;
     }
@@ -268,7 +277,9 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     } else {
       all = await rollout(examples, step, opts.generationBatch ?? examples.length * opts.groupSize, t);
       // Filtering happens here, before any training forward: dropped samples cost nothing.
-      const kept = keptOf(all).sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length));
+      // Micro-batches of similar lengths (less padding); with shared prefixes, of whole groups
+      // (the rollout order), so that each micro-batch computes few prompts.
+      const kept = sharePrefix ? keptOf(all) : keptOf(all).sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length));
       const total = kept.length;
       if (total > 0) stats = await backprop(kept, (mb) => keptOf(mb).length / total, t);
     }
