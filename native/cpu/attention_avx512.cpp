@@ -90,10 +90,44 @@ void scores(float* S, const float* A, const float* Bt, int R, int D) {
   }
 }
 
-// S[r][j] = dot(A[r], Bm[j]) for up to 4 rows: each key row is read once for all of them.
+// The four horizontal sums of a, b, c, d, as one vector [sum a, sum b, sum c, sum d]: three
+// shuffle-add levels instead of four separate reductions.
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  // Per 128-bit lane: [a, b, c, d] partial sums.
+  const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+  const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                                    _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+  const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+// S[r][j] = dot(A[r], Bm[j]) for up to 4 rows: each key row is read once for all of them; four
+// keys at a time share one reduction per row (decode: 1 query row per head, short rows).
 template <int NR>
 inline void scores_rm_rows(float* S, const float* A, const float* Bm, long ldb, int nk, int D) {
-  for (int j = 0; j < nk; j++) {
+  int j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    const float* b = Bm + j * ldb;
+    __m512 acc[NR][4];
+    for (int r = 0; r < NR; r++)
+      for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d += 16) {
+      const __mmask16 mk = lanes(D - d);
+      __m512 av[NR];
+      for (int r = 0; r < NR; r++) av[r] = _mm512_maskz_loadu_ps(mk, A + (size_t)r * D + d);
+      for (int u = 0; u < 4; u++) {
+        const __m512 bv = _mm512_maskz_loadu_ps(mk, b + u * ldb + d);
+        for (int r = 0; r < NR; r++) acc[r][u] = _mm512_fmadd_ps(av[r], bv, acc[r][u]);
+      }
+    }
+    for (int r = 0; r < NR; r++)
+      _mm_storeu_ps(S + (size_t)r * BK + j, reduce4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+  }
+  for (; j < nk; j++) {
     const float* b = Bm + j * ldb;
     __m512 acc[NR];
     for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();

@@ -53,14 +53,6 @@ export interface RaceOptions {
   progress?: (text: string) => void;
 }
 
-/**
- * Rows decoded together by the one-call-per-step arms (decoupled GRPO, DASH) on the CPU: the
- * engine's measured optimum for the built-in model (bench/NOTES.md, "DASH on the CPU after shared
- * prompts"): 48 rows decode ~20 % faster than 128 at once; the rest join as rows finish
- * (continuous batching). On the GPU all rows of a step are decoded together.
- */
-export const CPU_INFERENCE_BATCH = 48;
-
 export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   arms: ['grpo', 'grpo_decoupled', 'dash'],
   steps: 16,
@@ -162,7 +154,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     const run: RlResult = await trainRl({
       task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
       microBatch: o.microBatch, generation: arm.generation,
-      generationBatch: arm.generation !== 'per-microbatch' && (o.device ?? 'cpu') === 'cpu' ? CPU_INFERENCE_BATCH : undefined, filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
+      filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
       lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: 1,
       trainExamples, evalExamples, evalEvery: o.evalEvery, metricsFile,
       onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
