@@ -57,6 +57,10 @@ PY
   start=$SECONDS
   WST_DASH_CACHE=/tmp/wst-cache timeout 200 node bin/wst-dash.js demo --device cuda --out /tmp/demo-cuda > "$out/demo-cuda.txt" 2>&1
   echo "demo --device cuda: rc $? in $((SECONDS - start)) s"; tail -10 "$out/demo-cuda.txt"
+  # The race with its ablations (shared prompts off, τ 0) on the GPU, same cache (SFT done above).
+  start=$SECONDS
+  WST_DASH_CACHE=/tmp/wst-cache timeout 240 node bin/wst-dash.js bench dash --device cuda --ablation --out /tmp/race-cuda > "$out/race-cuda.txt" 2>&1
+  echo "bench dash --device cuda --ablation: rc $? in $((SECONDS - start)) s"; tail -12 "$out/race-cuda.txt"
   ;;
 *)
   echo "usage: bash bench/gpu-session.sh prepare|run" >&2
