@@ -221,6 +221,25 @@ describe('generation on a random model', () => {
     await expect(model.generate(['text'], {})).rejects.toThrow(/no tokenizer/);
     await expect(model.logits([])).rejects.toThrow(/ids must not be empty/);
   });
+
+  it('rejects a malformed shared-prefix description with errors naming the field', () => {
+    const handle = (model as unknown as { handle: { score: (...a: unknown[]) => unknown } }).handle;
+    const B = 2, T = 3;
+    const tokens = new Int32Array(B * T).fill(4), targets = new Int32Array(B * T).fill(-1);
+    const ok = { tokens: new Int32Array(2 * 4).fill(5), count: 2, length: 4, lengths: Int32Array.from([4, 2]), rowPrefix: Int32Array.from([0, 1]) };
+    const call = (prefix: unknown) => handle.score(tokens, targets, B, T, false, false, prefix);
+    expect(() => call(ok)).not.toThrow();
+    expect(() => call(5)).toThrow(/prefix must be an object/);
+    expect(() => call({ ...ok, count: 0 })).toThrow(/prefix.count must be an integer >= 1/);
+    expect(() => call({ ...ok, length: 1.5 })).toThrow(/prefix.length must be an integer/);
+    expect(() => call({ ...ok, tokens: new Float32Array(8) })).toThrow(/prefix.tokens must be an Int32Array/);
+    expect(() => call({ ...ok, tokens: new Int32Array(7) })).toThrow(/prefix.tokens must have length 8/);
+    expect(() => call({ ...ok, tokens: new Int32Array(8).fill(999) })).toThrow(/prefix.tokens/);
+    expect(() => call({ ...ok, lengths: Int32Array.from([5, 2]) })).toThrow(/prefix.lengths\[0\] must be in 0..4/);
+    expect(() => call({ ...ok, rowPrefix: Int32Array.from([1, 0]) })).toThrow(/rowPrefix must be non-decreasing/);
+    expect(() => call({ ...ok, rowPrefix: Int32Array.from([0, 2]) })).toThrow(/rowPrefix/);
+    expect(() => call({ ...ok, rowPrefix: Int32Array.from([0]) })).toThrow(/prefix.rowPrefix must have length 2/);
+  });
 });
 
 describe('training', () => {
