@@ -52,7 +52,7 @@ export async function evalCommand(values: Record<string, unknown>): Promise<void
 
 export async function trainCommand(algo: string | undefined, values: Record<string, unknown>): Promise<void> {
   const { Model } = await import('../models/model.js');
-  const { trainRl, trainSft } = await import('../rl/trainer.js');
+  const { trainRl, trainSft, DASH_TAU } = await import('../rl/trainer.js');
   const { builtinSftModel, builtinConfig, builtinTokenizer } = await import('../rl/builtin.js');
   if (algo !== 'sft' && algo !== 'grpo' && algo !== 'dash') throw new UsageError('usage: wst-dash train sft|grpo|dash --task arith|gsm8k|math500 [--model DIR] --out DIR');
   const out = values.out as string | undefined;
@@ -102,7 +102,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     groupSize: values.group === undefined ? 8 : parseIntArg(values.group as string, '--group'),
     microBatch: values['micro-batch'] === undefined ? 8 : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
     generation, beta, sharePrefix,
-    filterThreshold: parseFloatArg(values.tau as string | undefined, '--tau', dash ? 0 : -1),
+    filterThreshold: parseFloatArg(values.tau as string | undefined, '--tau', dash ? DASH_TAU : -1),
     lr: parseFloatArg(values.lr as string | undefined, '--lr', 2e-4),
     maxNewTokens: values['max-new-tokens'] === undefined ? 40 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
     temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 1),
@@ -135,7 +135,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
-    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau ?? 0),
+    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau ?? 0.6),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),

@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
-import { evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
+import { DASH_TAU, evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
 export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control' | 'dash_unshared' | 'dash_exact';
 
@@ -67,6 +67,7 @@ export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   // Difficulty-1 solutions are at most 16 characters + EOS ("10+9=19. #### 19").
   maxNewTokens: 24,
   seed: 1,
+  tau: DASH_TAU,
 };
 
 export interface ArmResult {
@@ -110,17 +111,17 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
       return { generation: 'decoupled', filterThreshold: -1, beta: 0.04,
         description: 'GRPO, decoupled generation (TRL >= 0.18 / verl): one generation per optimizer step, beta 0.04, no filtering' };
     case 'dash':
-      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0,
-        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= ' + (o.tau ?? 0) + ' dropped before the forward) + no KL + each prompt computed once per group in the training forward' };
+      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0,
+        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= ' + (o.tau ?? DASH_TAU) + ' dropped before the forward) + no KL + each prompt computed once per group in the training forward' };
     case 'dash_unshared':
-      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0, sharePrefix: false,
+      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0, sharePrefix: false,
         description: 'ablation: the DASH arm with every training sequence computed in full (no shared prompt prefixes)' };
     case 'dash_exact':
       return { generation: 'preemptive', filterThreshold: 0, beta: 0,
         description: 'ablation: the DASH arm at τ = 0 (only |A| = 0 dropped: the exact GRPO gradient without KL)' };
     case 'dash_control': {
       const p = o.controlRewardRate ?? 0.2;
-      return { generation: 'preemptive', filterThreshold: o.tau ?? 0, beta: 0, reward: randomReward(p, o.seed + 7919),
+      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0, reward: randomReward(p, o.seed + 7919),
         description: `control: the DASH arm with a random reward (Bernoulli(${p}), ignores the completion)` };
     }
   }

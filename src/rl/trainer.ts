@@ -23,6 +23,15 @@ export function correctnessReward(task: Task): RewardFn {
   return (_prompt, completion, example) => (task.isCorrect(completion, example) ? 1 : 0);
 }
 
+/**
+ * DASH's default filter threshold τ (completions with |A| <= τ never reach the training forward).
+ * With binary rewards and G = 8, |A| is 0.35 / 2.47 for one correct of eight, 0.54 / 1.62 for two,
+ * 0.72 / 1.21 for three, 0.94 for four: τ = 0.6 drops the majority side of groups with one or two
+ * outliers (and every uniform group) and trains on the outliers. τ = 0 drops only uniform groups:
+ * the exact GRPO gradient without KL. Measured in bench/NOTES.md ("Gradient filtering τ").
+ */
+export const DASH_TAU = 0.6;
+
 export type GenerationMode = 'per-microbatch' | 'decoupled' | 'preemptive';
 export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
 
