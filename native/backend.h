@@ -49,6 +49,7 @@ struct Backend {
   decltype(&::wst::sgemm_tf32) sgemm_tf32;
   decltype(&::wst::attention_forward_bf16) attention_forward_bf16;
   decltype(&::wst::copy_rows) copy_rows;
+  decltype(&::wst::attention_decode_shared) attention_decode_shared;
 };
 
 const Backend& cpu_backend();

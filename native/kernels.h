@@ -83,6 +83,16 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // Row b's query sees cache positions 0..lengths[b]-1 (its own key already written there).
 void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
                       const int32_t* lengths, int B, int H, int KVH, int maxT, int D);
+// attention_decode for rows that share a prompt (the G completions of a GRPO group): the same
+// result, given that the slots members[group_start[i] .. group_start[i+1]) of group i hold
+// identical keys and values at positions [0, shared_len[i]) (shared_len[i] < their lengths).
+// Every slot 0..B-1 is in exactly one group (singletons too). The CPU reads the shared positions
+// once per group (from its first member) for all its rows' queries, then each row's own keys, so
+// a row gets the same bits alone or in a group; an implementation may ignore the grouping.
+void attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
+                             const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
+                             const int32_t* members, const int32_t* group_start,
+                             const int32_t* shared_len, int n_groups);
 
 // ---------------------------------------------------------------------------------------
 // RMSNorm. inp (N,C), weight (C) -> out (N,C), rstd (N) saved for backward (may be null).

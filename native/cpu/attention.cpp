@@ -254,6 +254,48 @@ void forward_tile(const Kernels& K, const Tile& t, const float* kb, const float*
   }
 }
 
+// The online-softmax state of R query rows (scaled queries, running max and sum, unnormalised
+// output), fed key blocks by consume(): the decode kernels' building block. Per-thread scratch.
+struct OnlineRows {
+  std::vector<float> Q, O, S, m, l, corr;
+  std::vector<int> nvis;
+  std::vector<float*> orow;
+  void init(int R, int D, const float* const* q, float scale) {
+    Q.resize((size_t)R * D);
+    O.assign((size_t)R * D, 0.0f);
+    S.resize((size_t)R * BK);
+    m.assign(R, -std::numeric_limits<float>::infinity());
+    l.assign(R, 0.0f);
+    corr.resize(R);
+    nvis.resize(R);
+    orow.resize(R);
+    for (int r = 0; r < R; r++) {
+      for (int d = 0; d < D; d++) Q[(size_t)r * D + d] = q[r][d] * scale;
+      orow[r] = O.data() + (size_t)r * D;
+    }
+  }
+  // Rows [r0, r0 + R) attend to all of the keys [0, n) of kb / vb (row stride ld).
+  void consume(const Kernels& K, int r0, int R, const float* kb, const float* vb, long ld, int n, int D) {
+    float* s = S.data() + (size_t)r0 * BK;
+    for (int j0 = 0; j0 < n; j0 += BK) {
+      const int nk = imin(BK, n - j0);
+      for (int r = 0; r < R; r++) nvis[r0 + r] = nk;
+      K.scores_rm(s, Q.data() + (size_t)r0 * D, kb + j0 * ld, ld, nk, R, D);            // S = (scale Q) K^T
+      K.fwd_softmax(s, R, nvis.data() + r0, m.data() + r0, l.data() + r0, corr.data() + r0);  // P = exp(S - m)
+      for (int r = r0; r < r0 + R; r++)
+        if (corr[r] != 1.0f)
+          for (int d = 0; d < D; d++) orow[r][d] *= corr[r];                             // O *= exp(m_old - m)
+      K.accum(orow.data() + r0, 1.0f, s, BK, 1, R, nk, vb + j0 * ld, ld, D);              // O += P V
+    }
+  }
+  void finish(int R, int D, float* const* out) const {
+    for (int r = 0; r < R; r++) {
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      for (int d = 0; d < D; d++) out[r][d] = orow[r][d] * inv;  // out = O / l
+    }
+  }
+};
+
 struct Shape {
   int B, H, KVH, Tq, Tk, D, G, BQ, nqb, nkb;
   bool causal;
@@ -330,6 +372,44 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
     }
     const size_t base = (size_t)b * maxT * KVH * D + (size_t)kvh * D;
     forward_tile(K, t, kcache + base, nullptr, vcache + base, ld, D, scale);
+  });
+}
+
+void attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
+                             const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
+                             const int32_t* members, const int32_t* group_start,
+                             const int32_t* shared_len, int n_groups) {
+  using namespace attn;
+  (void)B;
+  const Kernels& K = active();
+  const int G = H / KVH;
+  const float scale = 1.0f / std::sqrt((float)D);
+  const long ld = (long)KVH * D;
+  parallel_for(n_groups * KVH, [&](int task) {
+    const int gi = task / KVH, kvh = task % KVH;
+    const int m0 = group_start[gi], nm = group_start[gi + 1] - m0, L = shared_len[gi], R = nm * G;
+    thread_local OnlineRows st;
+    thread_local std::vector<const float*> qs;
+    thread_local std::vector<float*> os;
+    qs.resize(R);
+    os.resize(R);
+    for (int i = 0; i < nm; i++)
+      for (int g = 0; g < G; g++) {
+        const size_t row = ((size_t)members[m0 + i] * H + kvh * G + g) * D;
+        qs[i * G + g] = q + row;
+        os[i * G + g] = out + row;
+      }
+    auto cache = [&](int slot) { return (size_t)slot * maxT * ld + (size_t)kvh * D; };
+    st.init(R, D, qs.data(), scale);
+    // The shared positions once, from the first member, for every row of the group ...
+    if (L > 0) st.consume(K, 0, R, kcache + cache(members[m0]), vcache + cache(members[m0]), ld, L, D);
+    // ... then each member's own positions [L, length).
+    for (int i = 0; i < nm; i++) {
+      const int slot = members[m0 + i], n = lengths[slot] - L;
+      if (n > 0)
+        st.consume(K, i * G, G, kcache + cache(slot) + L * ld, vcache + cache(slot) + L * ld, ld, n, D);
+    }
+    st.finish(R, D, os.data());
   });
 }
 

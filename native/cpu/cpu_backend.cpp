@@ -26,7 +26,7 @@ const Backend& cpu_backend() {
       residual_forward, residual_backward, softmax_forward, log_softmax_forward,
       token_logprobs_forward, token_logprobs_backward, crossentropy_forward,
       crossentropy_backward, sample_tokens, grpo_loss, adamw_update, sum_squares, scale_inplace,
-      gemm_bf16, sgemm_tf32, attention_forward_bf16, copy_rows,
+      gemm_bf16, sgemm_tf32, attention_forward_bf16, copy_rows, attention_decode_shared,
   };
   return b;
 }

@@ -496,6 +496,12 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
   cuda_detail::check_launch("attention_decode");
 }
 
+void attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
+                             const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
+                             const int32_t*, const int32_t*, const int32_t*, int) {
+  attention_decode(out, q, kcache, vcache, lengths, B, H, KVH, maxT, D);
+}
+
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse, int B,
                         int H, int KVH, int Tq, int Tk, int D, bool causal) {

@@ -301,6 +301,14 @@ void st_attention_decode(float* out, const float* q, const float* kcache, const 
   s.finish();
 }
 
+// The grouping is only a hint (every slot holds its own copy of the shared positions): the
+// plain decode gives the same result.
+void st_attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
+                                const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
+                                const int32_t*, const int32_t*, const int32_t*, int) {
+  st_attention_decode(out, q, kcache, vcache, lengths, B, H, KVH, maxT, D);
+}
+
 void st_rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N,
                         int C, float eps) {
   Stage s;
@@ -563,7 +571,7 @@ const Backend& cuda_backend() {
       cuda::token_logprobs_backward, cuda::crossentropy_forward, cuda::crossentropy_backward,
       cuda::sample_tokens, cuda::grpo_loss, cuda::adamw_update, cuda::sum_squares,
       cuda::scale_inplace, cuda::gemm_bf16, cuda::sgemm_tf32, cuda::attention_forward_bf16,
-      cuda::copy_rows,
+      cuda::copy_rows, cuda::attention_decode_shared,
   };
   return b;
 }
@@ -578,6 +586,7 @@ const Backend& cuda_host_staging_backend() {
       st_token_logprobs_forward, st_token_logprobs_backward, st_crossentropy_forward,
       st_crossentropy_backward, st_sample_tokens, st_grpo_loss, st_adamw_update, st_sum_squares,
       st_scale_inplace, st_gemm_bf16, st_sgemm_tf32, st_attention_forward_bf16, st_copy_rows,
+      st_attention_decode_shared,
   };
   return b;
 }

@@ -57,6 +57,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         int H, int KVH, int Tq, int Tk, int D, bool causal);
 void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
                       const int32_t* lengths, int B, int H, int KVH, int maxT, int D);
+// The grouping hint of wst::attention_decode_shared is not used on the GPU (each slot's copy is
+// read; decode there is launch-bound, not bandwidth-bound, at these sizes).
+void attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
+                             const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
+                             const int32_t* members, const int32_t* group_start,
+                             const int32_t* shared_len, int n_groups);
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps);
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,

@@ -798,6 +798,14 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     ctx.row_of_slot[slot] = ctx.rows() - B + b;
   }
   copy_rows_staged(be_, st_rows_, ctx.logits.data(), a.logits.data(), offs);
+  ctx.group_of_row.resize(ctx.rows(), -1);
+  ctx.shared_of_row.resize(ctx.rows(), 0);
+  for (int b = 0; b < B; b++) {
+    const int row = ctx.rows() - B + b;
+    ctx.group_of_row[row] = ctx.next_group + index_of[source[b]];
+    ctx.shared_of_row[row] = (int32_t)(offsets[b + 1] - offsets[b]);
+  }
+  ctx.next_group += U;
   if (!kv_rows.empty()) {
     const size_t R = kv_rows.size();
     kv.resize(3 * R);
@@ -884,6 +892,26 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       append[A + s] = (int64_t)s * Hk;
       append[2 * A + s] = Hk;
     }
+    // The active slots grouped by shared prompt (slots of one group in slot order).
+    ctx.members.resize(A);
+    for (int s = 0; s < A; s++) ctx.members[s] = s;
+    std::stable_sort(ctx.members.begin(), ctx.members.end(), [&](int x, int y) {
+      return ctx.group_of_row[ctx.row_of_slot[x]] < ctx.group_of_row[ctx.row_of_slot[y]];
+    });
+    ctx.group_start.clear();
+    ctx.group_len.clear();
+    for (int i = 0; i < A; i++) {
+      const int row = ctx.row_of_slot[ctx.members[i]];
+      if (i == 0 || ctx.group_of_row[row] != ctx.group_of_row[ctx.row_of_slot[ctx.members[i - 1]]]) {
+        ctx.group_start.push_back(i);
+        ctx.group_len.push_back(ctx.shared_of_row[row]);
+      }
+    }
+    const int n_groups = (int)ctx.group_start.size();
+    ctx.group_start.push_back(A);
+    const int32_t* members = ctx.st_members.in(be_, ctx.members.data(), A);
+    const int32_t* gstart = ctx.st_gstart.in(be_, ctx.group_start.data(), n_groups + 1);
+    const int32_t* glen = ctx.st_glen.in(be_, ctx.group_len.data(), n_groups);
     const int32_t* pos = ctx.st_pos.in(be_, ctx.positions.data(), A);
     const int32_t* lens = ctx.st_len.in(be_, ctx.slot_lengths_plus1.data(), A);
     const int64_t* app = ctx.st_rows.in(be_, append.data(), append.size());
@@ -905,8 +933,9 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       be_->rope_forward(ctx.k.data(), ctx.k.data(), pos, A, KVH, Dh, cfg_.rope_theta);
       be_->copy_rows(ctx.kcache[l].data(), ctx.k.data(), app, app + A, app + 2 * A, A);
       be_->copy_rows(ctx.vcache[l].data(), ctx.v.data(), app, app + A, app + 2 * A, A);
-      be_->attention_decode(ctx.att.data(), ctx.q.data(), ctx.kcache[l].data(), ctx.vcache[l].data(),
-                            lens, A, H, KVH, ctx.max_seq, Dh);
+      be_->attention_decode_shared(ctx.att.data(), ctx.q.data(), ctx.kcache[l].data(),
+                                   ctx.vcache[l].data(), lens, A, H, KVH, ctx.max_seq, Dh, members,
+                                   gstart, glen, n_groups);
       linear_forward(be_, ctx.tmp.data(), ctx.att.data(), P(o.wo), nullptr, ones, A, Hq, C);
       be_->residual_forward(ctx.x.data(), ctx.x.data(), ctx.tmp.data(), (size_t)A * C);
       be_->rmsnorm_forward(ctx.xn.data(), nullptr, ctx.x.data(), P(o.ffn_norm), A, C, eps);

@@ -229,6 +229,10 @@ struct LlamaModel::Context {
   std::vector<std::vector<float>> out_logprobs;
   std::vector<uint8_t> finished;
   std::vector<int> reported;           // tokens already handed to the caller
+  // Rows prefilled together from the same prompt share a group: their cache rows hold identical
+  // keys / values at [0, prompt length), which decode reads once per group.
+  std::vector<int32_t> group_of_row, shared_of_row;
+  int32_t next_group = 0;
   std::vector<int32_t> stop_ids;
   SamplingParams sampling{1.f, 0, 1.f, 0.f};
   // Decode scratch, (max_batch, ...) each.
@@ -239,6 +243,8 @@ struct LlamaModel::Context {
   Staged<float> st_lps;
   Staged<uint64_t> st_seeds, st_counters;
   Staged<int64_t> st_rows;
+  std::vector<int32_t> members, group_start, group_len;  // this decode step's groups of slots
+  Staged<int32_t> st_members, st_gstart, st_glen;
   // Adds rows (caller row indices start at rows()); returns the first new row index.
   int rows() const { return (int)seeds.size(); }
   // Row in `slot` is done: swap the last active slot into its place (cache rows included).

@@ -192,6 +192,34 @@ void check_decode(Report& rep) {
     std::copy(r.out.begin(), r.out.end(), want.begin() + (size_t)b * H * D);
   }
   rep.check("cpu attention decode (lengths 1,45,17,0) vs f64", rel_err(out, want), 1e-5);
+
+  {  // Shared prompts: slots {4, 1, 6} share 40 positions (identical copies), {0, 3} share 9,
+     // {2} and {5} alone (one with an empty shared part); slots out of order inside groups.
+    const int B2 = 7, maxT2 = 90;
+    const std::vector<int32_t> len = {20, 57, 80, 12, 41, 1, 70};
+    const std::vector<int32_t> members = {4, 1, 6, 0, 3, 2, 5}, start = {0, 3, 5, 6, 7}, shared = {40, 9, 33, 0};
+    auto q2 = randv(rng, (size_t)B2 * H * D);
+    auto k2 = randv(rng, (size_t)B2 * maxT2 * KVH * D), v2 = randv(rng, (size_t)B2 * maxT2 * KVH * D);
+    const size_t row = (size_t)maxT2 * KVH * D;
+    for (size_t g = 0; g + 1 < start.size(); g++)
+      for (int i = start[g] + 1; i < start[g + 1]; i++) {
+        const size_t n = (size_t)shared[g] * KVH * D;
+        std::copy(k2.begin() + members[start[g]] * row, k2.begin() + members[start[g]] * row + n, k2.begin() + members[i] * row);
+        std::copy(v2.begin() + members[start[g]] * row, v2.begin() + members[start[g]] * row + n, v2.begin() + members[i] * row);
+      }
+    auto plain = nanv(q2.size()), grouped = nanv(q2.size()), alone = nanv((size_t)H * D);
+    wst::attention_decode(plain.data(), q2.data(), k2.data(), v2.data(), len.data(), B2, H, KVH, maxT2, D);
+    wst::attention_decode_shared(grouped.data(), q2.data(), k2.data(), v2.data(), len.data(), B2, H, KVH,
+                                 maxT2, D, members.data(), start.data(), shared.data(), 4);
+    rep.check("cpu attention decode, shared prompts vs each slot's own copy", rel_err(grouped, plain), 1e-5);
+    // Slot 1 decoded alone (a group of one with the same shared length) gives the same bits.
+    const std::vector<int32_t> m1 = {0}, s1 = {0, 1}, l1 = {40}, len1 = {len[1]};
+    wst::attention_decode_shared(alone.data(), q2.data() + (size_t)1 * H * D, k2.data() + row, v2.data() + row,
+                                 len1.data(), 1, H, KVH, maxT2, D, m1.data(), s1.data(), l1.data(), 1);
+    int diff = 0;
+    for (size_t i = 0; i < alone.size(); i++) diff += alone[i] != grouped[(size_t)1 * H * D + i];
+    rep.check("cpu attention decode, shared prompts: a row alone = the same row in its group (bits)", diff, 0);
+  }
 }
 
 void check_philox(Report& rep) {

@@ -185,6 +185,21 @@ void check_attention(Report& rep) {
     rep.check(fmt("cuda attention decode B%d H%d/%d maxT%d D%d", B, H, KVH, maxT, D),
               rel_err(og, oc), kF32);
   }
+  {  // The shared-prompt decode (slots 2, 0 share 50 positions; slot 1 alone) vs the CPU's.
+    const int B = 3, H = 8, KVH = 2, maxT = 120, D = 64;
+    const std::vector<int32_t> len = {77, 31, 119}, members = {2, 0, 1}, start = {0, 2, 3}, shared = {50, 0};
+    auto q = randv(rng, (size_t)B * H * D);
+    auto kc = randv(rng, (size_t)B * maxT * KVH * D), vc = randv(rng, (size_t)B * maxT * KVH * D);
+    const size_t row = (size_t)maxT * KVH * D, n = (size_t)50 * KVH * D;
+    std::copy(kc.begin() + 2 * row, kc.begin() + 2 * row + n, kc.begin());
+    std::copy(vc.begin() + 2 * row, vc.begin() + 2 * row + n, vc.begin());
+    auto oc = nanv(q.size()), og = nanv(q.size());
+    CPU().attention_decode_shared(oc.data(), q.data(), kc.data(), vc.data(), len.data(), B, H, KVH, maxT, D,
+                                  members.data(), start.data(), shared.data(), 2);
+    GPU().attention_decode_shared(og.data(), q.data(), kc.data(), vc.data(), len.data(), B, H, KVH, maxT, D,
+                                  members.data(), start.data(), shared.data(), 2);
+    rep.check("cuda attention decode, shared prompts", rel_err(og, oc), kF32);
+  }
 }
 
 // ---- layers -------------------------------------------------------------------------------------
