@@ -101,6 +101,51 @@ describe('arith', () => {
     expect(ARITH_VOCAB).toBe([...new Set(ARITH_VOCAB)].sort().join(''));
   });
 
+  it('flawedRate: same problems and answers, a seeded fraction of solutions from the keyword-confusing solver', () => {
+    const clean = generateArith({ seed: 4, count: 2000, difficulty: 1, split: 'train' });
+    expect(generateArith({ seed: 4, count: 2000, difficulty: 1, split: 'train', flawedRate: 0 })).toEqual(clean);
+    const half = generateArith({ seed: 4, count: 2000, difficulty: 1, split: 'train', flawedRate: 0.5 });
+    expect(generateArith({ seed: 4, count: 2000, difficulty: 1, split: 'train', flawedRate: 0.5 })).toEqual(half);
+    expect(half.map((e) => [e.question, e.answer])).toEqual(clean.map((e) => [e.question, e.answer]));
+    const flawed = half.filter((e) => e.flawed);
+    // 0.5 of the problems, less those where the opposite operation leaves 0..20
+    expect(flawed.length / half.length).toBeGreaterThan(0.3);
+    expect(flawed.length / half.length).toBeLessThan(0.5);
+    for (const [i, ex] of half.entries()) {
+      expect(checkSolution(ex.solution)).toBe(1); // the flawed working is consistent arithmetic
+      if (!ex.flawed) {
+        expect(ex.solution).toBe(clean[i].solution);
+        continue;
+      }
+      const [, a, op, b, c] = /^(\d+)([-+])(\d+)=(\d+)\. #### (\d+)$/.exec(ex.solution)!;
+      const [, a0, op0, b0] = /^(\d+)([-+])(\d+)=/.exec(clean[i].solution)!;
+      expect([a, b]).toEqual([a0, b0]);
+      expect(op).not.toBe(op0);
+      expect(Number(c)).toBeGreaterThanOrEqual(0);
+      expect(Number(c)).toBeLessThanOrEqual(20);
+      expect(arith.isCorrect(ex.solution, ex)).toBe(false); // rewards and evaluation use the true answer
+    }
+    expect(() => generateArith({ count: 1, flawedRate: 1.5 })).toThrow(RangeError);
+  });
+
+  it("flawedKind 'operand': correct working, the last amount mentioned as the final answer", () => {
+    const clean = generateArith({ seed: 5, count: 1000, difficulty: 2, split: 'train' });
+    const all = generateArith({ seed: 5, count: 1000, difficulty: 2, split: 'train', flawedRate: 1, flawedKind: 'operand' });
+    expect(all.map((e) => [e.question, e.answer])).toEqual(clean.map((e) => [e.question, e.answer]));
+    expect(all.filter((e) => e.flawed).length).toBeGreaterThan(900);
+    for (const [i, ex] of all.entries()) {
+      if (!ex.flawed) {
+        expect(ex.solution).toBe(clean[i].solution);
+        continue;
+      }
+      const work = clean[i].solution.split(' #### ')[0];
+      const last = /(\d+)=\d+\.$/.exec(work)![1];
+      expect(ex.solution).toBe(`${work} #### ${last}`);
+      expect(arith.isCorrect(ex.solution, ex)).toBe(false);
+    }
+    expect(() => generateArith({ count: 1, flawedRate: 0.5, flawedKind: 'x' as never })).toThrow(RangeError);
+  });
+
   it('train and test splits never share a question', () => {
     const train = arith.examples('train', { limit: 3000, difficulty: 1 });
     const test = arith.examples('test', { limit: 300, difficulty: 1 });

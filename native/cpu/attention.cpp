@@ -415,14 +415,22 @@ void attention_decode_shared(float* out, const float* q, const float* kcache, co
 
 namespace attn {
 
-// Backward scratch for one (query tile, key block) step.
+// Backward scratch for one (query tile, key block) step; per thread, reused (every entry a step
+// reads is written first: load_tile fills Qs, dO; scores fills S, dP).
 struct BwdScratch {
   std::vector<float> Qs, dO, S, dP;
   std::vector<int> nvis;
-  BwdScratch(int Rmax, int D)
-      : Qs((size_t)Rmax * D), dO((size_t)Rmax * D), S((size_t)Rmax * BK), dP((size_t)Rmax * BK),
-        nvis(Rmax) {}
+  void reserve(int Rmax, int D) {
+    for (auto* v : {&Qs, &dO}) if (v->size() < (size_t)Rmax * D) v->resize((size_t)Rmax * D);
+    for (auto* v : {&S, &dP}) if (v->size() < (size_t)Rmax * BK) v->resize((size_t)Rmax * BK);
+    if (nvis.size() < (size_t)Rmax) nvis.resize(Rmax);
+  }
 };
+BwdScratch& bwd_scratch(int Rmax, int D) {
+  thread_local BwdScratch w;
+  w.reserve(Rmax, D);
+  return w;
+}
 
 // Fills the rows of query block qb (for kv head kvh of batch row b) and packs (scale q), dout.
 void load_tile(Tile& t, BwdScratch& w, const Shape& s, int b, int kvh, int qb, const float* q,
@@ -522,12 +530,15 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   };
 
   const int Rmax = s.BQ * s.G;
-  if (B * KVH >= 32) {
-    // Enough (b, kv head) tasks: each owns its dq, dk, dv rows and walks its key blocks in order.
+  // Enough (b, kv head) tasks for the pool (four per thread, or 32): each task owns its dq, dk, dv
+  // rows and walks its key blocks in order. Both paths add every term in the same order, so the
+  // choice (which depends on the thread count) does not change a bit.
+  const int nt = num_threads();
+  if (nt == 1 || B * KVH >= std::min(32, 4 * nt)) {
     parallel_for(B * KVH, [&](int task) {
       const int b = task / KVH, kvh = task % KVH;
       thread_local Tile t;
-      BwdScratch w(Rmax, D);
+      BwdScratch& w = bwd_scratch(Rmax, D);
       zero_dq(b, kvh, 0, Tq);
       for (int kb = 0; kb < s.nkb; kb++) kv_block(b, kvh, kb, true, t, w);
     });
@@ -537,13 +548,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   parallel_for(B * KVH * s.nkb, [&](int task) {
     const int kb = task % s.nkb, b = task / s.nkb / KVH, kvh = task / s.nkb % KVH;
     thread_local Tile t;
-    BwdScratch w(Rmax, D);
+    BwdScratch& w = bwd_scratch(Rmax, D);
     kv_block(b, kvh, kb, false, t, w);
   });
   parallel_for(B * KVH * s.nqb, [&](int task) {
     const int qb = task % s.nqb, b = task / s.nqb / KVH, kvh = task / s.nqb % KVH;
     thread_local Tile t;
-    BwdScratch w(Rmax, D);
+    BwdScratch& w = bwd_scratch(Rmax, D);
     const int i0 = qb * s.BQ, i1 = imin(Tq, i0 + s.BQ);
     zero_dq(b, kvh, i0, i1);
     load_tile(t, w, s, b, kvh, qb, q, dout, dq, lse, di.data(), scale);

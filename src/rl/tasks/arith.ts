@@ -10,6 +10,8 @@ export interface ArithExample extends Example {
   /** Number of arithmetic steps (1..4). */
   steps: number;
   difficulty: number;
+  /** The solution comes from the flawed solver (generateArith's flawedRate); `answer` is still the true one. */
+  flawed?: boolean;
 }
 
 type Op = '+' | '-' | '*' | '/';
@@ -88,14 +90,21 @@ function fill(template: string, vars: Record<string, string | number>): string {
   return template.replace(/\{([A-Za-z]+)\}/g, (_, k: string) => String(vars[k]));
 }
 
+interface WorkStep {
+  v: number;
+  op: Op;
+  n: number;
+}
+
 /** One problem drawn from the stream `r`. */
-function drawProblem(r: () => number, lv: Level): { question: string; solution: string; answer: number; steps: number } {
+function drawProblem(r: () => number, lv: Level): { question: string; solution: string; answer: number; steps: number; work: WorkStep[] } {
   const [name, pronoun] = pick(r, NAMES);
   const items = pick(r, ITEMS);
   const steps = int(r, lv.minSteps, lv.maxSteps);
   let v = int(r, 1, lv.startMax);
   const sentences = [fill(OPENING, { N: name, n: v, items })];
   const work: string[] = [];
+  const trace: WorkStep[] = [];
   for (let s = 0; s < steps; s++) {
     const choices: [Op, number[]][] = [];
     for (const op of lv.ops) {
@@ -112,11 +121,52 @@ function drawProblem(r: () => number, lv: Level): { question: string; solution: 
     const phrase = pick(r, PHRASES[op]);
     sentences.push(s === 0 ? fill(phrase, { p: capitalise(pronoun), n }) : THEN + fill(phrase, { p: pronoun, n }));
     work.push(`${v}${op}${n}=${next}.`);
+    trace.push({ v, op, n });
     v = next;
   }
   sentences.push(fill(QUESTION, { items, p: pronoun }));
-  return { question: sentences.join(' '), solution: work.join(' ') + ANSWER_MARK + v, answer: v, steps };
+  return { question: sentences.join(' '), solution: work.join(' ') + ANSWER_MARK + v, answer: v, steps, work: trace };
 }
+
+const OPPOSITE: Record<Op, Op> = { '+': '-', '-': '+', '*': '/', '/': '*' };
+
+function apply(v: number, op: Op, n: number): number {
+  return op === '+' ? v + n : op === '-' ? v - n : op === '*' ? v * n : v / n;
+}
+
+/**
+ * The worked solution of a flawed solver that confuses the keywords of + and - (or * and /): it applies
+ * the opposite operation wherever that keeps the running value a whole number in 0..cap (otherwise the
+ * right one), and carries its value forward. Null when it would make no mistake on this problem.
+ */
+function flawedSolution(work: readonly WorkStep[], lv: Level): string | null {
+  let v = work[0].v;
+  let wrong = false;
+  const out: string[] = [];
+  for (const { op, n } of work) {
+    let use = op;
+    const alt = apply(v, OPPOSITE[op], n);
+    if (Number.isInteger(alt) && alt >= 0 && alt <= lv.cap) use = OPPOSITE[op];
+    if (use !== op) wrong = true;
+    const next = apply(v, use, n);
+    out.push(`${v}${use}${n}=${next}.`);
+    v = next;
+  }
+  return wrong ? out.join(' ') + ANSWER_MARK + v : null;
+}
+
+/**
+ * The worked solution of a flawed solver that works correctly but answers with the last amount the
+ * problem mentions (the operand of the last step) instead of the result. Null when those coincide.
+ */
+function operandSolution(work: readonly WorkStep[], solution: string): string | null {
+  const last = work[work.length - 1];
+  const answer = apply(last.v, last.op, last.n);
+  return last.n === answer ? null : solution.slice(0, solution.lastIndexOf(ANSWER_MARK)) + ANSWER_MARK + last.n;
+}
+
+/** The flawed solvers of ArithOptions.flawedKind. */
+export type ArithFlaw = 'opposite' | 'operand';
 
 export interface ArithOptions {
   seed?: number;
@@ -128,6 +178,21 @@ export interface ArithOptions {
    * splits never share a question; 'all' (default) keeps every drawn problem.
    */
   split?: Split | 'all';
+  /**
+   * Fraction (0..1, default 0) of problems whose `solution` comes from a flawed solver that confuses
+   * the keywords of opposite operations (see flawedSolution); `answer` stays the true answer. For an
+   * imperfect SFT corpus only: the problems drawn are the same as with 0 (a separate seeded stream decides
+   * which solutions are flawed), so evaluation and rewards, which use `answer`, are unaffected.
+   */
+  flawedRate?: number;
+  /**
+   * Which flawed solver (default 'opposite'): 'opposite' confuses the keywords of opposite operations;
+   * 'operand' works correctly but answers with the last amount mentioned instead of the result. At
+   * rate 0.5, 'opposite' leaves the keyword no signal about the operation (the model learns a coin
+   * flip, which RL did not fix in 128 steps), while 'operand' teaches one global choice after "####"
+   * that DASH selects within 64 steps (bench/NOTES.md).
+   */
+  flawedKind?: ArithFlaw;
 }
 
 function isTestQuestion(question: string): boolean {
@@ -148,19 +213,28 @@ export function generateArith(opts: ArithOptions = {}): ArithExample[] {
   if (split !== 'all' && split !== 'train' && split !== 'test') throw new RangeError(`split must be 'train', 'test' or 'all', got ${String(split)}`);
   const lv = level(difficulty);
   const streamSeed = (Math.floor(seed) * 0x2545f491 + difficulty * 0x3c6ef372 + (split === 'test' ? 0x68e31da4 : split === 'train' ? 0x1b873593 : 0)) >>> 0;
+  const flawedRate = opts.flawedRate ?? 0;
+  if (!(flawedRate >= 0 && flawedRate <= 1)) throw new RangeError(`flawedRate must be within 0..1, got ${flawedRate}`);
+  if (opts.flawedKind !== undefined && opts.flawedKind !== 'opposite' && opts.flawedKind !== 'operand')
+    throw new RangeError(`flawedKind must be 'opposite' or 'operand', got ${String(opts.flawedKind)}`);
   const r = makeRng(streamSeed);
+  const rf = makeRng((streamSeed ^ 0x5bd1e995) >>> 0);
   const out: ArithExample[] = [];
   for (let tries = 0; out.length < count; tries++) {
     if (tries > 100 * count + 1000) throw new Error(`arith: could not draw ${count} ${split} problems at difficulty ${difficulty}`);
     const p = drawProblem(r, lv);
     if (split !== 'all' && isTestQuestion(p.question) !== (split === 'test')) continue;
+    const flawed = flawedRate > 0 && rf() < flawedRate
+      ? (opts.flawedKind ?? 'opposite') === 'operand' ? operandSolution(p.work, p.solution) : flawedSolution(p.work, lv)
+      : null;
     out.push({
       id: `arith-d${difficulty}-s${seed}-${split}-${out.length}`,
       question: p.question,
       answer: String(p.answer),
-      solution: p.solution,
+      solution: flawed ?? p.solution,
       steps: p.steps,
       difficulty,
+      ...(flawed ? { flawed: true } : {}),
     });
   }
   return out;
@@ -168,6 +242,9 @@ export function generateArith(opts: ArithOptions = {}): ArithExample[] {
 
 export interface ArithExampleOptions extends ExampleOptions {
   difficulty?: number;
+  /** generateArith's flawedRate / flawedKind (an imperfect SFT corpus; answers stay true). */
+  flawedRate?: number;
+  flawedKind?: ArithFlaw;
 }
 
 export interface ArithTaskOptions {
@@ -184,7 +261,8 @@ export function createArithTask(options: ArithTaskOptions = {}): Task<ArithExamp
     examples(split: Split, opts: ArithExampleOptions = {}) {
       if (split !== 'train' && split !== 'test') throw new RangeError(`split must be 'train' or 'test', got ${String(split)}`);
       const count = opts.limit ?? (split === 'train' ? options.trainCount ?? 5000 : options.testCount ?? 500);
-      return generateArith({ seed: opts.seed ?? 0, count, difficulty: opts.difficulty ?? options.difficulty ?? ARITH_DEFAULT_DIFFICULTY, split });
+      return generateArith({ seed: opts.seed ?? 0, count, difficulty: opts.difficulty ?? options.difficulty ?? ARITH_DEFAULT_DIFFICULTY, split,
+        flawedRate: opts.flawedRate, flawedKind: opts.flawedKind });
     },
     prompt: (ex) => PROMPT_PREFIX + ex.question + PROMPT_SUFFIX,
     reference: (ex) => ex.solution,
