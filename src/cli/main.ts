@@ -32,7 +32,7 @@ const commands: Record<string, Command> = {
   },
   'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
   'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('grpo', v) },
-  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training --out DIR [--device cpu|cuda] [--tau T (default 0.6; 0: exact)] [--share-prefix on|off]', options: trainOptions, run: (v) => trainCommand('dash', v) },
+  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training --out DIR [--device cpu|cuda] [--tau T (default 0.4; 0: exact)] [--share-prefix on|off]', options: trainOptions, run: (v) => trainCommand('dash', v) },
   eval: {
     summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json] [--device cpu|cuda]',
     options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string' } },

@@ -147,7 +147,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   const result: RaceResult = {
     task: `arith (difficulty ${BUILTIN_DIFFICULTY})`,
     settings: { steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize, microBatch: o.microBatch,
-      evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature, lossType: 'grpo' },
+      evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature, lossType: 'grpo',
+      tau: o.tau ?? DASH_TAU },
     sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy },
     arms: {},
     files: { json: '', svg: '', metrics: [] },

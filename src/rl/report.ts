@@ -28,12 +28,12 @@ export function timeBreakdown(r: RaceResult): string {
       `${msSmall.toFixed(1)} vs ${msLarge.toFixed(1)} ms per completion: ${why}); ` +
       `scoring ${grpo.phases.score.toFixed(1)} s → ${dash.phases.score.toFixed(1)} s (no reference forward without KL); ` +
       `training ${grpo.phases.train.toFixed(1)} s → ${dash.phases.train.toFixed(1)} s (${grpo.sequencesTrained} → ${dash.sequencesTrained} sequences: ` +
-      'zero-advantage sequences are dropped before the forward, and the kept ones are length-sorted into micro-batches).');
+      `sequences with |A| <= ${String(r.settings.tau ?? 0)} are dropped before the forward, and each kept group's prompt is computed once, its completions reading its keys).`);
   }
   if (dash && dec) {
     lines.push(`- vs decoupled GRPO (one generation per step already): generation ${dec.phases.generate.toFixed(1)} s → ${dash.phases.generate.toFixed(1)} s (the same single large call), ` +
       `scoring ${dec.phases.score.toFixed(1)} s → ${dash.phases.score.toFixed(1)} s (reference forward gone), training ${dec.phases.train.toFixed(1)} s → ${dash.phases.train.toFixed(1)} s ` +
-      `(filtering: ${dec.sequencesTrained} → ${dash.sequencesTrained} sequences). What remains of the gap comes only from filtering and from dropping the KL term.`);
+      `(filtering: ${dec.sequencesTrained} → ${dash.sequencesTrained} sequences, and the prompt computed once per group). The gap comes from filtering, the shared prompt and dropping the KL term.`);
   }
   return lines.join('\n');
 }
