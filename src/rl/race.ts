@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
-import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, type BuiltinSftOptions } from './builtin.js';
+import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, BUILTIN_SFT, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
 import { DASH_TAU, evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
@@ -99,7 +99,7 @@ export interface ArmResult {
 export interface RaceResult {
   task: string;
   settings: Record<string, unknown>;
-  sft: { dir: string; cached: boolean; seconds: number; accuracy: number };
+  sft: { dir: string; cached: boolean; seconds: number; accuracy: number; corpus?: string };
   arms: Partial<Record<ArmName, ArmResult>>;
   time_reduction_vs_grpo?: number;
   time_reduction_vs_decoupled?: number;
@@ -134,6 +134,14 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
   }
 }
 
+/** What the SFT warm-up was trained on, in words (the report says it). */
+function sftCorpus(over: Partial<BuiltinSftOptions> = {}): string | undefined {
+  const rate = over.flawedRate ?? BUILTIN_SFT.flawedRate, kind = over.flawedKind ?? BUILTIN_SFT.flawedKind;
+  if (!(rate > 0)) return undefined;
+  const what = kind === 'operand' ? 'work correctly but answer with the last amount mentioned ("4+5=9. #### 5")' : 'apply the opposite operation';
+  return `reference solutions of which ${Math.round(100 * rate)}% come from a flawed solver: they ${what}`;
+}
+
 export async function runRace(o: RaceOptions): Promise<RaceResult> {
   await mkdir(o.outDir, { recursive: true });
   const task = builtinTask;
@@ -149,7 +157,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     settings: { steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize, microBatch: o.microBatch,
       evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature, lossType: 'grpo',
       tau: o.tau ?? DASH_TAU },
-    sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy },
+    sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy, corpus: sftCorpus(o.sft) },
     arms: {},
     files: { json: '', svg: '', metrics: [] },
   };

@@ -50,7 +50,9 @@ export async function writeDemoReport(r: RaceResult, outDir: string): Promise<st
   const md = [
     '# wst-dash demo: DASH vs GRPO on the built-in task',
     '',
-    `Task: ${r.task}. Model: the built-in character-level Llama, SFT warm-started${r.sft.cached ? ' (cached)' : ` in ${r.sft.seconds.toFixed(0)} s`}.`,
+    `Task: ${r.task}. Model: the built-in character-level Llama, SFT warm-started${r.sft.cached ? ' (cached)' : ` in ${r.sft.seconds.toFixed(0)} s`}` +
+      (r.sft.corpus ? ` on ${r.sft.corpus}.` : '.'),
+    ...(r.sft.corpus ? ['The SFT model has learned both endings; RL must find the right one from the reward alone (a random-reward arm, `bench dash --control`, is the check).'] : []),
     `Each arm starts from the same SFT model and runs the same ${String(r.settings.steps)} optimizer steps with the same seeds and prompts`,
     `(${String(r.settings.promptsPerStep)} prompts × ${String(r.settings.groupSize)} completions per step, backprop micro-batch ${String(r.settings.microBatch)}, ` +
       `learning rate ${String(r.settings.lr)}, sampling temperature ${String(r.settings.temperature)}).`,
