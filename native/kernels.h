@@ -89,6 +89,7 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
 // Every slot 0..B-1 is in exactly one group (singletons too). The CPU reads the shared positions
 // once per group (from its first member) for all its rows' queries, then each row's own keys, so
 // a row gets the same bits alone or in a group; an implementation may ignore the grouping.
+// members null or n_groups 0: no grouping (attention_decode).
 void attention_decode_shared(float* out, const float* q, const float* kcache, const float* vcache,
                              const int32_t* lengths, int B, int H, int KVH, int maxT, int D,
                              const int32_t* members, const int32_t* group_start,

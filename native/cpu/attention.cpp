@@ -380,7 +380,10 @@ void attention_decode_shared(float* out, const float* q, const float* kcache, co
                              const int32_t* members, const int32_t* group_start,
                              const int32_t* shared_len, int n_groups) {
   using namespace attn;
-  (void)B;
+  if (!members || n_groups <= 0) {  // no grouping given: every slot on its own
+    attention_decode(out, q, kcache, vcache, lengths, B, H, KVH, maxT, D);
+    return;
+  }
   const Kernels& K = active();
   const int G = H / KVH;
   const float scale = 1.0f / std::sqrt((float)D);

@@ -181,7 +181,10 @@ std::shared_ptr<const RopeTable> rope_table(int D, float theta, int max_pos) {
   auto t = std::make_shared<RopeTable>();
   t->D = D;
   t->theta = theta;
-  t->n = std::max(1024, max_pos + 1);
+  // Grown geometrically, so that a decode walking past the table's end rebuilds it O(log n) times.
+  int n = 1024;
+  while (n <= max_pos) n *= 2;
+  t->n = n;
   t->cs.resize((size_t)t->n * half);
   t->sn.resize((size_t)t->n * half);
   const std::vector<float> inv = rope_inv_freq(D, theta);
@@ -205,7 +208,7 @@ void rope_apply(float* out, const float* inp, const int32_t* positions, int N, i
   int half = D / 2;
   int max_pos = 0;
   for (int t = 0; t < N; t++) max_pos = std::max(max_pos, positions[t]);
-  if (max_pos > (1 << 22) || *std::min_element(positions, positions + N) < 0) {
+  if (max_pos >= (1 << 16) || *std::min_element(positions, positions + N) < 0) {
     // Out of the table's range (negative or huge positions): compute per call, as before.
     std::vector<float> inv = rope_inv_freq(D, theta);
     parallel_chunks((size_t)N, row_grain(H * D), [&](size_t t0, size_t t1) {

@@ -267,7 +267,7 @@ void LlamaModel::ensure_activations(int B, int T, size_t N) {
   a.x_last.resize(be_, N * C);
   a.xf.resize(be_, N * C);
   a.rstdf.resize(be_, N);
-  a.logits.resize(be_, N * V);
+  a.logits.resize(be_, (size_t)B * T * V);  // the row tokens' logits only (prefix tokens have none)
   a.tmp.resize(be_, N * std::max(C, Hq));
   for (auto* b : {&a.lp, &a.lse_tok, &a.ent, &a.dlp}) b->resize(be_, N);
   if (a.ones.size() < N) {
@@ -892,26 +892,30 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       append[A + s] = (int64_t)s * Hk;
       append[2 * A + s] = Hk;
     }
-    // The active slots grouped by shared prompt (slots of one group in slot order).
-    ctx.members.resize(A);
-    for (int s = 0; s < A; s++) ctx.members[s] = s;
-    std::stable_sort(ctx.members.begin(), ctx.members.end(), [&](int x, int y) {
-      return ctx.group_of_row[ctx.row_of_slot[x]] < ctx.group_of_row[ctx.row_of_slot[y]];
-    });
+    // The active slots grouped by shared prompt (slots of one group in slot order): a hint only
+    // the CPU kernel uses, so a device backend is not sent it.
+    const bool grouped = be_->host_memory;
     ctx.group_start.clear();
     ctx.group_len.clear();
-    for (int i = 0; i < A; i++) {
-      const int row = ctx.row_of_slot[ctx.members[i]];
-      if (i == 0 || ctx.group_of_row[row] != ctx.group_of_row[ctx.row_of_slot[ctx.members[i - 1]]]) {
-        ctx.group_start.push_back(i);
-        ctx.group_len.push_back(ctx.shared_of_row[row]);
+    if (grouped) {
+      ctx.members.resize(A);
+      for (int s = 0; s < A; s++) ctx.members[s] = s;
+      std::stable_sort(ctx.members.begin(), ctx.members.end(), [&](int x, int y) {
+        return ctx.group_of_row[ctx.row_of_slot[x]] < ctx.group_of_row[ctx.row_of_slot[y]];
+      });
+      for (int i = 0; i < A; i++) {
+        const int row = ctx.row_of_slot[ctx.members[i]];
+        if (i == 0 || ctx.group_of_row[row] != ctx.group_of_row[ctx.row_of_slot[ctx.members[i - 1]]]) {
+          ctx.group_start.push_back(i);
+          ctx.group_len.push_back(ctx.shared_of_row[row]);
+        }
       }
     }
-    const int n_groups = (int)ctx.group_start.size();
+    const int n_groups = grouped ? (int)ctx.group_start.size() : 0;
     ctx.group_start.push_back(A);
-    const int32_t* members = ctx.st_members.in(be_, ctx.members.data(), A);
-    const int32_t* gstart = ctx.st_gstart.in(be_, ctx.group_start.data(), n_groups + 1);
-    const int32_t* glen = ctx.st_glen.in(be_, ctx.group_len.data(), n_groups);
+    const int32_t* members = grouped ? ctx.st_members.in(be_, ctx.members.data(), A) : nullptr;
+    const int32_t* gstart = grouped ? ctx.st_gstart.in(be_, ctx.group_start.data(), n_groups + 1) : nullptr;
+    const int32_t* glen = grouped ? ctx.st_glen.in(be_, ctx.group_len.data(), n_groups) : nullptr;
     const int32_t* pos = ctx.st_pos.in(be_, ctx.positions.data(), A);
     const int32_t* lens = ctx.st_len.in(be_, ctx.slot_lengths_plus1.data(), A);
     const int64_t* app = ctx.st_rows.in(be_, append.data(), append.size());

@@ -193,11 +193,12 @@ void check_decode(Report& rep) {
   }
   rep.check("cpu attention decode (lengths 1,45,17,0) vs f64", rel_err(out, want), 1e-5);
 
-  {  // Shared prompts: slots {4, 1, 6} share 40 positions (identical copies), {0, 3} share 9,
-     // {2} and {5} alone (one with an empty shared part); slots out of order inside groups.
-    const int B2 = 7, maxT2 = 90;
-    const std::vector<int32_t> len = {20, 57, 80, 12, 41, 1, 70};
-    const std::vector<int32_t> members = {4, 1, 6, 0, 3, 2, 5}, start = {0, 3, 5, 6, 7}, shared = {40, 9, 33, 0};
+  {  // Shared prompts: slots {4, 1, 6} share 130 positions (identical copies; three key blocks),
+     // {0, 3} share 70, {2} and {5} alone (one with an empty shared part); own parts up to 80
+     // positions; slots out of order inside groups.
+    const int B2 = 7, maxT2 = 220;
+    const std::vector<int32_t> len = {150, 200, 180, 71, 141, 1, 135};
+    const std::vector<int32_t> members = {4, 1, 6, 0, 3, 2, 5}, start = {0, 3, 5, 6, 7}, shared = {130, 70, 33, 0};
     auto q2 = randv(rng, (size_t)B2 * H * D);
     auto k2 = randv(rng, (size_t)B2 * maxT2 * KVH * D), v2 = randv(rng, (size_t)B2 * maxT2 * KVH * D);
     const size_t row = (size_t)maxT2 * KVH * D;
@@ -213,7 +214,7 @@ void check_decode(Report& rep) {
                                  maxT2, D, members.data(), start.data(), shared.data(), 4);
     rep.check("cpu attention decode, shared prompts vs each slot's own copy", rel_err(grouped, plain), 1e-5);
     // Slot 1 decoded alone (a group of one with the same shared length) gives the same bits.
-    const std::vector<int32_t> m1 = {0}, s1 = {0, 1}, l1 = {40}, len1 = {len[1]};
+    const std::vector<int32_t> m1 = {0}, s1 = {0, 1}, l1 = {130}, len1 = {len[1]};
     wst::attention_decode_shared(alone.data(), q2.data() + (size_t)1 * H * D, k2.data() + row, v2.data() + row,
                                  len1.data(), 1, H, KVH, maxT2, D, m1.data(), s1.data(), l1.data(), 1);
     int diff = 0;

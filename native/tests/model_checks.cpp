@@ -12,7 +12,9 @@
 namespace wst_test {
 
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what) {
+  for (int layout = 0; layout < 3; layout++)
   for (int qk = 0; qk < 2; qk++) {
+    if (layout > 0 && qk == 0) continue;  // the longer layouts on one architecture
     wst::LlamaConfig cfg;
     cfg.vocab = 53;
     cfg.dim = 64;
@@ -24,11 +26,16 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
     cfg.qk_norm = qk;
     cfg.qkv_bias = !qk;
     cfg.tied_embeddings = qk;
-    const std::string tag = what + (qk ? " (qk-norm, tied)" : " (qkv bias)");
+    const char* names[] = {"", ", prefixes over two key blocks", ", every prefix empty"};
+    const std::string tag = what + (qk ? " (qk-norm, tied" : " (qkv bias") + names[layout] + ")";
     // Three prefixes (one empty), rows grouped 3 / 1 / 2, each row a block of T tokens whose
-    // last targets are unscored on some rows (ragged completions).
-    const int Bp = 3, Tp = 7, B = 6, T = 5;
-    const std::vector<int32_t> lengths = {7, 0, 4}, row_prefix = {0, 0, 0, 1, 2, 2};
+    // last targets are unscored on some rows (ragged completions). Layout 1: prefixes of 100 and
+    // 70 tokens and blocks of 70 (attention over several key blocks of 64); layout 2: Tp = 0.
+    const int Bp = 3, Tp = layout == 1 ? 100 : layout == 2 ? 0 : 7, B = 6, T = layout == 1 ? 70 : 5;
+    const std::vector<int32_t> lengths = layout == 1 ? std::vector<int32_t>{100, 0, 70}
+                                         : layout == 2 ? std::vector<int32_t>{0, 0, 0}
+                                                       : std::vector<int32_t>{7, 0, 4};
+    const std::vector<int32_t> row_prefix = {0, 0, 0, 1, 2, 2};
     Rng rng(77 + qk);
     std::vector<int32_t> pre_tok((size_t)Bp * Tp), tok((size_t)B * T), tgt((size_t)B * T);
     for (auto& t : pre_tok) t = rng.below(cfg.vocab);

@@ -135,7 +135,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
-    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau ?? 0.4),
+    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau as number),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),

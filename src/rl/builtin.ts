@@ -31,8 +31,9 @@ export interface BuiltinSftOptions {
 
 /**
  * 1800 steps × 16 at lr 5e-3 (cosine) teach the 2-layer model most of the arithmetic (2400 steps on a clean
- * corpus: 78.8 % greedy held-out; 300 steps: it guesses). Half of the references answer with the last
- * amount mentioned, so the SFT model gives that wrong answer on ~43 % of held-out problems and the right
+ * corpus: 78.8 % greedy held-out; 300 steps: it guesses). Half of the references are drawn from the flawed
+ * solver, which answers with the last amount mentioned (when that differs from the result: ~47 % of the
+ * corpus in all), so the SFT model gives that wrong answer on ~43 % of held-out problems and the right
  * one on ~30 %; DASH then selects the right behaviour (+27 points in 64 steps, bench/NOTES.md).
  */
 export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand' };

@@ -58,7 +58,7 @@ export interface RaceOptions {
 export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   arms: ['grpo', 'grpo_decoupled', 'dash'],
   // 64 steps × 16 prompts × G 8 (1,024 prompts): enough for DASH to select the right final answer over the
-  // flawed one the SFT corpus taught (bench/NOTES.md, "RL as selection"); DASH ~36 s at 1 thread.
+  // flawed one the SFT corpus taught (bench/NOTES.md, "RL as selection"); DASH ~9 s at 2 threads.
   steps: 64,
   promptsPerStep: 16,
   groupSize: 8,

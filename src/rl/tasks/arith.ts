@@ -179,10 +179,11 @@ export interface ArithOptions {
    */
   split?: Split | 'all';
   /**
-   * Fraction (0..1, default 0) of problems whose `solution` comes from a flawed solver that confuses
-   * the keywords of opposite operations (see flawedSolution); `answer` stays the true answer. For an
-   * imperfect SFT corpus only: the problems drawn are the same as with 0 (a separate seeded stream decides
-   * which solutions are flawed), so evaluation and rewards, which use `answer`, are unaffected.
+   * Fraction (0..1, default 0) of problems whose `solution` comes from the flawed solver of
+   * `flawedKind` (when it would make a mistake on that problem; otherwise the true solution is kept);
+   * `answer` stays the true answer. For an imperfect SFT corpus only: the problems drawn are the same
+   * as with 0 (a separate seeded stream decides which solutions are flawed), so evaluation and
+   * rewards, which use `answer`, are unaffected.
    */
   flawedRate?: number;
   /**
