@@ -198,64 +198,9 @@ struct Tile {
   }
 };
 
-// Online-softmax forward of one tile against keys kb/vb (row stride ld). kt, when not null, holds
-// the keys already packed: block j0 / BK at kt + j0 * D, transposed (D,BK) and zero-padded;
-// without it (decode: a few rows, each key used once) the scores read K rows directly.
-void forward_tile(const Kernels& K, const Tile& t, const float* kb, const float* kt, const float* vb,
-                  long ld, int D, float scale) {
-  const int R = t.R;
-  int maxvis = 0;
-  for (int r = 0; r < R; r++) maxvis = imax(maxvis, t.vis[r]);
-  // Per-thread scratch, reused across calls (decode runs this per row and kv head every step).
-  thread_local struct {
-    std::vector<float> Q, O, S, m, l, corr;
-    std::vector<int> nvis;
-    std::vector<float*> orow;
-  } w;
-  w.Q.resize((size_t)R * D);
-  w.O.assign((size_t)R * D, 0.0f);
-  w.S.resize((size_t)R * BK);
-  w.m.assign(R, -std::numeric_limits<float>::infinity());
-  w.l.assign(R, 0.0f);
-  w.corr.resize(R);
-  w.nvis.resize(R);
-  w.orow.resize(R);
-  float *Q = w.Q.data(), *O = w.O.data(), *S = w.S.data(), *m = w.m.data(), *l = w.l.data(),
-        *corr = w.corr.data();
-  int* nvis = w.nvis.data();
-  float** orow = w.orow.data();
-  for (int r = 0; r < R; r++) {
-    for (int d = 0; d < D; d++) Q[(size_t)r * D + d] = t.q[r][d] * scale;
-    orow[r] = O + (size_t)r * D;
-  }
-  for (int j0 = 0; j0 < maxvis; j0 += BK) {
-    const int nk = imin(BK, maxvis - j0);
-    for (int r = 0; r < R; r++) nvis[r] = imax(0, imin(nk, t.vis[r] - j0));
-    if (kt)  // S = (scale Q) K^T
-      K.scores(S, Q, kt + (size_t)j0 * D, R, D);
-    else
-      K.scores_rm(S, Q, kb + j0 * ld, ld, nk, R, D);
-    K.fwd_softmax(S, R, nvis, m, l, corr);   // P = exp(S - m)
-    for (int r = 0; r < R; r++)
-      if (corr[r] != 1.0f)
-        for (int d = 0; d < D; d++) orow[r][d] *= corr[r];     // O *= exp(m_old - m)
-    K.accum(orow, 1.0f, S, BK, 1, R, nk, vb + j0 * ld, ld, D);  // O += P V
-  }
-  for (int r = 0; r < R; r++) {
-    float* out = t.o[r];
-    if (l[r] > 0.0f) {
-      const float inv = 1.0f / l[r];
-      for (int d = 0; d < D; d++) out[d] = orow[r][d] * inv;  // out = O / l
-      if (t.lse_out[r]) *t.lse_out[r] = m[r] + std::log(l[r]);
-    } else {
-      for (int d = 0; d < D; d++) out[d] = 0.0f;
-      if (t.lse_out[r]) *t.lse_out[r] = -std::numeric_limits<float>::infinity();
-    }
-  }
-}
-
 // The online-softmax state of R query rows (scaled queries, running max and sum, unnormalised
-// output), fed key blocks by consume(): the decode kernels' building block. Per-thread scratch.
+// output), fed key blocks by consume(): the forward and decode kernels' building block. Per-thread
+// scratch (thread_local instances).
 struct OnlineRows {
   std::vector<float> Q, O, S, m, l, corr;
   std::vector<int> nvis;
@@ -274,13 +219,20 @@ struct OnlineRows {
       orow[r] = O.data() + (size_t)r * D;
     }
   }
-  // Rows [r0, r0 + R) attend to all of the keys [0, n) of kb / vb (row stride ld).
-  void consume(const Kernels& K, int r0, int R, const float* kb, const float* vb, long ld, int n, int D) {
+  // Rows [r0, r0 + R) attend to the keys [0, n) of kb / vb (row stride ld); row r sees keys
+  // [0, vis[r - r0]) when vis is given, all n otherwise. kt, when not null, holds the keys packed:
+  // block j0 / BK at kt + j0 * D, transposed (D,BK) and zero-padded (see pack_all); without it the
+  // scores read K rows directly (decode: a few rows, each key used once).
+  void consume(const Kernels& K, int r0, int R, const float* kb, const float* kt, const float* vb,
+               long ld, int n, int D, const int* vis = nullptr) {
     float* s = S.data() + (size_t)r0 * BK;
     for (int j0 = 0; j0 < n; j0 += BK) {
       const int nk = imin(BK, n - j0);
-      for (int r = 0; r < R; r++) nvis[r0 + r] = nk;
-      K.scores_rm(s, Q.data() + (size_t)r0 * D, kb + j0 * ld, ld, nk, R, D);            // S = (scale Q) K^T
+      for (int r = 0; r < R; r++) nvis[r0 + r] = vis ? imax(0, imin(nk, vis[r] - j0)) : nk;
+      if (kt)  // S = (scale Q) K^T
+        K.scores(s, Q.data() + (size_t)r0 * D, kt + (size_t)j0 * D, R, D);
+      else
+        K.scores_rm(s, Q.data() + (size_t)r0 * D, kb + j0 * ld, ld, nk, R, D);
       K.fwd_softmax(s, R, nvis.data() + r0, m.data() + r0, l.data() + r0, corr.data() + r0);  // P = exp(S - m)
       for (int r = r0; r < r0 + R; r++)
         if (corr[r] != 1.0f)
@@ -288,13 +240,27 @@ struct OnlineRows {
       K.accum(orow.data() + r0, 1.0f, s, BK, 1, R, nk, vb + j0 * ld, ld, D);              // O += P V
     }
   }
-  void finish(int R, int D, float* const* out) const {
+  // out = O / l (0 for a row that saw no key); lse (entries may be null) = m + log l, or -inf.
+  void finish(int R, int D, float* const* out, float* const* lse = nullptr) const {
     for (int r = 0; r < R; r++) {
       const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-      for (int d = 0; d < D; d++) out[r][d] = orow[r][d] * inv;  // out = O / l
+      for (int d = 0; d < D; d++) out[r][d] = orow[r][d] * inv;
+      if (lse && lse[r]) *lse[r] = l[r] > 0.0f ? m[r] + std::log(l[r]) : -std::numeric_limits<float>::infinity();
     }
   }
 };
+
+// Online-softmax forward of one tile against keys kb/vb (row stride ld); kt: the keys packed,
+// or null (see OnlineRows::consume).
+void forward_tile(const Kernels& K, const Tile& t, const float* kb, const float* kt, const float* vb,
+                  long ld, int D, float scale) {
+  int maxvis = 0;
+  for (int r = 0; r < t.R; r++) maxvis = imax(maxvis, t.vis[r]);
+  thread_local OnlineRows st;  // reused across calls (decode runs this per row and kv head each step)
+  st.init(t.R, D, t.q.data(), scale);
+  st.consume(K, 0, t.R, kb, kt, vb, ld, maxvis, D, t.vis.data());
+  st.finish(t.R, D, t.o.data(), t.lse_out.data());
+}
 
 struct Shape {
   int B, H, KVH, Tq, Tk, D, G, BQ, nqb, nkb;
@@ -405,12 +371,12 @@ void attention_decode_shared(float* out, const float* q, const float* kcache, co
     auto cache = [&](int slot) { return (size_t)slot * maxT * ld + (size_t)kvh * D; };
     st.init(R, D, qs.data(), scale);
     // The shared positions once, from the first member, for every row of the group ...
-    if (L > 0) st.consume(K, 0, R, kcache + cache(members[m0]), vcache + cache(members[m0]), ld, L, D);
+    if (L > 0) st.consume(K, 0, R, kcache + cache(members[m0]), nullptr, vcache + cache(members[m0]), ld, L, D);
     // ... then each member's own positions [L, length).
     for (int i = 0; i < nm; i++) {
       const int slot = members[m0 + i], n = lengths[slot] - L;
       if (n > 0)
-        st.consume(K, i * G, G, kcache + cache(slot) + L * ld, vcache + cache(slot) + L * ld, ld, n, D);
+        st.consume(K, i * G, G, kcache + cache(slot) + L * ld, nullptr, vcache + cache(slot) + L * ld, ld, n, D);
     }
     st.finish(R, D, os.data());
   });
