@@ -425,6 +425,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
       InstanceMethod("decode", &ContextWrap::Decode),
       InstanceMethod("finishRow", &ContextWrap::FinishRow),
       InstanceMethod("active", &ContextWrap::Active),
+      InstanceMethod("dispose", &ContextWrap::Dispose),
     });
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
@@ -452,6 +453,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   //         maxNew Int32Array (B), sampling {temperature, topK, topP, minP}, stopIds Int32Array, async)
   Napi::Value AddRows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    live(env);
     std::vector<Napi::Value> keep{info.This()};
     size_t n_tokens = 0, n_off = 0;
     const int32_t* tokens = array_arg<int32_t>(info, 0, "promptTokens", kAnyLength, keep, false, &n_tokens);
@@ -499,7 +501,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     lk.unlock();
     std::vector<int64_t> off64(offsets, offsets + B + 1);
     auto m = model_;
-    auto* ctx = ctx_.get();
+    auto ctx = ctx_;
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->prefill(*ctx, tokens, off64.data(), B);
@@ -511,8 +513,9 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     int n = int_arg(info, 0, "steps", 1);
     bool async = bool_arg(info, 1, "async");
     std::vector<Napi::Value> keep{info.This()};
+    live(info.Env());
     auto m = model_;
-    auto* ctx = ctx_.get();
+    auto ctx = ctx_;
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->decode(*ctx, n);
@@ -547,6 +550,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
 
   // finishRow(row): stop a row early (e.g. a stop string matched on the JS side).
   Napi::Value FinishRow(const Napi::CallbackInfo& info) {
+    live(info.Env());
     int row = int_arg(info, 0, "row", 0, std::max(0, ctx_->rows() - 1));
     std::lock_guard<std::mutex> lk(model_->mutex());
     if (!ctx_->finished[row])
@@ -559,11 +563,26 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     return info.Env().Undefined();
   }
 
-  Napi::Value Active(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), ctx_->active); }
+  Napi::Value Active(const Napi::CallbackInfo& info) {
+    live(info.Env());
+    return Napi::Number::New(info.Env(), ctx_->active);
+  }
+
+  // dispose(): frees the context's KV caches and scratch now (idempotent); later calls throw.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    ctx_.reset();  // queued or running work holds its own reference
+    return info.Env().Undefined();
+  }
+
+  void live(Napi::Env env) const {
+    if (!ctx_) throw Napi::Error::New(env, "this context was disposed");
+  }
 
   std::shared_ptr<LlamaModel> model_;
   Napi::ObjectReference model_ref_;
-  std::unique_ptr<LlamaModel::Context> ctx_;
+  // Shared with the async work already queued, so that dispose() can drop it at any time: the
+  // KV caches are freed when the last user lets go, not when the JS garbage collector runs.
+  std::shared_ptr<LlamaModel::Context> ctx_;
 };
 Napi::FunctionReference ContextWrap::ctor;
 

@@ -222,6 +222,23 @@ describe('generation on a random model', () => {
     await expect(model.logits([])).rejects.toThrow(/ids must not be empty/);
   });
 
+  it('a generation context frees its KV caches on dispose (generate does it); a disposed one refuses work', async () => {
+    const handle = (model as unknown as { handle: { createContext: (b: number, t: number) => { dispose(): void; decode(n: number, a: boolean): unknown; active(): number } } }).handle;
+    const ctx = handle.createContext(2, 16);
+    expect(ctx.active()).toBe(0);
+    ctx.dispose();
+    ctx.dispose();  // idempotent
+    expect(() => ctx.decode(1, false)).toThrow(/disposed/);
+    expect(() => ctx.active()).toThrow(/disposed/);
+    // Stopping a stream early still frees its context, and generation goes on working.
+    for await (const chunk of model.stream([[3, 4]], { maxNewTokens: 8, temperature: 0 })) {
+      expect(chunk.ids.length).toBeGreaterThan(0);
+      break;
+    }
+    const again = await model.generate([[3, 4]], { maxNewTokens: 4, temperature: 0 });
+    expect(again[0].ids.length).toBeGreaterThan(0);
+  });
+
   it('rejects a malformed shared-prefix description with errors naming the field', () => {
     const handle = (model as unknown as { handle: { score: (...a: unknown[]) => unknown } }).handle;
     const B = 2, T = 3;

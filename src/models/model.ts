@@ -311,63 +311,69 @@ export class Model {
     const done: boolean[] = new Array(rowsTotal).fill(false);
     let next = 0, finished = 0, active = 0;
     const capacity = Math.min(batchSize, rowsTotal);
-    while (finished < rowsTotal) {
-      const free = capacity - active;
-      if (free > 0 && next < rowsTotal) {
-        const take = encoded.slice(next, next + free);
-        const offsets = new Int32Array(take.length + 1);
-        take.forEach((t, i) => (offsets[i + 1] = offsets[i] + t.length));
-        const seeds = new BigUint64Array(take.map((_, i) =>
-          Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
-        await this.run(() => ctx.addRows(Int32Array.from(take.flat()), offsets, seeds,
-          new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
-        for (let i = 0; i < take.length; i++) rowOf.push(next + i);
-        next += take.length;
-        active += take.length;
-      }
-      const out = await this.run(() => ctx.decode(stepsPerCall, true));
-      let at = 0;
-      for (let r = 0; r < out.counts.length; r++) {
-        const n = out.counts[r];
-        const idx = rowOf[r];
-        const ids = Array.from(out.tokens.subarray(at, at + n) as Int32Array);
-        const lps = Array.from(out.logprobs.subarray(at, at + n) as Float32Array);
-        at += n;
-        if (done[idx]) continue;
-        const res = results[idx];
-        let rowDone = out.finished[r] === 1;
-        if (n === 0 && !rowDone) continue;
-        const before = res.ids.length;
-        res.ids.push(...ids);
-        res.logprobs.push(...lps);
-        if (rowDone && ids.length > 0 && stopIds.has(ids[ids.length - 1])) res.finishReason = 'stop';
-        if (this.tokenizer) {
-          res.text = this.tokenizer.decode(res.ids);
-          const hit = (text: string) => stopStrings.some((s) => text.includes(s));
-          if (stopStrings.length > 0 && hit(res.text)) {
-            // Keep the tokens up to the one that completed the stop string (it stays, like EOS);
-            // tokens decoded after it in the same native call are dropped.
-            let k = before + 1;
-            while (k < res.ids.length && !hit(this.tokenizer.decode(res.ids.slice(0, k)))) k++;
-            res.ids.length = k;
-            res.logprobs.length = k;
-            ids.length = Math.max(0, k - before);
-            lps.length = ids.length;
-            const full = this.tokenizer.decode(res.ids);
-            res.text = full.slice(0, Math.min(...stopStrings.map((s) => full.indexOf(s)).filter((i) => i >= 0)));
-            res.finishReason = 'stop';
-            if (!rowDone) await this.run(() => ctx.finishRow(r));
-            rowDone = true;
+    // The KV caches are freed when generation ends (or the consumer stops early), not at the next
+    // garbage collection: V8 does not see native memory, and a training loop makes a context per step.
+    try {
+      while (finished < rowsTotal) {
+        const free = capacity - active;
+        if (free > 0 && next < rowsTotal) {
+          const take = encoded.slice(next, next + free);
+          const offsets = new Int32Array(take.length + 1);
+          take.forEach((t, i) => (offsets[i + 1] = offsets[i] + t.length));
+          const seeds = new BigUint64Array(take.map((_, i) =>
+            Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
+          await this.run(() => ctx.addRows(Int32Array.from(take.flat()), offsets, seeds,
+            new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
+          for (let i = 0; i < take.length; i++) rowOf.push(next + i);
+          next += take.length;
+          active += take.length;
+        }
+        const out = await this.run(() => ctx.decode(stepsPerCall, true));
+        let at = 0;
+        for (let r = 0; r < out.counts.length; r++) {
+          const n = out.counts[r];
+          const idx = rowOf[r];
+          const ids = Array.from(out.tokens.subarray(at, at + n) as Int32Array);
+          const lps = Array.from(out.logprobs.subarray(at, at + n) as Float32Array);
+          at += n;
+          if (done[idx]) continue;
+          const res = results[idx];
+          let rowDone = out.finished[r] === 1;
+          if (n === 0 && !rowDone) continue;
+          const before = res.ids.length;
+          res.ids.push(...ids);
+          res.logprobs.push(...lps);
+          if (rowDone && ids.length > 0 && stopIds.has(ids[ids.length - 1])) res.finishReason = 'stop';
+          if (this.tokenizer) {
+            res.text = this.tokenizer.decode(res.ids);
+            const hit = (text: string) => stopStrings.some((s) => text.includes(s));
+            if (stopStrings.length > 0 && hit(res.text)) {
+              // Keep the tokens up to the one that completed the stop string (it stays, like EOS);
+              // tokens decoded after it in the same native call are dropped.
+              let k = before + 1;
+              while (k < res.ids.length && !hit(this.tokenizer.decode(res.ids.slice(0, k)))) k++;
+              res.ids.length = k;
+              res.logprobs.length = k;
+              ids.length = Math.max(0, k - before);
+              lps.length = ids.length;
+              const full = this.tokenizer.decode(res.ids);
+              res.text = full.slice(0, Math.min(...stopStrings.map((s) => full.indexOf(s)).filter((i) => i >= 0)));
+              res.finishReason = 'stop';
+              if (!rowDone) await this.run(() => ctx.finishRow(r));
+              rowDone = true;
+            }
           }
+          if (rowDone) {
+            done[idx] = true;
+            finished++;
+            active--;
+          }
+          yield { row: idx, ids, logprobs: lps, done: rowDone };
         }
-        if (rowDone) {
-          done[idx] = true;
-          finished++;
-          active--;
-        }
-        yield { row: idx, ids, logprobs: lps, done: rowDone };
+        options.onProgress?.(finished, rowsTotal);
       }
-      options.onProgress?.(finished, rowsTotal);
+    } finally {
+      ctx.dispose();
     }
   }
 
