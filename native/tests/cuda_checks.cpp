@@ -619,17 +619,7 @@ void check_optim(Report& rep) {
 // generated tokens with their log-probs must agree.
 void check_model_on_device(Report& rep) {
   for (int qk = 0; qk < 2; qk++) {
-    wst::LlamaConfig cfg;
-    cfg.vocab = 61;
-    cfg.dim = 64;
-    cfg.hidden = 96;
-    cfg.n_layers = 2;
-    cfg.n_heads = 4;
-    cfg.n_kv_heads = 2;
-    cfg.head_dim = 16;
-    cfg.qk_norm = qk;
-    cfg.qkv_bias = !qk;
-    cfg.tied_embeddings = qk;
+    const wst::LlamaConfig cfg = tiny_llama_config(61, qk);
     const std::string tag = qk ? " (qk-norm, tied)" : " (qkv bias)";
     wst::LlamaModel cpu(&wst::cpu_backend(), cfg), gpu(&wst::cuda_backend(), cfg);
     cpu.init_random(5, 0.3f);

@@ -11,21 +11,26 @@
 
 namespace wst_test {
 
+wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm) {
+  wst::LlamaConfig cfg;
+  cfg.vocab = vocab;
+  cfg.dim = 64;
+  cfg.hidden = 96;
+  cfg.n_layers = 2;
+  cfg.n_heads = 4;
+  cfg.n_kv_heads = 2;
+  cfg.head_dim = 16;
+  cfg.qk_norm = qk_norm;
+  cfg.qkv_bias = !qk_norm;
+  cfg.tied_embeddings = qk_norm;
+  return cfg;
+}
+
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what) {
   for (int layout = 0; layout < 3; layout++)
   for (int qk = 0; qk < 2; qk++) {
     if (layout > 0 && qk == 0) continue;  // the longer layouts on one architecture
-    wst::LlamaConfig cfg;
-    cfg.vocab = 53;
-    cfg.dim = 64;
-    cfg.hidden = 96;
-    cfg.n_layers = 2;
-    cfg.n_heads = 4;
-    cfg.n_kv_heads = 2;
-    cfg.head_dim = 16;
-    cfg.qk_norm = qk;
-    cfg.qkv_bias = !qk;
-    cfg.tied_embeddings = qk;
+    const wst::LlamaConfig cfg = tiny_llama_config(53, qk);
     const char* names[] = {"", ", prefixes over two key blocks", ", every prefix empty"};
     const std::string tag = what + (qk ? " (qk-norm, tied" : " (qkv bias") + names[layout] + ")";
     // Three prefixes (one empty), rows grouped 3 / 1 / 2, each row a block of T tokens whose

@@ -110,9 +110,13 @@ std::vector<Check> cuda_checks();  // empty when built without CUDA
 }  // namespace wst_test
 namespace wst {
 struct Backend;
+struct LlamaConfig;
 }
 namespace wst_test {
 // Model checks run on any backend, against the CPU model (model_checks.cpp).
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
+// The tiny Llama of the model checks (GQA 4/2, head 16, 2 layers): qkv biases, or qk-norm and tied
+// embeddings.
+wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm);
 
 }  // namespace wst_test
