@@ -7,6 +7,17 @@ import { Model } from '../src/models/model.js';
 import { randomF32 } from './helpers.js';
 
 describe('concurrency', () => {
+  it('native kernels flush subnormals in their own tasks only: JavaScript on the same thread keeps them', () => {
+    // The CPU tasks run with FTZ/DAZ (native/cpu/threadpool.h); a sync call runs on this thread and
+    // must hand back its floating-point mode, or double arithmetic here would flush too.
+    const values = new Float64Array([2.2250738585072014e-308, 2]);  // read at run time, not folded
+    const a = randomF32(64 * 96, 1), b = randomF32(96 * 80, 2);
+    kernels.matmul(a, b, { m: 64, k: 96, n: 80 });
+    const half = values[0] / values[1];
+    expect(half).toBeGreaterThan(0);
+    expect(half * values[1]).toBe(values[0]);
+  });
+
   it('concurrent async kernels equal sequential sync ones', async () => {
     const jobs = Array.from({ length: 24 }, (_, i) => {
       const m = 40 + i, k = 70, n = 33 + (i % 5);

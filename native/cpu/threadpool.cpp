@@ -7,10 +7,44 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "../kernels.h"
 
 namespace wst {
+
+#if defined(__x86_64__) || defined(_M_X64)
+static constexpr unsigned kFlushBits = 0x8040;  // MXCSR FTZ (bit 15) | DAZ (bit 6)
+FlushSubnormals::FlushSubnormals() : saved_(_mm_getcsr()) {
+  if ((saved_ & kFlushBits) != kFlushBits) _mm_setcsr((unsigned)saved_ | kFlushBits);
+}
+FlushSubnormals::~FlushSubnormals() {
+  if ((saved_ & kFlushBits) != kFlushBits) _mm_setcsr((unsigned)saved_);
+}
+bool FlushSubnormals::active() { return (_mm_getcsr() & kFlushBits) == kFlushBits; }
+#elif defined(__aarch64__)
+static constexpr unsigned long long kFlushBits = 1ull << 24;  // FPCR.FZ
+static unsigned long long read_fpcr() {
+  unsigned long long v;
+  __asm__ volatile("mrs %0, fpcr" : "=r"(v));
+  return v;
+}
+static void write_fpcr(unsigned long long v) { __asm__ volatile("msr fpcr, %0" : : "r"(v)); }
+FlushSubnormals::FlushSubnormals() : saved_(read_fpcr()) {
+  if (!(saved_ & kFlushBits)) write_fpcr(saved_ | kFlushBits);
+}
+FlushSubnormals::~FlushSubnormals() {
+  if (!(saved_ & kFlushBits)) write_fpcr(saved_);
+}
+bool FlushSubnormals::active() { return (read_fpcr() & kFlushBits) != 0; }
+#else
+FlushSubnormals::FlushSubnormals() : saved_(0) {}
+FlushSubnormals::~FlushSubnormals() {}
+bool FlushSubnormals::active() { return false; }
+#endif
+
 namespace {
 
 thread_local bool inside_task = false;
@@ -43,6 +77,7 @@ class Pool {
 
   void run(int n_tasks, const std::function<void(int)>& fn) {
     if (n_tasks <= 0) return;
+    FlushSubnormals ftz;
     if (n_tasks == 1 || n_threads_ == 1 || inside_task) {
       bool was = inside_task;
       inside_task = true;
@@ -87,6 +122,7 @@ class Pool {
   }
 
   void worker_loop() {
+    FlushSubnormals ftz;  // for the worker's whole life: it only ever runs tasks
     uint64_t seen = 0;
     for (;;) {
       // Spin a little first (back-to-back parallel regions are common), then sleep.

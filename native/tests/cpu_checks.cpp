@@ -7,6 +7,7 @@
 
 #include "../backend.h"
 #include "../kernels.h"
+#include "../cpu/threadpool.h"
 #include "test_util.h"
 
 namespace wst {
@@ -250,12 +251,40 @@ void check_philox(Report& rep) {
 
 }  // namespace
 
+// Tasks flush subnormals (FTZ/DAZ, threadpool.h); the calling thread gets its own mode back.
+void check_subnormal_mode(Report& rep) {
+#if defined(__x86_64__) || defined(__aarch64__)
+  volatile float tiny = 1e-39f;  // subnormal
+  const bool before = wst::FlushSubnormals::active();
+  std::vector<float> product(8, -1.0f);
+  std::vector<int> flushing(8, 0);
+  wst::parallel_for(8, [&](int i) {
+    product[i] = tiny * (float)(i + 1);
+    flushing[i] = wst::FlushSubnormals::active();
+  });
+  double nonzero = 0, not_flushing = 0;
+  for (int i = 0; i < 8; i++) nonzero += product[i] != 0.0f, not_flushing += !flushing[i];
+  rep.check("cpu tasks flush subnormals to zero (nonzero products)", nonzero, 0);
+  rep.check("cpu tasks flush subnormals (tasks without the mode)", not_flushing, 0);
+  float serial = -1.0f;
+  wst::parallel_chunks(4, 16, [&](size_t, size_t) { serial = tiny * 2.0f; });  // one chunk: inline
+  rep.check("cpu single-chunk work flushes subnormals too", serial != 0.0f, 0);
+  rep.check("cpu caller's floating-point mode restored after parallel_for",
+            wst::FlushSubnormals::active() != before, 0);
+  const float after = tiny * 2.0f;
+  rep.check("cpu caller still computes subnormals afterwards", before ? 0.0 : (after == 0.0f), 0);
+#else
+  (void)rep;
+#endif
+}
+
 std::vector<Check> cpu_checks() {
   return {
       {"sgemm", check_sgemm},
       {"attention", check_attention},
       {"decode", check_decode},
       {"philox", check_philox},
+      {"subnormals", check_subnormal_mode},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
   };
 }
