@@ -34,9 +34,10 @@ bool get_bool(const Napi::Object& o, const char* key) {
   if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a boolean");
   return v.As<Napi::Boolean>().Value();
 }
-Napi::Object object_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+template <class Info>
+Napi::Object object_arg(const Info& info, size_t i, const char* name) {
   if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be an object");
-  return info[i].As<Napi::Object>();
+  return info[i].template As<Napi::Object>();
 }
 
 class ContextWrap;
@@ -57,6 +58,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       InstanceMethod("score", &ModelWrap::Score),
       InstanceMethod("trainSft", &ModelWrap::TrainSft),
       InstanceMethod("trainGrpo", &ModelWrap::TrainGrpo),
+      InstanceMethod("trainGrpoMany", &ModelWrap::TrainGrpoMany),
       InstanceMethod("optimizerStep", &ModelWrap::OptimizerStep),
       InstanceMethod("zeroGrad", &ModelWrap::ZeroGrad),
       InstanceMethod("getStep", &ModelWrap::GetStep),
@@ -270,22 +272,31 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   // trainGrpo(tokens, targets, mask|null, old, ref|null, advantages, B, T, params, async, prefix?)
-  Napi::Value TrainGrpo(const Napi::CallbackInfo& info) {
+  // The arguments of one GRPO micro-batch (trainGrpo's, or one entry of trainGrpoMany's list):
+  // tokens, targets, mask?, oldLogprobs?, refLogprobs?, advantages, batch, seq, params, _, prefix?
+  struct GrpoCall {
+    GrpoMicroBatch mb;
+    PrefixBatch pb;
+    bool prefixed = false;
+  };
+  template <class Info>
+  void parse_grpo(const Info& info, std::vector<Napi::Value>& keep, GrpoCall& c) {
     Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
     int B = int_arg(info, 6, "batch", 1), T = int_arg(info, 7, "seq", 1);
     Napi::Object p = object_arg(info, 8, "params");
-    bool async = bool_arg(info, 9, "async");
     size_t N = checked_size(env, {B, T});
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
-    const int32_t* targets = array_arg<int32_t>(info, 1, "targets", N, keep);
-    const float* mask = array_arg<float>(info, 2, "mask", N, keep, true);
-    const float* old_lp = array_arg<float>(info, 3, "oldLogprobs", N, keep, true);
-    const float* ref_lp = array_arg<float>(info, 4, "refLogprobs", N, keep, true);
-    const float* adv = array_arg<float>(info, 5, "advantages", (size_t)B, keep);
-    check_ids(env, tokens, N, "tokens");
-    check_targets(env, targets, N);
-    GrpoParams gp;
+    GrpoMicroBatch& m = c.mb;
+    m.B = B;
+    m.T = T;
+    m.tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
+    m.targets = array_arg<int32_t>(info, 1, "targets", N, keep);
+    m.mask = array_arg<float>(info, 2, "mask", N, keep, true);
+    m.old_logprobs = array_arg<float>(info, 3, "oldLogprobs", N, keep, true);
+    m.ref_logprobs = array_arg<float>(info, 4, "refLogprobs", N, keep, true);
+    m.advantages = array_arg<float>(info, 5, "advantages", (size_t)B, keep);
+    check_ids(env, m.tokens, N, "tokens");
+    check_targets(env, m.targets, N);
+    GrpoParams& gp = m.params;
     gp.clip_low = (float)get_num(p, "clipLow", 0.2);
     gp.clip_high = (float)get_num(p, "clipHigh", 0.2);
     gp.beta = (float)get_num(p, "beta", 0.0);
@@ -296,16 +307,60 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     gp.normalizer = get_num(p, "normalizer", 0.0);
     if (gp.loss_type == GrpoLossType::dapo && !(gp.normalizer > 0))
       throw Napi::RangeError::New(env, "params.normalizer must be > 0 for the dapo loss");
-    float loss_scale = (float)get_num(p, "lossScale", 1.0);
-    PrefixBatch pb;
-    const bool prefixed = prefix_arg(info, 10, B, keep, pb);
+    m.loss_scale = (float)get_num(p, "lossScale", 1.0);
+    c.prefixed = prefix_arg(info, 10, B, keep, c.pb);
+  }
+
+  Napi::Value TrainGrpo(const Napi::CallbackInfo& info) {
+    std::vector<Napi::Value> keep{info.This()};
+    bool async = bool_arg(info, 9, "async");
+    auto call = std::make_shared<GrpoCall>();
+    parse_grpo(info, keep, *call);
     auto m = model_;
     auto result = std::make_shared<TrainStepResult>();
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
-      *result = m->train_grpo(tokens, targets, mask, old_lp, ref_lp, adv, B, T, gp, loss_scale,
-                              prefixed ? &pb : nullptr);
+      const GrpoMicroBatch& b = call->mb;
+      *result = m->train_grpo(b.tokens, b.targets, b.mask, b.old_logprobs, b.ref_logprobs, b.advantages,
+                              b.B, b.T, b.params, b.loss_scale, call->prefixed ? &call->pb : nullptr);
     }, [result](Napi::Env env) { return step_result(env, *result); });
+  }
+
+  // trainGrpoMany([[trainGrpo's arguments 0..8, unused, prefix?], ...], async) -> results[]: the
+  // micro-batches of one optimizer step at once (LlamaModel::train_grpo_many).
+  Napi::Value TrainGrpoMany(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep{info.This()};
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "microBatches must be an array of argument lists");
+    Napi::Array list = info[0].As<Napi::Array>();
+    if (list.Length() == 0) throw Napi::RangeError::New(env, "microBatches must not be empty");
+    bool async = bool_arg(info, 1, "async");
+    auto calls = std::make_shared<std::vector<GrpoCall>>(list.Length());
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value item = list.Get(i);
+      if (!item.IsArray())
+        throw Napi::TypeError::New(env, "microBatches[" + std::to_string(i) + "] must be an array of trainGrpo arguments");
+      try {
+        parse_grpo(ArrayArgs{env, item.As<Napi::Array>()}, keep, (*calls)[i]);
+      } catch (const Napi::Error& e) {
+        throw Napi::RangeError::New(env, "microBatches[" + std::to_string(i) + "]: " + e.Message());
+      }
+    }
+    auto m = model_;
+    auto results = std::make_shared<std::vector<TrainStepResult>>();
+    return run_op(info, async, keep, [=] {
+      std::vector<GrpoMicroBatch> mbs;
+      for (GrpoCall& c : *calls) {
+        c.mb.prefix = c.prefixed ? &c.pb : nullptr;
+        mbs.push_back(c.mb);
+      }
+      std::lock_guard<std::mutex> lk(m->mutex());
+      *results = m->train_grpo_many(mbs);
+    }, [results](Napi::Env env) {
+      Napi::Array out = Napi::Array::New(env, results->size());
+      for (size_t i = 0; i < results->size(); i++) out.Set((uint32_t)i, step_result(env, (*results)[i]));
+      return out;
+    });
   }
 
   // optimizerStep({lr, beta1, beta2, eps, weightDecay, maxGradNorm}, async) -> grad norm
@@ -373,13 +428,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // Optional argument i: shared prompt prefixes of a batch of B rows, { tokens: Int32Array
   // (count * length, right-padded), count, length, lengths: Int32Array (count), rowPrefix:
   // Int32Array (B, non-decreasing) }. Absent (null / undefined): false.
-  bool prefix_arg(const Napi::CallbackInfo& info, size_t i, int B, std::vector<Napi::Value>& keep,
+  template <class Info>
+  bool prefix_arg(const Info& info, size_t i, int B, std::vector<Napi::Value>& keep,
                   PrefixBatch& pb) {
     Napi::Env env = info.Env();
     if (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined()) return false;
     if (!info[i].IsObject())
       throw Napi::TypeError::New(env, "prefix must be an object {tokens, count, length, lengths, rowPrefix}");
-    Napi::Object o = info[i].As<Napi::Object>();
+    Napi::Object o = info[i].template As<Napi::Object>();
     auto get_int = [&](const char* k, int lo) {
       Napi::Value v = o.Get(k);
       double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;

@@ -39,11 +39,21 @@ template <> struct TypedArrayTraits<uint64_t> {
 
 constexpr size_t kAnyLength = std::numeric_limits<size_t>::max();
 
+// The arguments of one micro-batch inside an array argument (trainGrpoMany): indexed like a
+// CallbackInfo, so the argument helpers below read either.
+struct ArrayArgs {
+  Napi::Env env;
+  Napi::Array items;
+  Napi::Env Env() const { return env; }
+  size_t Length() const { return items.Length(); }
+  Napi::Value operator[](size_t i) const { return i < items.Length() ? items.Get((uint32_t)i) : env.Undefined(); }
+};
+
 // A typed-array argument. expected == kAnyLength accepts any length; `nullable` accepts
 // null/undefined and returns nullptr. The array is appended to `keep` so async work can
 // hold it alive.
-template <class T>
-T* array_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t expected,
+template <class T, class Info>
+T* array_arg(const Info& info, size_t i, const char* name, size_t expected,
              std::vector<Napi::Value>& keep, bool nullable = false, size_t* length = nullptr) {
   Napi::Env env = info.Env();
   Napi::Value v = info[i];
@@ -63,7 +73,8 @@ T* array_arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t 
   return arr.Data();
 }
 
-inline double number_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+template <class Info>
+double number_arg(const Info& info, size_t i, const char* name) {
   Napi::Value v = info[i];
   if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
@@ -71,7 +82,8 @@ inline double number_arg(const Napi::CallbackInfo& info, size_t i, const char* n
   return d;
 }
 
-inline int int_arg(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo,
+template <class Info>
+int int_arg(const Info& info, size_t i, const char* name, int64_t lo,
                    int64_t hi = std::numeric_limits<int32_t>::max()) {
   double d = number_arg(info, i, name);
   if (d != std::floor(d) || d < (double)lo || d > (double)hi)
@@ -80,7 +92,8 @@ inline int int_arg(const Napi::CallbackInfo& info, size_t i, const char* name, i
   return (int)d;
 }
 
-inline bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+template <class Info>
+bool bool_arg(const Info& info, size_t i, const char* name) {
   Napi::Value v = info[i];
   if (v.IsUndefined()) return false;
   if (!v.IsBoolean()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a boolean");

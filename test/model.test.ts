@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ModelConfig } from '../src/models/config.js';
-import { Model } from '../src/models/model.js';
+import { Model, type StepResult } from '../src/models/model.js';
 import { kernels } from '../src/kernels/index.js';
 import { CharTokenizer } from '../src/models/tokenizer.js';
 import { rng } from './helpers.js';
@@ -144,6 +144,39 @@ describe.each(archs)('random %s model (tied=%s)', (arch, tied) => {
       }
     });
     expect(gmax).toBeGreaterThan(1e-4);
+  });
+
+  it('trainGrpoMany: the micro-batches of a step in one call give trainGrpo\'s losses and summed gradients', async () => {
+    const pa = randomTokens(7, cfg.vocabSize, 31), pb = randomTokens(4, cfg.vocabSize, 32);
+    const mk = (p: number[], n: number, seed: number) => [...p, ...randomTokens(n, cfg.vocabSize, seed)];
+    const calls = [
+      { batch: { sequences: [mk(pa, 3, 1), mk(pa, 5, 2), mk(pb, 2, 3)], from: [7, 7, 4] }, options: { advantages: [1.2, -0.6, 0.4], sharePrefix: true, lossScale: 0.3 } },
+      { batch: { sequences: [mk(pb, 6, 4), mk(pa, 1, 5)], from: [4, 7] }, options: { advantages: [-0.9, 0.7], lossScale: 0.5 } },
+      { batch: { sequences: [mk(pa, 4, 6), mk(pa, 4, 7), mk(pa, 2, 8), mk(pb, 3, 9)], from: [7, 7, 7, 4] }, options: { advantages: [0.5, -1.3, 0.2, 0.9], sharePrefix: true, lossScale: 0.2 } },
+    ];
+    await model.zeroGrad();
+    const one: StepResult[] = [];
+    for (const c of calls) one.push(await model.trainGrpo(c.batch, c.options));
+    const want = model.tensorNames().map(({ name }) => model.getGrad(name));
+    await model.zeroGrad();
+    const many = await model.trainGrpoMany(calls);
+    const got = model.tensorNames().map(({ name }) => model.getGrad(name));
+    await model.zeroGrad();
+    expect(many.length).toBe(3);
+    many.forEach((r, i) => {
+      expect(Math.abs(r.loss - one[i].loss)).toBeLessThan(1e-5 * Math.max(1, Math.abs(one[i].loss)));
+      expect(r.tokens).toBe(one[i].tokens);
+    });
+    let gmax = 0;
+    want.forEach((gw, t) => {
+      for (let i = 0; i < gw.length; i++) {
+        gmax = Math.max(gmax, Math.abs(gw[i]));
+        expect(Math.abs(got[t][i] - gw[i])).toBeLessThan(1e-6 + 1e-4 * Math.abs(gw[i]));
+      }
+    });
+    expect(gmax).toBeGreaterThan(1e-4);
+    await expect(model.trainGrpoMany([])).rejects.toThrow(/microBatches must be a non-empty array/);
+    await expect(model.trainGrpoMany([calls[0], { ...calls[1], options: { advantages: [1] } }])).rejects.toThrow(/microBatches\[1\]: advantages must have one value per sequence/);
   });
 });
 

@@ -5,14 +5,29 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../src/models/config.js';
-import { Model } from '../src/models/model.js';
+import { Model, type GrpoStepOptions, type TrainBatch } from '../src/models/model.js';
 import { CharTokenizer } from '../src/models/tokenizer.js';
-import { groupAdvantages, learningRate, trainRl, type RewardFn, type RlOptions } from '../src/rl/trainer.js';
+import { groupAdvantages, learningRate, packGroups, trainRl, type RewardFn, type RlOptions } from '../src/rl/trainer.js';
 import { ARITH_VOCAB, createArithTask } from '../src/rl/tasks/arith.js';
 
 const task = createArithTask({ difficulty: 1 });
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-trainer-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Records every micro-batch the trainer hands to the policy (trainGrpo, or trainGrpoMany's list). */
+function recordMicroBatches(policy: Model) {
+  const calls: { batch: TrainBatch; options: GrpoStepOptions }[] = [];
+  const one = policy.trainGrpo.bind(policy), many = policy.trainGrpoMany.bind(policy);
+  const manySpy = vi.spyOn(policy, 'trainGrpoMany').mockImplementation(async (list) => {
+    calls.push(...list);
+    return many(list);
+  });
+  vi.spyOn(policy, 'trainGrpo').mockImplementation(async (batch, options) => {
+    calls.push({ batch, options });
+    return one(batch, options);
+  });
+  return { calls, manySpy };
+}
 
 /** A very small char-level Llama over the arith alphabet (random weights). */
 function tinyModel(seed = 3): Model {
@@ -49,6 +64,32 @@ describe('groupAdvantages', () => {
   });
 });
 
+describe('packGroups (DASH micro-batches of whole groups)', () => {
+  const groupOf = (x: string) => Number(x.split('.')[0]);
+  it('never splits a group that fits, keeps every item once, and fills first-fit largest first', () => {
+    // Kept samples after filtering: groups of 8 (2-6 of 8 correct) and lone samples (1 or 7 of 8).
+    const items = ['0.0', '1.0', '1.1', '1.2', '1.3', '1.4', '1.5', '1.6', '1.7', '2.0', '3.0', '3.1', '3.2', '4.0', '4.1', '4.2', '4.3', '4.4'];
+    const mbs = packGroups(items, 8, groupOf);
+    expect(mbs.flat().sort()).toEqual([...items].sort());
+    for (const mb of mbs) expect(mb.length).toBeLessThanOrEqual(8);
+    const binsOf = (g: number) => new Set(mbs.flatMap((mb, i) => (mb.some((x) => groupOf(x) === g) ? [i] : []))).size;
+    for (const g of [0, 1, 2, 3, 4]) expect(binsOf(g)).toBe(1);
+    expect(mbs).toEqual([
+      ['1.0', '1.1', '1.2', '1.3', '1.4', '1.5', '1.6', '1.7'],
+      ['4.0', '4.1', '4.2', '4.3', '4.4', '3.0', '3.1', '3.2'],
+      ['0.0', '2.0'],
+    ]);
+    // Slicing in rollout order would have cut groups 1, 3 and 4 across micro-batches.
+  });
+  it('cuts groups larger than the micro-batch into full pieces and a rest', () => {
+    const items = Array.from({ length: 11 }, (_, i) => `7.${i}`).concat(['9.0', '9.1']);
+    const mbs = packGroups(items, 4, groupOf);
+    expect(mbs.map((mb) => mb.length)).toEqual([4, 4, 3, 2]);
+    expect(mbs[0]).toEqual(['7.0', '7.1', '7.2', '7.3']);
+    expect(() => packGroups(items, 0, groupOf)).toThrow(/size must be a positive integer/);
+  });
+});
+
 describe('learningRate', () => {
   it('warms up linearly, then follows the schedule', () => {
     const o = { lr: 1e-3, warmupSteps: 4, steps: 14 };
@@ -65,9 +106,9 @@ describe('learningRate', () => {
 describe('trainRl', () => {
   it('filters |A| <= τ before the training forward: uniform groups never reach trainGrpo', async () => {
     const policy = tinyModel();
-    const spy = vi.spyOn(policy, 'trainGrpo');
+    const { calls } = recordMicroBatches(policy);
     const r = await trainRl(base(policy, { steps: 2, reward: () => 1 }));
-    expect(spy).not.toHaveBeenCalled();
+    expect(calls.length).toBe(0);
     expect(r.steps.map((s) => s.keptFraction)).toEqual([0, 0]);
   });
 
@@ -76,14 +117,9 @@ describe('trainRl', () => {
     const reward: RewardFn = (_p, c) => c.length % 2;
     for (const [generation, tau] of [['preemptive', 0], ['decoupled', -1]] as const) {
       const policy = tinyModel();
-      const seen: number[][] = [];
-      const orig = policy.trainGrpo.bind(policy);
-      vi.spyOn(policy, 'trainGrpo').mockImplementation(async (batch, o) => {
-        seen.push([...o.advantages]);
-        return orig(batch, o);
-      });
+      const { calls } = recordMicroBatches(policy);
       const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 4, microBatch: 4, generation, filterThreshold: tau, reward }));
-      const trained = seen.flat();
+      const trained = calls.flatMap((c) => [...c.options.advantages]);
       const total = r.steps.length * 16;
       if (tau >= 0) {
         expect(trained.every((a) => Math.abs(a) > 0)).toBe(true);
@@ -97,12 +133,14 @@ describe('trainRl', () => {
     for (const generation of ['per-microbatch', 'decoupled', 'preemptive'] as const) {
       const policy = tinyModel();
       const gen = vi.spyOn(policy, 'generate');
-      const train = vi.spyOn(policy, 'trainGrpo');
+      const { calls, manySpy } = recordMicroBatches(policy);
       // 6 prompts × G 2 with micro-batch 4 (2 prompts each): 3 micro-batches per step
       await trainRl(base(policy, { steps: 2, promptsPerStep: 6, groupSize: 2, microBatch: 4, generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
       counts[generation] = gen.mock.calls.length;
       for (const call of gen.mock.calls) expect(call[0].length).toBe(generation === 'per-microbatch' ? 4 : 12);
-      expect(train.mock.calls.length).toBe(2 * 3);
+      expect(calls.length).toBe(2 * 3);
+      // A step's micro-batches go to the engine together when they are known together.
+      expect(manySpy.mock.calls.length).toBe(generation === 'per-microbatch' ? 0 : 2);
     }
     expect(counts).toEqual({ 'per-microbatch': 6, decoupled: 2, preemptive: 2 });
   });
@@ -112,9 +150,9 @@ describe('trainRl', () => {
     const run = async (sharePrefix: boolean) => {
       const policy = tinyModel(5);
       const reference = tinyModel(5);
-      const train = vi.spyOn(policy, 'trainGrpo');
+      const { calls } = recordMicroBatches(policy);
       const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 4, microBatch: 4, beta: 0.04, reference, reward, sharePrefix }));
-      for (const call of train.mock.calls) expect(call[1].sharePrefix).toBe(sharePrefix);
+      for (const call of calls) expect(call.options.sharePrefix).toBe(sharePrefix);
       return { r, weights: policy.tensorNames().map(({ name }) => policy.getTensor(name)) };
     };
     const a = await run(false), b = await run(true);
@@ -125,22 +163,18 @@ describe('trainRl', () => {
     // The default: on for DASH, off for the GRPO baselines.
     for (const [generation, want] of [['preemptive', true], ['decoupled', false], ['per-microbatch', false]] as const) {
       const policy = tinyModel();
-      const train = vi.spyOn(policy, 'trainGrpo');
+      const { calls } = recordMicroBatches(policy);
       await trainRl(base(policy, { generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
-      expect(train.mock.calls.length).toBeGreaterThan(0);
-      for (const call of train.mock.calls) expect(call[1].sharePrefix).toBe(want);
+      expect(calls.length).toBeGreaterThan(0);
+      for (const call of calls) expect(call.options.sharePrefix).toBe(want);
     }
   });
 
   it('a threshold τ > 0 trains only completions with |A| > τ', async () => {
     const policy = tinyModel();
-    const seen: number[] = [];
-    const orig = policy.trainGrpo.bind(policy);
-    vi.spyOn(policy, 'trainGrpo').mockImplementation(async (batch, o) => {
-      seen.push(...o.advantages);
-      return orig(batch, o);
-    });
+    const { calls } = recordMicroBatches(policy);
     const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 8, microBatch: 8, filterThreshold: 0.6, reward: (_p, c) => c.length % 2 }));
+    const seen = calls.flatMap((c) => [...c.options.advantages]);
     expect(seen.length).toBeGreaterThan(0);
     expect(seen.every((a) => Math.abs(a) > 0.6)).toBe(true);
     expect(seen.length).toBe(Math.round(r.steps.reduce((acc, s) => acc + s.keptFraction * 32, 0)));

@@ -9,6 +9,8 @@
 #include <sys/mman.h>
 #endif
 
+#include "../cpu/threadpool.h"
+
 namespace wst {
 
 // ---- Buffer ---------------------------------------------------------------------------------
@@ -92,6 +94,25 @@ struct LlamaModel::Activations {
   const int64_t* own_dev = nullptr;
   Buffer kfull, vfull, dkfull, dvfull;
 };
+
+struct LlamaModel::Lane {
+  std::unique_ptr<Activations> acts = std::make_unique<Activations>();
+  Buffer grads;
+};
+
+namespace {
+// The lane that this thread works in (train_grpo_many's tasks), and whose model it is.
+thread_local const LlamaModel* tl_lane_model = nullptr;
+thread_local void* tl_lane = nullptr;
+}  // namespace
+
+LlamaModel::Activations& LlamaModel::A() {
+  return tl_lane_model == this ? *static_cast<Lane*>(tl_lane)->acts : *acts_;
+}
+
+float* LlamaModel::G(size_t off) {
+  return (tl_lane_model == this ? static_cast<Lane*>(tl_lane)->grads.data() : grads_.data()) + off;
+}
 
 // copy_rows from host offsets laid out as [dst x n | src x n | count x n].
 static void copy_rows_staged(const Backend* be, Staged<int64_t>& st, float* dst, const float* src,
@@ -229,7 +250,7 @@ size_t LlamaModel::activation_floats_per_token() const {
 }
 
 void LlamaModel::ensure_activations(int B, int T, size_t N) {
-  auto& a = *acts_;
+  auto& a = A();
   const size_t C = cfg_.dim, I = cfg_.hidden, V = cfg_.vocab,
                H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Hq = H * cfg_.head_dim,
                Hk = KVH * cfg_.head_dim, L = cfg_.n_layers;
@@ -304,7 +325,7 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
   if (pre && sink) throw std::invalid_argument("forward: a prefixed batch cannot fill a KV cache");
   const size_t Npre = pre ? (size_t)pre->Bp * pre->Tp : 0, Nrow = (size_t)B * T;
   ensure_activations(B, T, Npre + Nrow);
-  auto& a = *acts_;
+  auto& a = A();
   const int N = (int)(Npre + Nrow), C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads,
             KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
@@ -374,7 +395,7 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
 // Lays out a prefixed batch: tokens and positions of [prefixes | rows], the row groups (one per
 // prefix, rows contiguous), and the copy_rows offsets that build each row's keys (prefix + own).
 void LlamaModel::plan_prefix(const PrefixBatch& pre, const int32_t* tokens, int B, int T) {
-  auto& a = *acts_;
+  auto& a = A();
   const int Hk = cfg_.n_kv_heads * cfg_.head_dim;
   if (pre.Bp < 1 || pre.Tp < 0 || !pre.lengths || !pre.row_prefix || (pre.Tp > 0 && !pre.tokens))
     throw std::invalid_argument("prefix: needs Bp >= 1, Tp >= 0, tokens, lengths and row_prefix");
@@ -429,7 +450,7 @@ void LlamaModel::plan_prefix(const PrefixBatch& pre, const int32_t* tokens, int 
 }
 
 void LlamaModel::attention_layer_forward(int l) {
-  auto& a = *acts_;
+  auto& a = A();
   const int H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh;
   float *att = a.att[l].data(), *lse = a.lse[l].data();
   const float *q = a.q[l].data(), *k = a.k[l].data(), *v = a.v[l].data();
@@ -453,7 +474,7 @@ void LlamaModel::attention_layer_forward(int l) {
 // Inverts attention_layer_forward: dq, dk, dv (all N tokens) from datt; a prefix's dk / dv is the
 // gradient of its own causal attention plus the sum over its rows of their prefix part.
 void LlamaModel::attention_layer_backward(int l) {
-  auto& a = *acts_;
+  auto& a = A();
   const int H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float *att = a.att[l].data(), *lse = a.lse[l].data();
   const float *q = a.q[l].data(), *k = a.k[l].data(), *v = a.v[l].data();
@@ -494,13 +515,13 @@ void LlamaModel::attention_layer_backward(int l) {
 
 void LlamaModel::forward_logits(const int32_t* tokens, int B, int T, float* logits_out) {
   forward(tokens, B, T, true, nullptr);
-  be_->download(logits_out, acts_->logits.data(), (size_t)B * T * cfg_.vocab * sizeof(float));
+  be_->download(logits_out, A().logits.data(), (size_t)B * T * cfg_.vocab * sizeof(float));
 }
 
 void LlamaModel::score(const int32_t* tokens, const int32_t* targets, int B, int T,
                        float* logprobs_out, float* entropy_out, const PrefixBatch* prefix) {
   forward(tokens, B, T, true, nullptr, nullptr, prefix);
-  auto& a = *acts_;
+  auto& a = A();
   const int N = B * T;
   a.ids.resize(N);
   for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
@@ -535,7 +556,7 @@ void LlamaModel::zero_grad() {
 // Backward from d logits (stored in place of the logits) into every parameter gradient (+=).
 void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   ensure_grads();
-  auto& a = *acts_;
+  auto& a = A();
   const int N = (int)a.N, Nrow = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden,
             Hq = cfg_.n_heads * cfg_.head_dim, Hk = cfg_.n_kv_heads * cfg_.head_dim,
             H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim;
@@ -599,7 +620,7 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
 TrainStepResult LlamaModel::train_sft(const int32_t* tokens, const int32_t* targets, int B, int T,
                                       const SftParams& p) {
   forward(tokens, B, T, true, nullptr);
-  auto& a = *acts_;
+  auto& a = A();
   const int N = B * T, V = cfg_.vocab;
   a.ids.resize(N);
   for (int n = 0; n < N; n++) a.ids[n] = targets[n] < 0 ? 0 : targets[n];
@@ -637,7 +658,7 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
                                        int T, const GrpoParams& p, float loss_scale,
                                        const PrefixBatch* prefix) {
   forward(tokens, B, T, true, nullptr, nullptr, prefix);
-  auto& a = *acts_;
+  auto& a = A();
   const int N = B * T, V = cfg_.vocab;
   a.ids.resize(N);
   a.mask.resize(N);
@@ -669,6 +690,43 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
                                a.lse_tok.data(), nullptr, N, V);
   backward(tokens, B, T);
   return r;
+}
+
+std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoMicroBatch>& mbs) {
+  std::vector<TrainStepResult> out(mbs.size());
+  auto run = [&](size_t i) {
+    const GrpoMicroBatch& m = mbs[i];
+    out[i] = train_grpo(m.tokens, m.targets, m.mask, m.old_logprobs, m.ref_logprobs, m.advantages,
+                        m.B, m.T, m.params, m.loss_scale, m.prefix);
+  };
+  if (std::strcmp(be_->name, "cpu") != 0) {  // one device queue: nothing to gain from lanes
+    for (size_t i = 0; i < mbs.size(); i++) run(i);
+    return out;
+  }
+  ensure_grads();
+  const size_t waves = (size_t)std::max(1, num_threads());
+  const size_t L = std::min(waves, mbs.size());
+  while (lanes_.size() < L) lanes_.push_back(std::make_unique<Lane>());
+  for (size_t j = 0; j < L; j++) lanes_[j]->grads.resize(be_, total_);
+  for (size_t w0 = 0; w0 < mbs.size(); w0 += L) {
+    const size_t n = std::min(L, mbs.size() - w0);
+    auto in_lane = [&](size_t j) {
+      Lane& lane = *lanes_[j];
+      lane.grads.zero();
+      tl_lane_model = this;
+      tl_lane = &lane;
+      run(w0 + j);
+      tl_lane_model = nullptr;
+      tl_lane = nullptr;
+    };
+    if (n == 1)
+      in_lane(0);  // alone: its ops use every thread
+    else
+      parallel_for((int)n, [&](int j) { in_lane((size_t)j); });  // one micro-batch per thread
+    for (size_t j = 0; j < n; j++)  // in micro-batch order: the same sum for any thread count
+      be_->residual_forward(grads_.data(), grads_.data(), lanes_[j]->grads.data(), total_);
+  }
+  return out;
 }
 
 double LlamaModel::optimizer_step(const OptimizerParams& p) {
@@ -770,7 +828,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   // Logits of each unique prompt's last token only, then copied to every row that shares it.
   const int C = cfg_.dim, V = cfg_.vocab;
   const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
-  auto& a = *acts_;
+  auto& a = A();
   // Final hidden state of each unique prompt's last token -> ctx.tmp rows, then its logits
   // (into the activations' logits buffer, free here) -> the context's logits of every row.
   std::vector<int64_t> offs(3 * (size_t)U);

@@ -111,6 +111,20 @@ struct TrainStepResult {
   GrpoResult grpo{};
 };
 
+// One GRPO micro-batch of train_grpo_many: the arguments of train_grpo.
+struct GrpoMicroBatch {
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;
+  const float* mask = nullptr;
+  const float* old_logprobs = nullptr;
+  const float* ref_logprobs = nullptr;
+  const float* advantages = nullptr;
+  int B = 0, T = 0;
+  GrpoParams params{};
+  float loss_scale = 1.f;
+  const PrefixBatch* prefix = nullptr;
+};
+
 struct OptimizerParams {
   double lr, beta1, beta2, eps, weight_decay, max_grad_norm;  // max_grad_norm <= 0: no clipping
 };
@@ -151,6 +165,15 @@ class LlamaModel {
                              const float* old_logprobs, const float* ref_logprobs,
                              const float* advantages, int B, int T, const GrpoParams& p,
                              float loss_scale = 1.f, const PrefixBatch* prefix = nullptr);
+  // Several micro-batches of one optimizer step at once. Each micro-batch's gradient is computed on
+  // its own (a lane: its own activations and zeroed gradient buffer) and then added to the
+  // accumulated gradient, in micro-batch order; on a host-memory backend with several threads the
+  // micro-batches of a wave run concurrently, one per thread, each single-threaded: small
+  // micro-batches (DASH's kept completions of a shared prompt) scale far better that way than op by
+  // op. The same bits for any thread count; equal to train_grpo called per micro-batch up to float
+  // rounding (the per-micro-batch sums are formed first). Memory: one activation set and one
+  // gradient buffer per concurrent micro-batch. Other backends run them one after the other.
+  std::vector<TrainStepResult> train_grpo_many(const std::vector<GrpoMicroBatch>& mbs);
   // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
   double optimizer_step(const OptimizerParams& p);
   void zero_grad();
@@ -180,6 +203,11 @@ class LlamaModel {
     size_t attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, ffn_norm, w_gate, w_up, w_down;
   };
   struct Activations;
+  struct Lane;
+  // The activations and gradient that this thread's work uses: a lane's inside train_grpo_many's
+  // tasks, else the model's own.
+  Activations& A();
+  float* G(size_t off);
   void add_tensor(const std::string& name, std::vector<int64_t> shape);
   // Sizes every activation for N tokens (B*T rows plus any prefix tokens).
   void ensure_activations(int B, int T, size_t N);
@@ -197,7 +225,6 @@ class LlamaModel {
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
   const float* P(size_t off) const { return params_.data() + off; }
-  float* G(size_t off) { return grads_.data() + off; }
 
   const Backend* be_;
   LlamaConfig cfg_;
@@ -208,6 +235,7 @@ class LlamaModel {
   Buffer params_, grads_, m_, v_;
   int step_ = 0;
   std::unique_ptr<Activations> acts_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
   Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
   std::mutex mu_;
 };

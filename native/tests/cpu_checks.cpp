@@ -286,6 +286,7 @@ std::vector<Check> cpu_checks() {
       {"philox", check_philox},
       {"subnormals", check_subnormal_mode},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
+      {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
   };
 }
 

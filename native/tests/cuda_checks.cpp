@@ -770,6 +770,7 @@ std::vector<Check> cuda_checks() {
       {"sampling", check_sampling}, {"grpo", check_grpo},           {"optim", check_optim},
       {"model", check_model_on_device},
       {"model prefix", [](Report& rep) { check_model_prefix_batch(rep, wst::cuda_backend(), " (cuda)"); }},
+      {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cuda_backend(), " (cuda)"); }},
   };
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "../backend.h"
+#include "../kernels.h"
 #include "../model/llama.h"
 #include "test_util.h"
 
@@ -123,6 +124,104 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
     m.score(ftok.data(), ftgt.data(), B, Tf, lp2.data(), nullptr);
     rep.check("model prefix batch: plain batch afterwards" + tag, rel_err(lp2, lp_f), 1e-5);
   }
+}
+
+// train_grpo_many (several micro-batches at once; on the CPU one per thread, each in its own lane)
+// against train_grpo called per micro-batch on the CPU model: losses and every gradient; on the
+// CPU also the same bits at 1 and 3 threads. Micro-batches of different shapes, with and without
+// shared prefixes, several loss scales, more micro-batches than threads (several waves).
+void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what) {
+  const wst::LlamaConfig cfg = tiny_llama_config(41, true);
+  struct Data {
+    int B, T;
+    std::vector<int32_t> tok, tgt, pre_tok, lengths, row_prefix;
+    std::vector<float> adv;
+    wst::PrefixBatch pb;
+    bool prefixed;
+    float scale;
+  };
+  Rng rng(505);
+  std::vector<Data> data(5);
+  for (int i = 0; i < 5; i++) {
+    Data& d = data[i];
+    d.B = 2 + i % 3;
+    d.T = 4 + 3 * i;
+    d.prefixed = i % 2 == 0;
+    d.scale = 0.2f + 0.15f * (float)i;
+    d.tok.resize((size_t)d.B * d.T);
+    d.tgt.resize(d.tok.size());
+    for (size_t n = 0; n < d.tok.size(); n++) {
+      d.tok[n] = rng.below(cfg.vocab);
+      d.tgt[n] = n % 7 == 6 ? -1 : rng.below(cfg.vocab);
+    }
+    for (int b = 0; b < d.B; b++) d.adv.push_back(rng.nonzero(-1.5f, 1.5f));
+    if (d.prefixed) {
+      const int Bp = 2, Tp = 9;
+      d.pre_tok.resize((size_t)Bp * Tp);
+      for (auto& t : d.pre_tok) t = rng.below(cfg.vocab);
+      d.lengths = {Tp, 5};
+      for (int b = 0; b < d.B; b++) d.row_prefix.push_back(b < 1 ? 0 : 1);
+      d.pb.tokens = d.pre_tok.data();
+      d.pb.Bp = Bp;
+      d.pb.Tp = Tp;
+      d.pb.lengths = d.lengths.data();
+      d.pb.row_prefix = d.row_prefix.data();
+    }
+  }
+  const wst::GrpoParams gp{0.2f, 0.28f, 0.0f, 0.0f, wst::GrpoLossType::grpo, 1.0};
+  std::vector<wst::GrpoMicroBatch> mbs;
+  for (Data& d : data) {
+    wst::GrpoMicroBatch m;
+    m.tokens = d.tok.data();
+    m.targets = d.tgt.data();
+    m.advantages = d.adv.data();
+    m.B = d.B;
+    m.T = d.T;
+    m.params = gp;
+    m.loss_scale = d.scale;
+    m.prefix = d.prefixed ? &d.pb : nullptr;
+    mbs.push_back(m);
+  }
+  auto grads = [](wst::LlamaModel& m) {
+    std::vector<float> all;
+    for (const auto& t : m.tensors()) {
+      std::vector<float> g(t.size, NAN);
+      m.get_grad(t, g.data());
+      all.insert(all.end(), g.begin(), g.end());
+    }
+    return all;
+  };
+  const int threads = wst::num_threads();
+  wst::LlamaModel ref(&wst::cpu_backend(), cfg), m(&be, cfg);
+  ref.init_random(4, 0.3f);
+  m.init_random(4, 0.3f);
+  double loss_err = 0;
+  wst::set_num_threads(3);
+  std::vector<wst::TrainStepResult> got = m.train_grpo_many(mbs);
+  for (size_t i = 0; i < mbs.size(); i++) {
+    const wst::GrpoMicroBatch& b = mbs[i];
+    const wst::TrainStepResult want = ref.train_grpo(b.tokens, b.targets, nullptr, nullptr, nullptr, b.advantages,
+                                                     b.B, b.T, b.params, b.loss_scale, b.prefix);
+    loss_err = std::max(loss_err, std::fabs(got[i].loss - want.loss) / std::max(1.0, std::fabs(want.loss)) +
+                                      std::fabs(got[i].tokens - want.tokens));
+  }
+  const std::vector<float> want = grads(ref), g3 = grads(m);
+  double gmax = 0;
+  for (float x : want) gmax = std::max(gmax, (double)std::fabs(x));
+  rep.check("model grpo many: per-micro-batch losses and token counts" + what, loss_err, 1e-5);
+  rep.check("model grpo many: gradients = micro-batch by micro-batch" + what, rel_err(g3, want), 1e-5);
+  rep.check("model grpo many: gradients are not all zero" + what, gmax > 1e-6 ? 0 : 1, 0);
+  // A second call accumulates on top (like trainGrpo), and one thread gives the same bits.
+  wst::LlamaModel m1(&be, cfg);
+  m1.init_random(4, 0.3f);
+  wst::set_num_threads(1);
+  m1.train_grpo_many(mbs);
+  wst::set_num_threads(threads);
+  rep.check("model grpo many: same bits at 1 and 3 threads" + what, mismatches(grads(m1), g3), 0);
+  m1.train_grpo_many(mbs);
+  std::vector<float> twice = g3;
+  for (auto& x : twice) x *= 2.0f;
+  rep.check("model grpo many: a second call accumulates" + what, rel_err(grads(m1), twice), 1e-6);
 }
 
 }  // namespace wst_test

@@ -485,6 +485,31 @@ export class Model {
 
   /** One GRPO micro-batch (the loss of kernels.grpo on the policy's log-probs); gradients accumulate. */
   async trainGrpo(batch: TrainBatch, options: GrpoStepOptions): Promise<StepResult> {
+    const args = this.grpoArgs(batch, options);
+    return this.run(() => this.handle.trainGrpo(...args.slice(0, 9), true, args[10]));
+  }
+
+  /**
+   * Several GRPO micro-batches of one optimizer step in one call; gradients accumulate as from
+   * trainGrpo per micro-batch (up to float rounding: each micro-batch's gradient is summed first,
+   * then added in order). On the CPU the micro-batches run concurrently, one per thread, which is
+   * much faster than op-level threading when they are small. Results do not depend on the thread
+   * count. Memory: activations and a gradient buffer per concurrent micro-batch.
+   */
+  async trainGrpoMany(microBatches: readonly { batch: TrainBatch; options: GrpoStepOptions }[]): Promise<StepResult[]> {
+    if (!Array.isArray(microBatches) || microBatches.length === 0) throw new RangeError('microBatches must be a non-empty array of { batch, options }');
+    const args = microBatches.map((mb, i) => {
+      try {
+        return this.grpoArgs(mb.batch, mb.options);
+      } catch (e) {
+        throw new RangeError(`microBatches[${i}]: ${(e as Error).message}`);
+      }
+    });
+    return this.run(() => this.handle.trainGrpoMany(args, true));
+  }
+
+  // trainGrpo's native arguments: tokens, targets, mask, old, ref, advantages, B, T, params, async, prefix.
+  private grpoArgs(batch: TrainBatch, options: GrpoStepOptions): unknown[] {
     const shared = options.sharePrefix ? this.packPrefixBatch(batch.sequences, batch.from) : null;
     const { B, T, tokens, targets, froms } = shared ?? this.packBatch(batch.sequences, batch.from);
     // Packed row k holds the caller's row order[k]; its scored tokens start at `start(k)`.
@@ -517,7 +542,7 @@ export class Model {
       lossScale: options.lossScale ?? 1,
     };
     const adv = Float32Array.from({ length: B }, (_, k) => options.advantages[rowAt(k)]);
-    return this.run(() => this.handle.trainGrpo(tokens, targets, null, old, ref, adv, B, T, params, true, shared?.prefix));
+    return [tokens, targets, null, old, ref, adv, B, T, params, true, shared?.prefix ?? null];
   }
 
   /** Clip (global norm), AdamW, zero gradients. Returns the gradient norm before clipping. */

@@ -13,7 +13,7 @@
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Model, StepResult } from '../models/model.js';
+import type { GrpoStepOptions, Model, StepResult, TrainBatch } from '../models/model.js';
 import type { Example, Task } from './tasks/common.js';
 
 export type RewardFn = (prompt: string, completion: string, example: Example) => number | Promise<number>;
@@ -164,6 +164,8 @@ export function groupAdvantages(rewards: readonly number[], groupSize: number, s
 }
 
 interface Sample {
+  /** Index of the sample's group (its prompt) within the optimizer step. */
+  group: number;
   example: Example;
   prompt: string;
   promptIds: number[];
@@ -172,6 +174,40 @@ interface Sample {
   reward: number;
   correct: boolean;
   advantage: number;
+}
+
+function sliceMicroBatches<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Micro-batches of at most `size` items made of whole groups where possible: groups of more than
+ * `size` items are cut into full micro-batches and a rest; the pieces then go first-fit, largest
+ * first, into as few micro-batches as that finds. A group split over two micro-batches would
+ * compute its shared prompt twice. Deterministic: ties keep the groups' first appearance order, and
+ * items keep their order within a group.
+ */
+export function packGroups<T>(items: readonly T[], size: number, groupOf: (item: T) => number): T[][] {
+  if (!Number.isInteger(size) || size < 1) throw new Error(`packGroups: size must be a positive integer, got ${size}`);
+  const groups = new Map<number, T[]>();
+  for (const it of items) {
+    const g = groupOf(it);
+    const list = groups.get(g);
+    if (list) list.push(it);
+    else groups.set(g, [it]);
+  }
+  const pieces: T[][] = [];
+  for (const list of groups.values()) for (let i = 0; i < list.length; i += size) pieces.push(list.slice(i, i + size));
+  const order = pieces.map((_, i) => i).sort((a, b) => pieces[b].length - pieces[a].length || a - b);
+  const bins: T[][] = [];
+  for (const i of order) {
+    const bin = bins.find((b) => b.length + pieces[i].length <= size);
+    if (bin) bin.push(...pieces[i]);
+    else bins.push([...pieces[i]]);
+  }
+  return bins;
 }
 
 /** Greedy accuracy of `model` on `examples` (batched). */
@@ -240,16 +276,17 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     const adv = groupAdvantages(rewards, opts.groupSize, opts.scaleRewards ?? true);
     t.score += now() - t1;
     return gens.map<Sample>((g, i) => ({
-      example: exs[i], prompt: prompts[i], promptIds: g.promptIds, ids: g.ids, completion: g.text ?? '',
+      group: Math.floor(i / opts.groupSize), example: exs[i], prompt: prompts[i], promptIds: g.promptIds, ids: g.ids, completion: g.text ?? '',
       reward: rewards[i], correct: task.isCorrect(g.text ?? '', exs[i]), advantage: adv[i],
     }));
   };
 
-  // Backprop on samples (already filtered), in micro-batches; gradients accumulate.
-  const backprop = async (samples: Sample[], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }) => {
-    const stats: StepResult[] = [];
-    for (let i = 0; i < samples.length; i += opts.microBatch) {
-      const mb = samples.slice(i, i + opts.microBatch);
+  // Backprop on micro-batches of samples (already filtered); gradients accumulate. The micro-batches
+  // given together go to the engine in one call (Model.trainGrpoMany: on the CPU they run
+  // concurrently, one per thread); per-micro-batch generation hands them over one at a time.
+  const backprop = async (microBatches: Sample[][], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }) => {
+    const calls: { batch: TrainBatch; options: GrpoStepOptions }[] = [];
+    for (const mb of microBatches) {
       const sequences = mb.map((s) => [...s.promptIds, ...s.ids]);
       const from = mb.map((s) => s.promptIds.length);
       let ref: Float32Array[] | undefined;
@@ -258,14 +295,19 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
         ref = (await opts.reference!.score(sequences, { from, batchSize: opts.microBatch, sharePrefix })).logprobs;
         t.score += now() - t0;
       }
-      const t0 = now();
-      stats.push(await policy.trainGrpo({ sequences, from }, {
-        advantages: mb.map((s) => s.advantage), refLogprobs: ref, beta: opts.beta,
-        clipLow: opts.clipLow ?? 0.2, clipHigh: opts.clipHigh ?? 0.2, lossType: opts.lossType ?? 'grpo',
-        filterThreshold: opts.filterThreshold, lossScale: lossScale(mb), sharePrefix,
-      }));
-      t.train += now() - t0;
+      calls.push({
+        batch: { sequences, from },
+        options: {
+          advantages: mb.map((s) => s.advantage), refLogprobs: ref, beta: opts.beta,
+          clipLow: opts.clipLow ?? 0.2, clipHigh: opts.clipHigh ?? 0.2, lossType: opts.lossType ?? 'grpo',
+          filterThreshold: opts.filterThreshold, lossScale: lossScale(mb), sharePrefix,
+        },
+      });
     }
+    if (calls.length === 0) return [];
+    const t0 = now();
+    const stats = calls.length === 1 ? [await policy.trainGrpo(calls[0].batch, calls[0].options)] : await policy.trainGrpoMany(calls);
+    t.train += now() - t0;
     return stats;
   };
 
@@ -285,16 +327,19 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       for (let i = 0; i < examples.length; i += perMb) {
         const samples = await rollout(examples.slice(i, i + perMb), step * 1000 + i, opts.microBatch, t);
         all = all.concat(samples);
-        stats = stats.concat(await backprop(samples, () => 1 / accum, t));
+        stats = stats.concat(await backprop(sliceMicroBatches(samples, opts.microBatch), () => 1 / accum, t));
       }
     } else {
       all = await rollout(examples, step, opts.generationBatch ?? examples.length * opts.groupSize, t);
       // Filtering happens here, before any training forward: dropped samples cost nothing.
-      // Micro-batches of similar lengths (less padding); with shared prefixes, of whole groups
-      // (the rollout order), so that each micro-batch computes few prompts.
-      const kept = sharePrefix ? keptOf(all) : keptOf(all).sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length));
+      // Micro-batches of similar lengths (less padding); with shared prefixes, of whole groups,
+      // so that each micro-batch computes each of its prompts once and no prompt twice.
+      const kept = keptOf(all);
       const total = kept.length;
-      if (total > 0) stats = await backprop(kept, (mb) => keptOf(mb).length / total, t);
+      const microBatches = sharePrefix
+        ? packGroups(kept, opts.microBatch, (s) => s.group)
+        : sliceMicroBatches(kept.sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length)), opts.microBatch);
+      if (total > 0) stats = await backprop(microBatches, (mb) => keptOf(mb).length / total, t);
     }
     const t0 = now();
     const lr = learningRate(opts, step);
