@@ -221,6 +221,9 @@ class LlamaModel {
   // shared prefixes (the layout planned by forward).
   void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
   void attention_layer_forward(int l);
+  // Decode rows per concurrent shard at least (see decode).
+  static constexpr int kDecodeRowsPerShard = 16;
+  void decode_rows(Context& ctx, int s0, int n);
   void attention_layer_backward(int l);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
@@ -271,7 +274,6 @@ struct LlamaModel::Context {
   Staged<float> st_lps;
   Staged<uint64_t> st_seeds, st_counters;
   Staged<int64_t> st_rows;
-  std::vector<int32_t> members, group_start, group_len;  // this decode step's groups of slots
   Staged<int32_t> st_members, st_gstart, st_glen;
   // Adds rows (caller row indices start at rows()); returns the first new row index.
   int rows() const { return (int)seeds.size(); }

@@ -287,6 +287,7 @@ std::vector<Check> cpu_checks() {
       {"subnormals", check_subnormal_mode},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
+      {"model decode shards", check_model_decode_shards},
   };
 }
 

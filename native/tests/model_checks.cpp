@@ -224,4 +224,68 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
   rep.check("model grpo many: a second call accumulates" + what, rel_err(grads(m1), twice), 1e-6);
 }
 
+// Decode with enough rows to run in concurrent shards (LlamaModel::decode) gives every row the
+// same tokens and log-probs as one thread, and a row decoded alone the same as in the batch. Rows
+// finish at different steps (stop ids, max_new), so slots move between shards as the batch shrinks.
+void check_model_decode_shards(Report& rep) {
+  const wst::LlamaConfig cfg = tiny_llama_config(37, false);
+  wst::LlamaModel m(&wst::cpu_backend(), cfg);
+  m.init_random(8, 0.4f);
+  const int B = 56, prompts = 7;
+  Rng rng(606);
+  std::vector<std::vector<int32_t>> prompt(prompts);
+  for (int p = 0; p < prompts; p++)
+    for (int t = 0; t < 3 + 4 * p; t++) prompt[p].push_back(rng.below(cfg.vocab));
+  auto run = [&](int threads, const std::vector<int>& rows) {
+    wst::set_num_threads(threads);
+    const int n = (int)rows.size();
+    auto ctx = m.create_context(n, 64);
+    std::vector<int32_t> tokens;
+    std::vector<int64_t> offsets{0};
+    ctx->sampling = wst::SamplingParams{0.9f, 0, 1.f, 0.f};
+    ctx->stop_ids = {5, 11};
+    for (int r : rows) {
+      const auto& p = prompt[r % prompts];
+      tokens.insert(tokens.end(), p.begin(), p.end());
+      offsets.push_back((int64_t)tokens.size());
+      ctx->seeds.push_back(1000 + r);
+      ctx->generated.push_back(0);
+      ctx->max_new.push_back(6 + r % 9);
+      ctx->out_tokens.emplace_back();
+      ctx->out_logprobs.emplace_back();
+      ctx->finished.push_back(0);
+      ctx->reported.push_back(0);
+    }
+    m.prefill(*ctx, tokens.data(), offsets.data(), n);
+    while (m.decode(*ctx, 4) > 0) {
+    }
+    return std::make_pair(ctx->out_tokens, ctx->out_logprobs);
+  };
+  const int threads = wst::num_threads();
+  std::vector<int> all(B);
+  for (int r = 0; r < B; r++) all[r] = r;
+  const auto one = run(1, all), three = run(3, all);
+  double diff = 0, total = 0, lens = 0;
+  for (int r = 0; r < B; r++) {
+    diff += one.first[r] != three.first[r];
+    diff += one.second[r] != three.second[r];
+    total += (double)one.first[r].size();
+    lens += one.first[r].size() != (size_t)(6 + r % 9);
+  }
+  rep.check("model decode in concurrent shards: tokens and log-probs at 1 and 3 threads (rows differing)", diff, 0);
+  rep.check("model decode in concurrent shards: rows stopped early (some must)", lens > 0 ? 0 : 1, 0);
+  // Alone, a row's tokens are the same and its log-probs equal up to rounding (the prefill's
+  // matrix shapes differ with the batch).
+  double alone = 0, lp_err = 0;
+  for (int r : {0, 17, 55}) {
+    const auto a = run(3, {r});
+    alone += a.first[0] != three.first[r];
+    lp_err = std::max(lp_err, rel_err(a.second[0], three.second[r]));
+  }
+  rep.check("model decode in concurrent shards: a row alone = the row in the batch (tokens)", alone, 0);
+  rep.check("model decode in concurrent shards: a row alone = the row in the batch (log-probs)", lp_err, 1e-5);
+  wst::set_num_threads(threads);
+  (void)total;
+}
+
 }  // namespace wst_test

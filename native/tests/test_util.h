@@ -116,6 +116,7 @@ namespace wst_test {
 // Model checks run on any backend, against the CPU model (model_checks.cpp).
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what);
+void check_model_decode_shards(Report& rep);
 // The tiny Llama of the model checks (GQA 4/2, head 16, 2 layers): qkv biases, or qk-norm and tied
 // embeddings.
 wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm);
