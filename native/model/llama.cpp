@@ -692,6 +692,17 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
   return r;
 }
 
+void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn) {
+  while (lanes_.size() < (size_t)n) lanes_.push_back(std::make_unique<Lane>());
+  parallel_for(n, [&](int j) {
+    tl_lane_model = this;
+    tl_lane = lanes_[j].get();
+    fn(j);
+    tl_lane_model = nullptr;
+    tl_lane = nullptr;
+  });
+}
+
 std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoMicroBatch>& mbs) {
   std::vector<TrainStepResult> out(mbs.size());
   auto run = [&](size_t i) {
@@ -815,47 +826,69 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     if (it->second == b) uniq.push_back(b);
   }
   const int U = (int)uniq.size();
-  int T = 0;
-  for (int u : uniq) T = std::max<int>(T, (int)(offsets[u + 1] - offsets[u]));
-  std::vector<int32_t> padded((size_t)U * T, 0);
-  std::vector<int> slots(U);
-  for (int i = 0; i < U; i++) {
-    int b = uniq[i];
-    std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)i * T);
-    slots[i] = ctx.active + b;
-  }
-  forward(padded.data(), U, T, false, &ctx, slots.data());
-  // Logits of each unique prompt's last token only, then copied to every row that shares it.
-  const int C = cfg_.dim, V = cfg_.vocab;
-  const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
-  auto& a = A();
-  // Final hidden state of each unique prompt's last token -> ctx.tmp rows, then its logits
-  // (into the activations' logits buffer, free here) -> the context's logits of every row.
-  std::vector<int64_t> offs(3 * (size_t)U);
-  for (int i = 0; i < U; i++) {
-    const int len = (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]);
-    offs[i] = (int64_t)i * C;
-    offs[U + i] = ((int64_t)i * T + len - 1) * C;
-    offs[2 * U + i] = C;
-  }
-  copy_rows_staged(be_, st_rows_, ctx.tmp.data(), a.xf.data(), offs);
   std::vector<int> index_of(B, -1);
   for (int i = 0; i < U; i++) index_of[uniq[i]] = i;
-  linear_forward(be_, a.logits.data(), ctx.tmp.data(), P(lm_head_off_), nullptr, a.ones.data(), U, C, V);
-  offs.assign(3 * (size_t)B, 0);
+  const int C = cfg_.dim, V = cfg_.vocab;
+  const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
+  // Unique prompts [i0, i1): forward into their cache slots, then the logits of each one's last
+  // token into ctx.tmp rows [i0, i1) (hidden state) and the context's logits of every row that
+  // shares it.
+  auto prefill_part = [&](int i0, int i1) {
+    const int n = i1 - i0;
+    int T = 0;
+    for (int i = i0; i < i1; i++) T = std::max<int>(T, (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]));
+    std::vector<int32_t> padded((size_t)n * T, 0);
+    std::vector<int> slots(n);
+    for (int i = 0; i < n; i++) {
+      const int b = uniq[i0 + i];
+      std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)i * T);
+      slots[i] = ctx.active + b;
+    }
+    forward(padded.data(), n, T, false, &ctx, slots.data());
+    auto& a = A();
+    std::vector<int64_t> offs(3 * (size_t)n);
+    for (int i = 0; i < n; i++) {
+      const int len = (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]]);
+      offs[i] = (int64_t)(i0 + i) * C;
+      offs[n + i] = ((int64_t)i * T + len - 1) * C;
+      offs[2 * n + i] = C;
+    }
+    copy_rows_staged(be_, a.st_build, ctx.tmp.data(), a.xf.data(), offs);
+    // Logits into the activations' logits buffer (free here), then to the rows' context logits.
+    linear_forward(be_, a.logits.data(), ctx.tmp.data() + (size_t)i0 * C, P(lm_head_off_), nullptr, a.ones.data(), n, C, V);
+    offs.clear();
+    std::vector<int64_t> dst, src;
+    for (int b = 0; b < B; b++) {
+      const int i = index_of[source[b]];
+      if (i < i0 || i >= i1) continue;
+      dst.push_back((int64_t)(ctx.active + b) * V);
+      src.push_back((int64_t)(i - i0) * V);
+    }
+    offs.insert(offs.end(), dst.begin(), dst.end());
+    offs.insert(offs.end(), src.begin(), src.end());
+    offs.insert(offs.end(), dst.size(), (int64_t)V);
+    copy_rows_staged(be_, a.st_own, ctx.logits.data(), a.logits.data(), offs);
+  };
+  // On the CPU, the prompts go in parts of kPrefillPromptsPerPart that run concurrently, each
+  // single-threaded in its own activations (a lane): a few prompts' ops are too small for op-level
+  // threading. The parts do not depend on the thread count, so neither do the results.
+  const bool cpu = std::strcmp(be_->name, "cpu") == 0;
+  const int parts = cpu ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
+  if (parts <= 1)
+    prefill_part(0, U);
+  else
+    in_lanes(parts, [&](int j) {
+      prefill_part(j * kPrefillPromptsPerPart, std::min(U, (j + 1) * kPrefillPromptsPerPart));
+    });
   std::vector<int64_t> kv;  // cache rows copied from the row that computed a shared prompt
   std::vector<int> kv_rows;
   for (int b = 0; b < B; b++) {
     const int slot = ctx.active + b, src = source[b];
     const int len = (int)(offsets[b + 1] - offsets[b]);
-    offs[b] = (int64_t)slot * V;
-    offs[B + b] = (int64_t)index_of[src] * V;
-    offs[2 * B + b] = V;
     if (src != b) kv_rows.push_back(b);
     ctx.lengths[slot] = len;
     ctx.row_of_slot[slot] = ctx.rows() - B + b;
   }
-  copy_rows_staged(be_, st_rows_, ctx.logits.data(), a.logits.data(), offs);
   ctx.group_of_row.resize(ctx.rows(), -1);
   ctx.shared_of_row.resize(ctx.rows(), 0);
   for (int b = 0; b < B; b++) {
@@ -1026,11 +1059,12 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       ctx.positions[s] = ctx.lengths[s];
       ctx.slot_lengths_plus1[s] = ctx.lengths[s] + 1;
     }
-    // On the CPU, enough rows are split into shards of consecutive slots that run concurrently,
-    // one per thread, each single-threaded: a decode step's ops are too small to split op by op
-    // (2 threads gave ~1.2x). Every row computes the same values in any shard (row-wise ops).
+    // On the CPU, the rows are split into shards of about kDecodeRowsPerShard consecutive slots
+    // that run concurrently, each single-threaded: a decode step's ops are too small to split op by
+    // op (2 threads gave ~1.2x). The shards depend on the row count only (matrix shapes change a
+    // row's last bits), so the results do not depend on the thread count.
     const bool cpu = std::strcmp(be_->name, "cpu") == 0;
-    const int S = cpu ? std::max(1, std::min(num_threads(), A / kDecodeRowsPerShard)) : 1;
+    const int S = cpu ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
     if (S == 1) {
       decode_rows(ctx, 0, A);
     } else {

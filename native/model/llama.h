@@ -5,6 +5,7 @@
 // optimizer step, and batched generation (prefill + decode with sampling inside).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -221,8 +222,13 @@ class LlamaModel {
   // shared prefixes (the layout planned by forward).
   void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
   void attention_layer_forward(int l);
-  // Decode rows per concurrent shard at least (see decode).
-  static constexpr int kDecodeRowsPerShard = 16;
+  // Decode rows per concurrent shard, about (see decode).
+  static constexpr int kDecodeRowsPerShard = 32;
+  // Unique prompts per concurrent prefill part (see prefill).
+  static constexpr int kPrefillPromptsPerPart = 4;
+  // Runs fn(0..n-1) concurrently on the thread pool, task j in lane j (its own activations: n
+  // lanes, so that which thread runs a task never matters).
+  void in_lanes(int n, const std::function<void(int)>& fn);
   void decode_rows(Context& ctx, int s0, int n);
   void attention_layer_backward(int l);
   void ensure_grads();

@@ -224,18 +224,19 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
   rep.check("model grpo many: a second call accumulates" + what, rel_err(grads(m1), twice), 1e-6);
 }
 
-// Decode with enough rows to run in concurrent shards (LlamaModel::decode) gives every row the
+// Prefill and decode with enough prompts and rows to run in concurrent shards (LlamaModel::prefill,
+// decode) give every row the
 // same tokens and log-probs as one thread, and a row decoded alone the same as in the batch. Rows
 // finish at different steps (stop ids, max_new), so slots move between shards as the batch shrinks.
 void check_model_decode_shards(Report& rep) {
   const wst::LlamaConfig cfg = tiny_llama_config(37, false);
   wst::LlamaModel m(&wst::cpu_backend(), cfg);
   m.init_random(8, 0.4f);
-  const int B = 56, prompts = 7;
+  const int B = 56, prompts = 14;  // 14 prompts: prefill in 3 shards at 3 threads too
   Rng rng(606);
   std::vector<std::vector<int32_t>> prompt(prompts);
   for (int p = 0; p < prompts; p++)
-    for (int t = 0; t < 3 + 4 * p; t++) prompt[p].push_back(rng.below(cfg.vocab));
+    for (int t = 0; t < 3 + 2 * p; t++) prompt[p].push_back(rng.below(cfg.vocab));
   auto run = [&](int threads, const std::vector<int>& rows) {
     wst::set_num_threads(threads);
     const int n = (int)rows.size();

@@ -336,8 +336,14 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       // so that each micro-batch computes each of its prompts once and no prompt twice.
       const kept = keptOf(all);
       const total = kept.length;
+      // Largest first: the engine runs a step's micro-batches concurrently in waves (one per
+      // thread), and similar sizes side by side keep a wave's threads equally busy.
+      const tokensOf = (mb: Sample[]) => {
+        const prompts = new Set(mb.map((s) => s.group));
+        return mb.reduce((a, s) => a + s.ids.length + (prompts.delete(s.group) ? s.promptIds.length : 0), 0);
+      };
       const microBatches = sharePrefix
-        ? packGroups(kept, opts.microBatch, (s) => s.group)
+        ? packGroups(kept, opts.microBatch, (s) => s.group).map((mb) => ({ mb, n: tokensOf(mb) })).sort((a, b) => b.n - a.n).map((x) => x.mb)
         : sliceMicroBatches(kept.sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length)), opts.microBatch);
       if (total > 0) stats = await backprop(microBatches, (mb) => keptOf(mb).length / total, t);
     }
