@@ -715,28 +715,27 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
     return out;
   }
   ensure_grads();
-  const size_t waves = (size_t)std::max(1, num_threads());
-  const size_t L = std::min(waves, mbs.size());
+  // kTrainLanes lanes (not the thread count: the sums must not depend on it); lane j takes the
+  // micro-batches j, j + L, ... one after the other, accumulating into its gradient, and the lanes
+  // run concurrently. The callers sort micro-batches largest first, so round-robin balances them.
+  const size_t L = std::min((size_t)kTrainLanes, mbs.size());
   while (lanes_.size() < L) lanes_.push_back(std::make_unique<Lane>());
   for (size_t j = 0; j < L; j++) lanes_[j]->grads.resize(be_, total_);
-  for (size_t w0 = 0; w0 < mbs.size(); w0 += L) {
-    const size_t n = std::min(L, mbs.size() - w0);
-    auto in_lane = [&](size_t j) {
-      Lane& lane = *lanes_[j];
-      lane.grads.zero();
-      tl_lane_model = this;
-      tl_lane = &lane;
-      run(w0 + j);
-      tl_lane_model = nullptr;
-      tl_lane = nullptr;
-    };
-    if (n == 1)
-      in_lane(0);  // alone: its ops use every thread
-    else
-      parallel_for((int)n, [&](int j) { in_lane((size_t)j); });  // one micro-batch per thread
-    for (size_t j = 0; j < n; j++)  // in micro-batch order: the same sum for any thread count
-      be_->residual_forward(grads_.data(), grads_.data(), lanes_[j]->grads.data(), total_);
-  }
+  auto lane_work = [&](size_t j) {
+    Lane& lane = *lanes_[j];
+    lane.grads.zero();
+    tl_lane_model = this;
+    tl_lane = &lane;
+    for (size_t i = j; i < mbs.size(); i += L) run(i);
+    tl_lane_model = nullptr;
+    tl_lane = nullptr;
+  };
+  if (L == 1)
+    lane_work(0);  // alone: its ops use every thread
+  else
+    parallel_for((int)L, [&](int j) { lane_work((size_t)j); });
+  for (size_t j = 0; j < L; j++)  // in lane order: the same sum for any thread count
+    be_->residual_forward(grads_.data(), grads_.data(), lanes_[j]->grads.data(), total_);
   return out;
 }
 

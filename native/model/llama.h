@@ -166,14 +166,13 @@ class LlamaModel {
                              const float* old_logprobs, const float* ref_logprobs,
                              const float* advantages, int B, int T, const GrpoParams& p,
                              float loss_scale = 1.f, const PrefixBatch* prefix = nullptr);
-  // Several micro-batches of one optimizer step at once. Each micro-batch's gradient is computed on
-  // its own (a lane: its own activations and zeroed gradient buffer) and then added to the
-  // accumulated gradient, in micro-batch order; on a host-memory backend with several threads the
-  // micro-batches of a wave run concurrently, one per thread, each single-threaded: small
-  // micro-batches (DASH's kept completions of a shared prompt) scale far better that way than op by
-  // op. The same bits for any thread count; equal to train_grpo called per micro-batch up to float
-  // rounding (the per-micro-batch sums are formed first). Memory: one activation set and one
-  // gradient buffer per concurrent micro-batch. Other backends run them one after the other.
+  // Several micro-batches of one optimizer step at once. On the CPU they are dealt round-robin to
+  // kTrainLanes lanes (each its own activations and zeroed gradient buffer) that run concurrently,
+  // each single-threaded, and the lanes' gradients are then added to the accumulated gradient in
+  // lane order: small micro-batches (DASH's kept completions of a shared prompt) scale far better
+  // that way than op by op. The same bits for any thread count; equal to train_grpo called per
+  // micro-batch up to float rounding. Memory: kTrainLanes activation sets and gradient buffers.
+  // Other backends run them one after the other.
   std::vector<TrainStepResult> train_grpo_many(const std::vector<GrpoMicroBatch>& mbs);
   // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
   double optimizer_step(const OptimizerParams& p);
@@ -222,6 +221,8 @@ class LlamaModel {
   // shared prefixes (the layout planned by forward).
   void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
   void attention_layer_forward(int l);
+  // Concurrent lanes of train_grpo_many (fixed: results must not depend on the thread count).
+  static constexpr int kTrainLanes = 4;
   // Decode rows per concurrent shard, about (see decode).
   static constexpr int kDecodeRowsPerShard = 32;
   // Unique prompts per concurrent prefill part (see prefill).

@@ -129,7 +129,7 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
 // train_grpo_many (several micro-batches at once; on the CPU one per thread, each in its own lane)
 // against train_grpo called per micro-batch on the CPU model: losses and every gradient; on the
 // CPU also the same bits at 1 and 3 threads. Micro-batches of different shapes, with and without
-// shared prefixes, several loss scales, more micro-batches than threads (several waves).
+// shared prefixes, several loss scales, more micro-batches than lanes (a lane takes two).
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what) {
   const wst::LlamaConfig cfg = tiny_llama_config(41, true);
   struct Data {
