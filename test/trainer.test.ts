@@ -230,7 +230,7 @@ describe('runRace', () => {
       const outDir = path.join(tmp, 'race');
       const r = await runRace({
         arms: ['grpo', 'grpo_decoupled', 'dash', 'dash_control'], steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 2, evalProblems: 8,
-        evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined,
+        evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined, repeat: 3,
       });
       const json = JSON.parse(readFileSync(path.join(outDir, 'bench-dash.json'), 'utf8'));
       for (const name of ['grpo', 'grpo_decoupled', 'dash']) {
@@ -238,7 +238,12 @@ describe('runRace', () => {
         expect(json.arms[name].accuracy).toBeGreaterThanOrEqual(0);
         expect(json.arms[name].accuracy).toBeLessThanOrEqual(1);
         expect(json.arms[name].phases).toHaveProperty('generate');
+        // Three interleaved runs (same final accuracy, checked inside), the median reported.
+        const runs = [...json.arms[name].secondsRuns].sort((a: number, b: number) => a - b);
+        expect(runs.length).toBe(3);
+        expect(json.arms[name].seconds).toBe(runs[1]);
       }
+      expect(json.settings.repeat).toBe(3);
       expect(json.time_reduction_vs_grpo).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo.seconds, 12);
       expect(json.time_reduction_vs_decoupled).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo_decoupled.seconds, 12);
       expect(json.accuracy_gain_dash_vs_control).toBeCloseTo(json.arms.dash.accuracy - json.arms.dash_control.accuracy, 12);

@@ -46,6 +46,13 @@ export interface RaceOptions {
   device?: Device;
   /** DASH's filter threshold τ: completions with |A| <= τ are dropped before the training forward. */
   tau?: number;
+  /**
+   * Runs of every arm (default 1), interleaved (grpo, decoupled, dash, grpo, ...): each arm's
+   * seconds are the median of its runs, so that a burst of load on a shared machine cannot decide
+   * the ratio. Runs after the first skip the intermediate evaluations; their final accuracy must
+   * equal the first run's (the same seeds give the same bits).
+   */
+  repeat?: number;
   /** The success rate of the dash_control arm's random reward (default 0.2). */
   controlRewardRate?: number;
   outDir: string;
@@ -80,7 +87,10 @@ export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
 export interface ArmResult {
   name: ArmName;
   description: string;
+  /** Training wall time (the median of secondsRuns). */
   seconds: number;
+  /** The training wall time of each run (RaceOptions.repeat). */
+  secondsRuns: number[];
   phases: { generate: number; score: number; train: number };
   accuracy: number;
   accuracyStart: number;
@@ -134,6 +144,12 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
   }
 }
 
+function median(xs: readonly number[]): number {
+  const v = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(v.length / 2);
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
+
 /** What the SFT warm-up was trained on, in words (the report says it). */
 function sftCorpus(over: Partial<BuiltinSftOptions> = {}): string | undefined {
   const rate = over.flawedRate ?? BUILTIN_SFT.flawedRate, kind = over.flawedKind ?? BUILTIN_SFT.flawedKind;
@@ -156,13 +172,34 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     task: `arith (difficulty ${BUILTIN_DIFFICULTY})`,
     settings: { steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize, microBatch: o.microBatch,
       evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature, lossType: 'grpo',
-      tau: o.tau ?? DASH_TAU },
+      tau: o.tau ?? DASH_TAU, repeat: o.repeat ?? 1 },
     sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy, corpus: sftCorpus(o.sft) },
     arms: {},
     files: { json: '', svg: '', metrics: [] },
   };
+  const repeat = o.repeat ?? 1;
+  if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`repeat must be a positive integer, got ${repeat}`);
+  for (let rep = 0; rep < repeat; rep++)
   for (const name of o.arms) {
     const arm = armOptions(name, o);
+    if (rep > 0) {
+      const first = result.arms[name]!;
+      const policy = await Model.load(sft.dir, { device: o.device });
+      const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
+      const again = await trainRl({
+        task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
+        microBatch: o.microBatch, generation: arm.generation,
+        filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
+        lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature,
+        trainExamples, evalExamples, evalEvery: 0,
+        onStep: (m) => o.progress?.(`[${name}] run ${rep + 1}/${repeat}  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
+      });
+      const acc = again.evals[again.evals.length - 1]?.accuracy ?? 0;
+      if (acc !== first.accuracy) throw new Error(`[${name}] run ${rep + 1} ended at accuracy ${acc}, the first at ${first.accuracy}: the runs are not deterministic`);
+      first.secondsRuns.push(again.seconds);
+      o.log(`[${name}] run ${rep + 1}/${repeat}: ${again.seconds.toFixed(1)} s`);
+      continue;
+    }
     o.log(`\n[${name}] ${arm.description}`);
     const policy = await Model.load(sft.dir, { device: o.device });
     const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
@@ -185,7 +222,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     }
     const last = run.evals[run.evals.length - 1];
     result.arms[name] = {
-      name, description: arm.description, seconds: run.seconds, phases,
+      name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases,
       accuracy: last?.accuracy ?? 0, accuracyStart: start.accuracy,
       keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
       tokensGenerated: run.steps.reduce((a, s) => a + s.tokensGenerated, 0),
@@ -198,6 +235,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     result.files.metrics.push(metricsFile);
     o.log(`[${name}] ${run.seconds.toFixed(1)} s (generate ${phases.generate.toFixed(1)}, score ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)}), accuracy ${(100 * (last?.accuracy ?? 0)).toFixed(1)}%`);
   }
+  for (const arm of Object.values(result.arms)) arm!.seconds = median(arm!.secondsRuns);
   const { grpo, grpo_decoupled: dec, dash } = result.arms;
   if (dash && grpo) result.time_reduction_vs_grpo = 1 - dash.seconds / grpo.seconds;
   if (dash && dec) result.time_reduction_vs_decoupled = 1 - dash.seconds / dec.seconds;
@@ -215,10 +253,11 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
 }
 
 export function raceTable(r: RaceResult): string {
+  // Phases are the first run's; wall s the median of the runs.
   const rows = [['arm', 'wall s', 'generate', 'score', 'train', 'accuracy', 'kept'].join(' | ')];
   rows.push(['---', '---:', '---:', '---:', '---:', '---:', '---:'].join(' | '));
   for (const a of Object.values(r.arms))
-    rows.push([a!.name, a!.seconds.toFixed(1), a!.phases.generate.toFixed(1), a!.phases.score.toFixed(1), a!.phases.train.toFixed(1),
+    rows.push([a!.name, a!.secondsRuns.length > 1 ? `${a!.seconds.toFixed(1)} (runs ${a!.secondsRuns.map((x) => x.toFixed(1)).join(', ')})` : a!.seconds.toFixed(1), a!.phases.generate.toFixed(1), a!.phases.score.toFixed(1), a!.phases.train.toFixed(1),
       `${(100 * a!.accuracy).toFixed(1)}%`, `${(100 * a!.keptFraction).toFixed(0)}%`].join(' | '));
   const lines = rows.map((x) => `| ${x} |`);
   lines.push('');
