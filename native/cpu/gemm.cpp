@@ -179,7 +179,9 @@ void blocked(const KernelSet& K, bool transA, bool transB, int m, int n, int k, 
   // Equal k blocks of at most K.kc (a multiple of 16): a function of k alone.
   const int KC = ceil_div(ceil_div(k, ceil_div(k, K.kc)), 16) * 16;
   const int NC = WST_GEMM_NC_PANELS * NR;
-  const bool direct = !transB && m <= MR;  // one row panel: B read in place, not packed
+  // Up to 3 row panels (decode shards, with the model's transposed weights): B read in place, not
+  // packed; the same products in the same order either way (same bits).
+  const bool direct = !transB && m <= 3 * MR;
   const int np = ceil_div(m, MR);  // row panels
   float* Ap = scratch_a.get((size_t)np * MR * (k < KC ? k : KC));
   float* Bp = scratch_b.get((size_t)(k < KC ? k : KC) * (direct ? NR : NC));

@@ -202,6 +202,7 @@ const TensorInfo* LlamaModel::find(const std::string& name) const {
 
 void LlamaModel::set_tensor(const TensorInfo& t, const float* host) {
   be_->upload(params_.data() + t.offset, host, t.size * sizeof(float));
+  params_version_++;
 }
 
 void LlamaModel::get_tensor(const TensorInfo& t, float* host) const {
@@ -214,6 +215,7 @@ void LlamaModel::get_grad(const TensorInfo& t, float* host) {
 }
 
 void LlamaModel::init_random(uint64_t seed, float std) {
+  params_version_++;
   // splitmix64 -> Box-Muller normals; norms start at 1, output projections are scaled by
   // 1/sqrt(2 * layers) (GPT-2 style) so the residual stream does not grow with depth.
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
@@ -740,6 +742,7 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
 }
 
 double LlamaModel::optimizer_step(const OptimizerParams& p) {
+  params_version_++;
   ensure_grads();
   if (m_.size() != total_) {
     m_.resize(be_, total_);
@@ -933,10 +936,52 @@ void LlamaModel::Context::finish_slot(int slot, const Backend* be, int n_layers,
   active--;
 }
 
+bool LlamaModel::ensure_decode_weights() {
+  if (std::strcmp(be_->name, "cpu") != 0 || total_ > kDecodeWtMaxParams) return false;
+  if (decode_wt_version_ == params_version_) return true;
+  decode_wt_.resize(be_, total_);
+  std::vector<std::pair<size_t, std::pair<int, int>>> mats;  // offset, (out, in)
+  const int C = cfg_.dim, I = cfg_.hidden, Hq = cfg_.n_heads * cfg_.head_dim, Hk = cfg_.n_kv_heads * cfg_.head_dim;
+  for (const LayerOffsets& o : layers_) {
+    mats.push_back({o.wq, {Hq, C}});
+    mats.push_back({o.wk, {Hk, C}});
+    mats.push_back({o.wv, {Hk, C}});
+    mats.push_back({o.wo, {C, Hq}});
+    mats.push_back({o.w_gate, {I, C}});
+    mats.push_back({o.w_up, {I, C}});
+    mats.push_back({o.w_down, {C, I}});
+  }
+  mats.push_back({lm_head_off_, {cfg_.vocab, C}});
+  const float* src = params_.data();
+  float* dst = decode_wt_.data();
+  parallel_for((int)mats.size(), [&](int i) {
+    const size_t off = mats[i].first;
+    const int rows = mats[i].second.first, cols = mats[i].second.second;  // W (rows, cols)
+    for (int r0 = 0; r0 < rows; r0 += 32)
+      for (int c0 = 0; c0 < cols; c0 += 32)
+        for (int r = r0; r < std::min(rows, r0 + 32); r++)
+          for (int c = c0; c < std::min(cols, c0 + 32); c++)
+            dst[off + (size_t)c * rows + r] = src[off + (size_t)r * cols + c];
+  });
+  decode_wt_version_ = params_version_;
+  return true;
+}
+
+void LlamaModel::decode_linear(bool transposed, float* out, const float* in, size_t w, const float* bias,
+                               const float* ones, int n, int in_dim, int out_dim) {
+  if (!transposed) {
+    linear_forward(be_, out, in, P(w), bias, ones, n, in_dim, out_dim);
+    return;
+  }
+  // The same products in the same order as linear_forward's (W^T given instead of W): same bits.
+  be_->sgemm(false, false, n, out_dim, in_dim, 1.f, in, in_dim, decode_wt_.data() + w, out_dim, 0.f, out, out_dim);
+  if (bias) be_->sgemm(false, false, n, out_dim, 1, 1.f, ones, 1, bias, out_dim, 1.f, out, out_dim);
+}
+
 // One decode step of the active slots [s0, s0 + n): their tokens last_token[s] at positions[s],
 // keys / values appended to the cache, next-token logits into ctx.logits. Reads only these slots'
 // rows of the context's buffers (a shard of the step; see decode).
-void LlamaModel::decode_rows(Context& ctx, int s0, int n) {
+void LlamaModel::decode_rows(Context& ctx, int s0, int n, bool wt) {
   const int C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads,
             Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
@@ -990,9 +1035,9 @@ void LlamaModel::decode_rows(Context& ctx, int s0, int n) {
     float *kc = ctx.kcache[l].data() + cache_off, *vc = ctx.vcache[l].data() + cache_off;
     be_->rmsnorm_forward(xn, nullptr, x, P(o.attn_norm), A, C, eps);
     const bool bias = cfg_.qkv_bias;
-    linear_forward(be_, q, xn, P(o.wq), bias ? P(o.bq) : nullptr, ones, A, C, Hq);
-    linear_forward(be_, k, xn, P(o.wk), bias ? P(o.bk) : nullptr, ones, A, C, Hk);
-    linear_forward(be_, v, xn, P(o.wv), bias ? P(o.bv) : nullptr, ones, A, C, Hk);
+    decode_linear(wt, q, xn, o.wq, bias ? P(o.bq) : nullptr, ones, A, C, Hq);
+    decode_linear(wt, k, xn, o.wk, bias ? P(o.bk) : nullptr, ones, A, C, Hk);
+    decode_linear(wt, v, xn, o.wv, bias ? P(o.bv) : nullptr, ones, A, C, Hk);
     if (cfg_.qk_norm) {  // per-head norms, through scratch (rmsnorm does not promise aliasing)
       be_->rmsnorm_forward(att, nullptr, q, P(o.q_norm), A * H, Dh, eps);
       be_->rmsnorm_forward(tmp, nullptr, k, P(o.k_norm), A * KVH, Dh, eps);
@@ -1004,17 +1049,17 @@ void LlamaModel::decode_rows(Context& ctx, int s0, int n) {
     be_->copy_rows(kc, k, app, app + A, app + 2 * A, A);
     be_->copy_rows(vc, v, app, app + A, app + 2 * A, A);
     be_->attention_decode_shared(att, q, kc, vc, lens, A, H, KVH, ctx.max_seq, Dh, mem, gstart, glen, n_groups);
-    linear_forward(be_, tmp, att, P(o.wo), nullptr, ones, A, Hq, C);
+    decode_linear(wt, tmp, att, o.wo, nullptr, ones, A, Hq, C);
     be_->residual_forward(x, x, tmp, (size_t)A * C);
     be_->rmsnorm_forward(xn, nullptr, x, P(o.ffn_norm), A, C, eps);
-    linear_forward(be_, g, xn, P(o.w_gate), nullptr, ones, A, C, I);
-    linear_forward(be_, u, xn, P(o.w_up), nullptr, ones, A, C, I);
+    decode_linear(wt, g, xn, o.w_gate, nullptr, ones, A, C, I);
+    decode_linear(wt, u, xn, o.w_up, nullptr, ones, A, C, I);
     be_->swiglu_forward(h, g, u, A, I);
-    linear_forward(be_, tmp, h, P(o.w_down), nullptr, ones, A, I, C);
+    decode_linear(wt, tmp, h, o.w_down, nullptr, ones, A, I, C);
     be_->residual_forward(x, x, tmp, (size_t)A * C);
   }
   be_->rmsnorm_forward(xn, nullptr, x, P(norm_off_), A, C, eps);
-  linear_forward(be_, logits, xn, P(lm_head_off_), nullptr, ones, A, C, V);
+  decode_linear(wt, logits, xn, lm_head_off_, nullptr, ones, A, C, V);
 }
 
 int LlamaModel::decode(Context& ctx, int n_steps) {
@@ -1064,12 +1109,13 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
     // row's last bits), so the results do not depend on the thread count.
     const bool cpu = std::strcmp(be_->name, "cpu") == 0;
     const int S = cpu ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
+    const bool wt = ensure_decode_weights();
     if (S == 1) {
-      decode_rows(ctx, 0, A);
+      decode_rows(ctx, 0, A, wt);
     } else {
       parallel_for(S, [&](int j) {
         const int s0 = (int)((int64_t)A * j / S), s1 = (int)((int64_t)A * (j + 1) / S);
-        decode_rows(ctx, s0, s1 - s0);
+        decode_rows(ctx, s0, s1 - s0, wt);
       });
     }
     for (int s = 0; s < A; s++) ctx.lengths[s]++;

@@ -139,7 +139,10 @@ class LlamaModel {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;
   size_t num_params() const { return params_.size(); }
-  float* params() { return params_.data(); }
+  float* params() {  // the caller may write: the decode weights are rebuilt
+    params_version_++;
+    return params_.data();
+  }
   std::mutex& mutex() { return mu_; }
 
   void init_random(uint64_t seed, float std);
@@ -230,7 +233,16 @@ class LlamaModel {
   // Runs fn(0..n-1) concurrently on the thread pool, task j in lane j (its own activations: n
   // lanes, so that which thread runs a task never matters).
   void in_lanes(int n, const std::function<void(int)>& fn);
-  void decode_rows(Context& ctx, int s0, int n);
+  void decode_rows(Context& ctx, int s0, int n, bool transposed_weights);
+  // Decode on the CPU reads each linear weight transposed (in, out), so that its GEMM takes the
+  // weight in place instead of packing it per call (see gemm.cpp, "direct"): rebuilt when the
+  // parameters changed (params_version_), for models up to kDecodeWtMaxParams.
+  static constexpr size_t kDecodeWtMaxParams = (size_t)1 << 24;
+  bool ensure_decode_weights();
+  // out (n, out_dim) = in (n, in_dim) @ W^T (+ bias), W at params offset w; through the transposed
+  // copy when `transposed`.
+  void decode_linear(bool transposed, float* out, const float* in, size_t w, const float* bias,
+                     const float* ones, int n, int in_dim, int out_dim);
   void attention_layer_backward(int l);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
@@ -243,6 +255,8 @@ class LlamaModel {
   size_t embed_off_ = 0, norm_off_ = 0, lm_head_off_ = 0;
   size_t total_ = 0;
   Buffer params_, grads_, m_, v_;
+  Buffer decode_wt_;  // transposed linear weights at their params offsets (ensure_decode_weights)
+  uint64_t params_version_ = 1, decode_wt_version_ = 0;
   int step_ = 0;
   std::unique_ptr<Activations> acts_;
   std::vector<std::unique_ptr<Lane>> lanes_;

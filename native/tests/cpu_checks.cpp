@@ -114,7 +114,7 @@ AttnRef ref_attention(const AttnShape& s, const std::vector<float>& q, const std
 // ---- checks -------------------------------------------------------------------------------------
 void check_sgemm(Report& rep) {
   struct S { int m, n, k; };
-  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {67, 131, 19}};
+  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {67, 131, 19}, {42, 96, 128}, {43, 33, 20}};
   Rng rng(11);
   for (const S& s : shapes)
     for (int t = 0; t < 4; t++)

@@ -237,7 +237,7 @@ void check_model_decode_shards(Report& rep) {
   std::vector<std::vector<int32_t>> prompt(prompts);
   for (int p = 0; p < prompts; p++)
     for (int t = 0; t < 3 + 2 * p; t++) prompt[p].push_back(rng.below(cfg.vocab));
-  auto run = [&](int threads, const std::vector<int>& rows) {
+  auto run_on = [&](wst::LlamaModel& m, int threads, const std::vector<int>& rows) {
     wst::set_num_threads(threads);
     const int n = (int)rows.size();
     auto ctx = m.create_context(n, 64);
@@ -262,6 +262,7 @@ void check_model_decode_shards(Report& rep) {
     }
     return std::make_pair(ctx->out_tokens, ctx->out_logprobs);
   };
+  auto run = [&](int threads, const std::vector<int>& rows) { return run_on(m, threads, rows); };
   const int threads = wst::num_threads();
   std::vector<int> all(B);
   for (int r = 0; r < B; r++) all[r] = r;
@@ -285,6 +286,26 @@ void check_model_decode_shards(Report& rep) {
   }
   rep.check("model decode in concurrent shards: a row alone = the row in the batch (tokens)", alone, 0);
   rep.check("model decode in concurrent shards: a row alone = the row in the batch (log-probs)", lp_err, 1e-5);
+  // Decode reads transposed copies of the weights (LlamaModel::ensure_decode_weights): after the
+  // weights change (a tensor set, an optimizer step) it must use the new ones, as a fresh model does.
+  {
+    const wst::TensorInfo& wq = *m.find("model.layers.1.self_attn.q_proj.weight");
+    std::vector<float> w(wq.size);
+    for (auto& x : w) x = rng.nonzero(-0.5f, 0.5f);
+    m.set_tensor(wq, w.data());
+    wst::LlamaModel fresh(&wst::cpu_backend(), cfg);
+    fresh.init_random(8, 0.4f);
+    fresh.set_tensor(*fresh.find(wq.name), w.data());
+    const auto changed = run(3, all), want = run_on(fresh, 3, all);
+    double stale = 0, differs = 0;
+    for (int r = 0; r < B; r++) {
+      stale += changed.first[r] != want.first[r];
+      stale += changed.second[r] != want.second[r];
+      differs += changed.first[r] != three.first[r];
+    }
+    rep.check("model decode after a weight changes: the fresh model's rows (rows differing)", stale, 0);
+    rep.check("model decode after a weight changes: the new weight is used (rows changed)", differs > 0 ? 0 : 1, 0);
+  }
   wst::set_num_threads(threads);
   (void)total;
 }
