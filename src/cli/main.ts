@@ -26,7 +26,7 @@ const commands: Record<string, Command> = {
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs, median wall times]',
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3]',
     options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' } },
     run: (values) => benchDashCommand(values),
   },
