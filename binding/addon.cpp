@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "util.h"
+#include "../native/cpu/threadpool.h"
 #ifdef WST_DASH_WITH_CUDA
 #include "../native/cuda/cuda_kernels.h"
 #endif
@@ -39,6 +40,7 @@ class OpWorker : public Napi::AsyncWorker {
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
+    FlushSubnormals ftz;  // every native call flushes subnormals, whichever path its kernels take
     try {
       work_();
     } catch (const std::exception& e) {
@@ -64,6 +66,7 @@ Napi::Value run_op(const Napi::CallbackInfo& info, bool async, std::vector<Napi:
                    Work work, MakeResult make_result) {
   Napi::Env env = info.Env();
   if (!async) {
+    FlushSubnormals ftz;  // restored before JavaScript runs on this thread again
     try {
       work();
     } catch (const std::bad_alloc&) {

@@ -11,8 +11,15 @@ describe('concurrency', () => {
     // The CPU tasks run with FTZ/DAZ (native/cpu/threadpool.h); a sync call runs on this thread and
     // must hand back its floating-point mode, or double arithmetic here would flush too.
     const values = new Float64Array([2.2250738585072014e-308, 2]);  // read at run time, not folded
-    const a = randomF32(64 * 96, 1), b = randomF32(96 * 80, 2);
-    kernels.matmul(a, b, { m: 64, k: 96, n: 80 });
+    // Inside the native call a subnormal input counts as zero (DAZ): 1e-39 * 1 -> 0 ...
+    const tiny = new Float32Array([1e-39, 3e-39]);
+    expect(tiny[0]).toBeGreaterThan(0);
+    const flushed = kernels.matmul(tiny, new Float32Array([1, 1]), { m: 1, k: 2, n: 1 });
+    expect(flushed[0]).toBe(0);
+    // ... and a pooled GEMM as well.
+    const a = randomF32(128 * 128, 1), b = randomF32(128 * 128, 2);
+    kernels.matmul(a, b, { m: 128, k: 128, n: 128 });
+    // Back in JavaScript on the same thread, doubles keep their subnormals.
     const half = values[0] / values[1];
     expect(half).toBeGreaterThan(0);
     expect(half * values[1]).toBe(values[0]);

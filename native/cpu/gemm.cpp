@@ -273,6 +273,9 @@ void sgemm(bool transA, bool transB, int m, int n, int k, float alpha, const flo
     scale_c(m, n, beta, C, ldc);
     return;
   }
+  // Flushing whether or not the work below goes through the pool (small shapes, one thread): the
+  // same bits for any thread count (threadpool.h).
+  FlushSubnormals ftz;
   const KernelSet& K = active_kernels();
   const double work = (double)m * n * k;
   const int nt = num_threads();

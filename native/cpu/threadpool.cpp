@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -58,6 +59,17 @@ struct Job {
   std::atomic<int> next{0};
   std::atomic<int> remaining;
   Job(const std::function<void(int)>* f, int n) : fn(f), n_tasks(n), remaining(n) {}
+  // The first exception a task threw; the caller rethrows it once every task has finished (a
+  // worker must never unwind out of its loop, nor the caller leave while workers use fn).
+  std::mutex error_mu;
+  std::exception_ptr error;
+};
+
+// Sets inside_task for a scope and restores it, also when a task throws.
+struct InsideTask {
+  bool was;
+  InsideTask() : was(inside_task) { inside_task = true; }
+  ~InsideTask() { inside_task = was; }
 };
 
 class Pool {
@@ -79,10 +91,16 @@ class Pool {
     if (n_tasks <= 0) return;
     FlushSubnormals ftz;
     if (n_tasks == 1 || n_threads_ == 1 || inside_task) {
-      bool was = inside_task;
-      inside_task = true;
-      for (int i = 0; i < n_tasks; i++) fn(i);
-      inside_task = was;
+      InsideTask scope;
+      std::exception_ptr error;  // as on the pool: every task runs, the first exception after
+      for (int i = 0; i < n_tasks; i++) {
+        try {
+          fn(i);
+        } catch (...) {
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (error) std::rethrow_exception(error);
       return;
     }
     std::lock_guard<std::mutex> caller(caller_mu_);
@@ -101,24 +119,30 @@ class Pool {
       std::unique_lock<std::mutex> lk(mu_);
       done_cv_.wait(lk, [&] { return job->remaining.load() == 0; });
     }
-    std::lock_guard<std::mutex> lk(mu_);
-    current_.reset();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      current_.reset();
+    }
+    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
   void work(Job& job) {
-    bool was = inside_task;
-    inside_task = true;
+    InsideTask scope;
     for (;;) {
       int i = job.next.fetch_add(1, std::memory_order_acq_rel);
       if (i >= job.n_tasks) break;
-      (*job.fn)(i);
+      try {
+        (*job.fn)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(job.error_mu);
+        if (!job.error) job.error = std::current_exception();
+      }
       if (job.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lk(mu_);
         done_cv_.notify_all();
       }
     }
-    inside_task = was;
   }
 
   void worker_loop() {

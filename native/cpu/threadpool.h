@@ -2,7 +2,8 @@
 // parallel_for(n, fn) runs fn(i) for every task i in [0, n), each exactly once, on the pool
 // and the calling thread. Kernels choose task boundaries that do not depend on the thread
 // count, so results are identical for any pool size. Calls from inside a task run serially;
-// concurrent callers (several AsyncWorkers) take turns.
+// concurrent callers (several AsyncWorkers) take turns. A task that throws does not stop the
+// others: the first exception is rethrown to the caller once every task has run.
 //
 // Every task runs with subnormal floats flushed to zero (x86 MXCSR FTZ|DAZ, Arm FPCR.FZ): a
 // subnormal operand costs an FMA ~100 cycles on x86, and attention's exp(s - max) and its

@@ -106,6 +106,18 @@ thread_local const LlamaModel* tl_lane_model = nullptr;
 thread_local void* tl_lane = nullptr;
 }  // namespace
 
+// Puts this thread in `lane` of `model` for a scope, out of it again also when the work throws.
+struct LaneScope {
+  LaneScope(const LlamaModel* model, void* lane) {
+    tl_lane_model = model;
+    tl_lane = lane;
+  }
+  ~LaneScope() {
+    tl_lane_model = nullptr;
+    tl_lane = nullptr;
+  }
+};
+
 LlamaModel::Activations& LlamaModel::A() {
   return tl_lane_model == this ? *static_cast<Lane*>(tl_lane)->acts : *acts_;
 }
@@ -695,13 +707,12 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
 }
 
 void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn) {
-  while (lanes_.size() < (size_t)n) lanes_.push_back(std::make_unique<Lane>());
-  parallel_for(n, [&](int j) {
-    tl_lane_model = this;
-    tl_lane = lanes_[j].get();
-    fn(j);
-    tl_lane_model = nullptr;
-    tl_lane = nullptr;
+  // kLanes fixed lanes (not the thread count); lane j runs the tasks j, j + L, ... in order.
+  const int L = std::min(n, kLanes);
+  while (lanes_.size() < (size_t)L) lanes_.push_back(std::make_unique<Lane>());
+  parallel_for(L, [&](int j) {
+    LaneScope scope(this, lanes_[j].get());
+    for (int t = j; t < n; t += L) fn(t);
   });
 }
 
@@ -717,20 +728,17 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
     return out;
   }
   ensure_grads();
-  // kTrainLanes lanes (not the thread count: the sums must not depend on it); lane j takes the
+  // kLanes lanes (not the thread count: the sums must not depend on it); lane j takes the
   // micro-batches j, j + L, ... one after the other, accumulating into its gradient, and the lanes
   // run concurrently. The callers sort micro-batches largest first, so round-robin balances them.
-  const size_t L = std::min((size_t)kTrainLanes, mbs.size());
+  const size_t L = std::min((size_t)kLanes, mbs.size());
   while (lanes_.size() < L) lanes_.push_back(std::make_unique<Lane>());
   for (size_t j = 0; j < L; j++) lanes_[j]->grads.resize(be_, total_);
   auto lane_work = [&](size_t j) {
     Lane& lane = *lanes_[j];
     lane.grads.zero();
-    tl_lane_model = this;
-    tl_lane = &lane;
+    LaneScope scope(this, &lane);
     for (size_t i = j; i < mbs.size(); i += L) run(i);
-    tl_lane_model = nullptr;
-    tl_lane = nullptr;
   };
   if (L == 1)
     lane_work(0);  // alone: its ops use every thread

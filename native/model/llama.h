@@ -170,11 +170,11 @@ class LlamaModel {
                              const float* advantages, int B, int T, const GrpoParams& p,
                              float loss_scale = 1.f, const PrefixBatch* prefix = nullptr);
   // Several micro-batches of one optimizer step at once. On the CPU they are dealt round-robin to
-  // kTrainLanes lanes (each its own activations and zeroed gradient buffer) that run concurrently,
+  // kLanes lanes (each its own activations and zeroed gradient buffer) that run concurrently,
   // each single-threaded, and the lanes' gradients are then added to the accumulated gradient in
   // lane order: small micro-batches (DASH's kept completions of a shared prompt) scale far better
   // that way than op by op. The same bits for any thread count; equal to train_grpo called per
-  // micro-batch up to float rounding. Memory: kTrainLanes activation sets and gradient buffers.
+  // micro-batch up to float rounding. Memory: kLanes activation sets and gradient buffers.
   // Other backends run them one after the other.
   std::vector<TrainStepResult> train_grpo_many(const std::vector<GrpoMicroBatch>& mbs);
   // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
@@ -224,14 +224,14 @@ class LlamaModel {
   // shared prefixes (the layout planned by forward).
   void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
   void attention_layer_forward(int l);
-  // Concurrent lanes of train_grpo_many (fixed: results must not depend on the thread count).
-  static constexpr int kTrainLanes = 4;
+  // Lanes of train_grpo_many and prefill (fixed: results must not depend on the thread count).
+  static constexpr int kLanes = 4;
   // Decode rows per concurrent shard, about (see decode).
   static constexpr int kDecodeRowsPerShard = 32;
   // Unique prompts per concurrent prefill part (see prefill).
   static constexpr int kPrefillPromptsPerPart = 4;
-  // Runs fn(0..n-1) concurrently on the thread pool, task j in lane j (its own activations: n
-  // lanes, so that which thread runs a task never matters).
+  // Runs fn(0..n-1) on the thread pool in kLanes lanes (each its own activations): lane j runs
+  // the tasks j, j + kLanes, ... one after the other, so which thread runs a lane never matters.
   void in_lanes(int n, const std::function<void(int)>& fn);
   void decode_rows(Context& ctx, int s0, int n, bool transposed_weights);
   // Decode on the CPU reads each linear weight transposed (in, out), so that its GEMM takes the

@@ -3,7 +3,10 @@
 // (Tq == Tk, Tq < Tk, Tq > Tk with key-less rows, non-causal), its backward, decode, and the
 // Philox4x32-10 known-answer vectors.
 #include <cstdio>
+#include <set>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "../backend.h"
 #include "../kernels.h"
@@ -278,6 +281,40 @@ void check_subnormal_mode(Report& rep) {
 #endif
 }
 
+// A task that throws: the caller gets the exception after every other task has run, and the pool
+// (and this thread's state) works as before afterwards.
+void check_pool_exceptions(Report& rep) {
+  const int threads = wst::num_threads();
+  for (int nt : {1, 3}) {
+    wst::set_num_threads(nt);
+    std::vector<int> ran(64, 0);
+    bool caught = false;
+    try {
+      wst::parallel_for(64, [&](int i) {
+        ran[i] = 1;
+        if (i == 17) throw std::runtime_error("task 17");
+      });
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "task 17";
+    }
+    double missing = 0;
+    for (int x : ran) missing += !x;
+    const std::string tag = " (" + std::to_string(nt) + " thread" + (nt > 1 ? "s)" : ")");
+    rep.check("cpu pool: a task's exception reaches the caller" + tag, caught ? 0 : 1, 0);
+    rep.check("cpu pool: the other tasks all ran (missing)" + tag, missing, 0);
+    std::vector<std::thread::id> who(64);
+    wst::parallel_for(64, [&](int i) {
+      volatile double x = 0;
+      for (int k = 0; k < 20000; k++) x = x + k;  // long enough for the workers to take some
+      who[i] = std::this_thread::get_id();
+    });
+    const size_t distinct = std::set<std::thread::id>(who.begin(), who.end()).size();
+    rep.check("cpu pool: still runs on several threads afterwards (threads used < 2)" + tag,
+              nt > 1 && distinct < 2 ? 1 : 0, 0);
+  }
+  wst::set_num_threads(threads);
+}
+
 std::vector<Check> cpu_checks() {
   return {
       {"sgemm", check_sgemm},
@@ -285,6 +322,7 @@ std::vector<Check> cpu_checks() {
       {"decode", check_decode},
       {"philox", check_philox},
       {"subnormals", check_subnormal_mode},
+      {"pool exceptions", check_pool_exceptions},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
       {"model decode shards", check_model_decode_shards},
