@@ -706,45 +706,47 @@ TrainStepResult LlamaModel::train_grpo(const int32_t* tokens, const int32_t* tar
   return r;
 }
 
-void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn) {
-  // kLanes fixed lanes (not the thread count); lane j runs the tasks j, j + L, ... in order.
+int LlamaModel::lanes_for(int n) {
   const int L = std::min(n, kLanes);
   while (lanes_.size() < (size_t)L) lanes_.push_back(std::make_unique<Lane>());
-  parallel_for(L, [&](int j) {
+  return L;
+}
+
+void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn) {
+  // kLanes fixed lanes (not the thread count); lane j runs the tasks j, j + L, ... in order.
+  const int L = lanes_for(n);
+  auto lane_work = [&](int j) {
     LaneScope scope(this, lanes_[j].get());
     for (int t = j; t < n; t += L) fn(t);
-  });
+  };
+  if (L == 1)
+    lane_work(0);  // alone: its ops use every thread
+  else
+    parallel_for(L, lane_work);
 }
 
 std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoMicroBatch>& mbs) {
   std::vector<TrainStepResult> out(mbs.size());
-  auto run = [&](size_t i) {
+  auto run = [&](int i) {
     const GrpoMicroBatch& m = mbs[i];
     out[i] = train_grpo(m.tokens, m.targets, m.mask, m.old_logprobs, m.ref_logprobs, m.advantages,
                         m.B, m.T, m.params, m.loss_scale, m.prefix);
   };
   if (std::strcmp(be_->name, "cpu") != 0) {  // one device queue: nothing to gain from lanes
-    for (size_t i = 0; i < mbs.size(); i++) run(i);
+    for (size_t i = 0; i < mbs.size(); i++) run((int)i);
     return out;
   }
   ensure_grads();
-  // kLanes lanes (not the thread count: the sums must not depend on it); lane j takes the
-  // micro-batches j, j + L, ... one after the other, accumulating into its gradient, and the lanes
-  // run concurrently. The callers sort micro-batches largest first, so round-robin balances them.
-  const size_t L = std::min((size_t)kLanes, mbs.size());
-  while (lanes_.size() < L) lanes_.push_back(std::make_unique<Lane>());
-  for (size_t j = 0; j < L; j++) lanes_[j]->grads.resize(be_, total_);
-  auto lane_work = [&](size_t j) {
-    Lane& lane = *lanes_[j];
-    lane.grads.zero();
-    LaneScope scope(this, &lane);
-    for (size_t i = j; i < mbs.size(); i += L) run(i);
-  };
-  if (L == 1)
-    lane_work(0);  // alone: its ops use every thread
-  else
-    parallel_for((int)L, [&](int j) { lane_work((size_t)j); });
-  for (size_t j = 0; j < L; j++)  // in lane order: the same sum for any thread count
+  // Each lane accumulates its micro-batches into its own gradient; the lanes' sums are then added
+  // in lane order: the same sum for any thread count. The callers sort micro-batches largest
+  // first, so the round-robin deal balances the lanes.
+  const int L = lanes_for((int)mbs.size());
+  for (int j = 0; j < L; j++) {
+    lanes_[j]->grads.resize(be_, total_);
+    lanes_[j]->grads.zero();
+  }
+  in_lanes((int)mbs.size(), run);
+  for (int j = 0; j < L; j++)
     be_->residual_forward(grads_.data(), grads_.data(), lanes_[j]->grads.data(), total_);
   return out;
 }

@@ -233,6 +233,8 @@ class LlamaModel {
   // Runs fn(0..n-1) on the thread pool in kLanes lanes (each its own activations): lane j runs
   // the tasks j, j + kLanes, ... one after the other, so which thread runs a lane never matters.
   void in_lanes(int n, const std::function<void(int)>& fn);
+  // Lanes for n tasks (min(n, kLanes)), created on first use.
+  int lanes_for(int n);
   void decode_rows(Context& ctx, int s0, int n, bool transposed_weights);
   // Decode on the CPU reads each linear weight transposed (in, out), so that its GEMM takes the
   // weight in place instead of packing it per call (see gemm.cpp, "direct"): rebuilt when the
