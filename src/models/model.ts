@@ -491,10 +491,11 @@ export class Model {
 
   /**
    * Several GRPO micro-batches of one optimizer step in one call; gradients accumulate as from
-   * trainGrpo per micro-batch (up to float rounding: each micro-batch's gradient is summed first,
-   * then added in order). On the CPU the micro-batches run concurrently, one per thread, which is
-   * much faster than op-level threading when they are small. Results do not depend on the thread
-   * count. Memory: activations and a gradient buffer per concurrent micro-batch.
+   * trainGrpo per micro-batch (up to float rounding). On the CPU the micro-batches are dealt
+   * round-robin to 4 lanes that run concurrently, each single-threaded with its own activations and
+   * gradient (summed in lane order at the end), which is much faster than op-level threading when
+   * micro-batches are small; give them largest first for balance. Results do not depend on the
+   * thread count. Memory: 4 activation sets and 4 gradient buffers.
    */
   async trainGrpoMany(microBatches: readonly { batch: TrainBatch; options: GrpoStepOptions }[]): Promise<StepResult[]> {
     if (!Array.isArray(microBatches) || microBatches.length === 0) throw new RangeError('microBatches must be a non-empty array of { batch, options }');

@@ -283,7 +283,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
 
   // Backprop on micro-batches of samples (already filtered); gradients accumulate. The micro-batches
   // given together go to the engine in one call (Model.trainGrpoMany: on the CPU they run
-  // concurrently, one per thread); per-micro-batch generation hands them over one at a time.
+  // concurrently in lanes); per-micro-batch generation hands them over one at a time.
   const backprop = async (microBatches: Sample[][], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }) => {
     const calls: { batch: TrainBatch; options: GrpoStepOptions }[] = [];
     for (const mb of microBatches) {
