@@ -320,9 +320,13 @@ export class Model {
           const take = encoded.slice(next, next + free);
           const offsets = new Int32Array(take.length + 1);
           take.forEach((t, i) => (offsets[i + 1] = offsets[i] + t.length));
+          // Typed-array copies, not Int32Array.from(take.flat()) (an iterator over every token: ~1 ms
+          // per call for 128 prompts of 70 tokens, on the event loop).
+          const promptTokens = new Int32Array(offsets[take.length]);
+          take.forEach((t, i) => promptTokens.set(t, offsets[i]));
           const seeds = new BigUint64Array(take.map((_, i) =>
             Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
-          await this.run(() => ctx.addRows(Int32Array.from(take.flat()), offsets, seeds,
+          await this.run(() => ctx.addRows(promptTokens, offsets, seeds,
             new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
           for (let i = 0; i < take.length; i++) rowOf.push(next + i);
           next += take.length;
