@@ -179,61 +179,64 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   };
   const repeat = o.repeat ?? 1;
   if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`repeat must be a positive integer, got ${repeat}`);
-  for (let rep = 0; rep < repeat; rep++)
-  for (const name of o.arms) {
+  // One training run of an arm from fresh copies of the SFT model; `extra` holds what differs
+  // between the first run (evaluations, metrics) and the repeats.
+  const runArm = async (name: ArmName, extra: Partial<RlOptions>): Promise<RlResult> => {
     const arm = armOptions(name, o);
-    if (rep > 0) {
-      const first = result.arms[name]!;
-      const policy = await Model.load(sft.dir, { device: o.device });
-      const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
-      const again = await trainRl({
-        task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
-        microBatch: o.microBatch, generation: arm.generation,
-        filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
-        lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature,
-        trainExamples, evalExamples, evalEvery: 0,
-        onStep: (m) => o.progress?.(`[${name}] run ${rep + 1}/${repeat}  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
-      });
-      const acc = again.evals[again.evals.length - 1]?.accuracy ?? 0;
-      if (acc !== first.accuracy) throw new Error(`[${name}] run ${rep + 1} ended at accuracy ${acc}, the first at ${first.accuracy}: the runs are not deterministic`);
-      first.secondsRuns.push(again.seconds);
-      o.log(`[${name}] run ${rep + 1}/${repeat}: ${again.seconds.toFixed(1)} s`);
-      continue;
-    }
-    o.log(`\n[${name}] ${arm.description}`);
     const policy = await Model.load(sft.dir, { device: o.device });
     const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
-    const metricsFile = path.join(o.outDir, `metrics-${name}.jsonl`);
-    await writeFileAtomic(metricsFile, '');
-    const run: RlResult = await trainRl({
+    return trainRl({
       task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
       microBatch: o.microBatch, generation: arm.generation,
       filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
       lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature,
-      trainExamples, evalExamples, evalEvery: o.evalEvery, metricsFile,
-      onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
-      onEval: (e) => o.log(`[${name}] step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}% after ${e.trainSeconds.toFixed(1)} s of training`),
+      trainExamples, evalExamples, ...extra,
     });
-    const phases = { generate: 0, score: 0, train: 0 };
-    for (const s of run.steps) {
-      phases.generate += s.seconds.generate;
-      phases.score += s.seconds.score;
-      phases.train += s.seconds.train;
+  };
+  for (let rep = 0; rep < repeat; rep++) {
+    for (const name of o.arms) {
+      const arm = armOptions(name, o);
+      if (rep > 0) {
+        const first = result.arms[name]!;
+        const again = await runArm(name, {
+          evalEvery: 0,
+          onStep: (m) => o.progress?.(`[${name}] run ${rep + 1}/${repeat}  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
+        });
+        const acc = again.evals[again.evals.length - 1]?.accuracy ?? 0;
+        if (acc !== first.accuracy) throw new Error(`[${name}] run ${rep + 1} ended at accuracy ${acc}, the first at ${first.accuracy}: the runs are not deterministic`);
+        first.secondsRuns.push(again.seconds);
+        o.log(`[${name}] run ${rep + 1}/${repeat}: ${again.seconds.toFixed(1)} s`);
+        continue;
+      }
+      o.log(`\n[${name}] ${arm.description}`);
+      const metricsFile = path.join(o.outDir, `metrics-${name}.jsonl`);
+      await writeFileAtomic(metricsFile, '');
+      const run = await runArm(name, {
+        evalEvery: o.evalEvery, metricsFile,
+        onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
+        onEval: (e) => o.log(`[${name}] step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}% after ${e.trainSeconds.toFixed(1)} s of training`),
+      });
+      const phases = { generate: 0, score: 0, train: 0 };
+      for (const s of run.steps) {
+        phases.generate += s.seconds.generate;
+        phases.score += s.seconds.score;
+        phases.train += s.seconds.train;
+      }
+      const last = run.evals[run.evals.length - 1];
+      result.arms[name] = {
+        name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases,
+        accuracy: last?.accuracy ?? 0, accuracyStart: start.accuracy,
+        keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
+        tokensGenerated: run.steps.reduce((a, s) => a + s.tokensGenerated, 0),
+        generateCalls: o.steps * (arm.generation === 'per-microbatch' ? Math.ceil(o.promptsPerStep / (o.microBatch / o.groupSize)) : 1),
+        sequencesTrained: Math.round(run.steps.reduce((a, s) => a + s.keptFraction, 0) * o.promptsPerStep * o.groupSize),
+        referenceForwards: arm.beta > 0 ? o.steps * o.promptsPerStep * o.groupSize : 0,
+        curve: run.evals.map((e) => ({ seconds: e.trainSeconds, accuracy: e.accuracy, step: e.step })),
+        steps: run.steps,
+      };
+      result.files.metrics.push(metricsFile);
+      o.log(`[${name}] ${run.seconds.toFixed(1)} s (generate ${phases.generate.toFixed(1)}, score ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)}), accuracy ${(100 * (last?.accuracy ?? 0)).toFixed(1)}%`);
     }
-    const last = run.evals[run.evals.length - 1];
-    result.arms[name] = {
-      name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases,
-      accuracy: last?.accuracy ?? 0, accuracyStart: start.accuracy,
-      keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
-      tokensGenerated: run.steps.reduce((a, s) => a + s.tokensGenerated, 0),
-      generateCalls: o.steps * (arm.generation === 'per-microbatch' ? Math.ceil(o.promptsPerStep / (o.microBatch / o.groupSize)) : 1),
-      sequencesTrained: Math.round(run.steps.reduce((a, s) => a + s.keptFraction, 0) * o.promptsPerStep * o.groupSize),
-      referenceForwards: arm.beta > 0 ? o.steps * o.promptsPerStep * o.groupSize : 0,
-      curve: run.evals.map((e) => ({ seconds: e.trainSeconds, accuracy: e.accuracy, step: e.step })),
-      steps: run.steps,
-    };
-    result.files.metrics.push(metricsFile);
-    o.log(`[${name}] ${run.seconds.toFixed(1)} s (generate ${phases.generate.toFixed(1)}, score ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)}), accuracy ${(100 * (last?.accuracy ?? 0)).toFixed(1)}%`);
   }
   for (const arm of Object.values(result.arms)) arm!.seconds = median(arm!.secondsRuns);
   const { grpo, grpo_decoupled: dec, dash } = result.arms;
