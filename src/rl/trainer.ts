@@ -336,8 +336,8 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       // so that each micro-batch computes each of its prompts once and no prompt twice.
       const kept = keptOf(all);
       const total = kept.length;
-      // Largest first: the engine runs a step's micro-batches concurrently in waves (one per
-      // thread), and similar sizes side by side keep a wave's threads equally busy.
+      // Largest first: the engine deals a step's micro-batches round-robin to lanes that run
+      // concurrently, and a largest-first deal keeps the lanes equally busy.
       const tokensOf = (mb: Sample[]) => {
         const prompts = new Set(mb.map((s) => s.group));
         return mb.reduce((a, s) => a + s.ids.length + (prompts.delete(s.group) ? s.promptIds.length : 0), 0);
