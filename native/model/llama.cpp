@@ -148,7 +148,7 @@ void LlamaModel::add_tensor(const std::string& name, std::vector<int64_t> shape)
   tensors_.push_back(std::move(t));
 }
 
-LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg) {
+LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg), on_cpu_(std::strcmp(backend->name, "cpu") == 0) {
   const int C = cfg.dim, V = cfg.vocab, I = cfg.hidden, Dh = cfg.head_dim;
   const int Hq = cfg.n_heads * Dh, Hk = cfg.n_kv_heads * Dh;
   add_tensor("model.embed_tokens.weight", {V, C});
@@ -732,7 +732,7 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
     out[i] = train_grpo(m.tokens, m.targets, m.mask, m.old_logprobs, m.ref_logprobs, m.advantages,
                         m.B, m.T, m.params, m.loss_scale, m.prefix);
   };
-  if (std::strcmp(be_->name, "cpu") != 0) {  // one device queue: nothing to gain from lanes
+  if (!on_cpu()) {  // one device queue: nothing to gain from lanes
     for (size_t i = 0; i < mbs.size(); i++) run((int)i);
     return out;
   }
@@ -868,24 +868,21 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     copy_rows_staged(be_, a.st_build, ctx.tmp.data(), a.xf.data(), offs);
     // Logits into the activations' logits buffer (free here), then to the rows' context logits.
     linear_forward(be_, a.logits.data(), ctx.tmp.data() + (size_t)i0 * C, P(lm_head_off_), nullptr, a.ones.data(), n, C, V);
-    offs.clear();
-    std::vector<int64_t> dst, src;
-    for (int b = 0; b < B; b++) {
-      const int i = index_of[source[b]];
-      if (i < i0 || i >= i1) continue;
-      dst.push_back((int64_t)(ctx.active + b) * V);
-      src.push_back((int64_t)(i - i0) * V);
+    std::vector<int> rows;  // the rows whose prompt is in this part
+    for (int b = 0; b < B; b++)
+      if (index_of[source[b]] >= i0 && index_of[source[b]] < i1) rows.push_back(b);
+    const size_t R = rows.size();
+    offs.assign(3 * R, V);
+    for (size_t r = 0; r < R; r++) {
+      offs[r] = (int64_t)(ctx.active + rows[r]) * V;
+      offs[R + r] = (int64_t)(index_of[source[rows[r]]] - i0) * V;
     }
-    offs.insert(offs.end(), dst.begin(), dst.end());
-    offs.insert(offs.end(), src.begin(), src.end());
-    offs.insert(offs.end(), dst.size(), (int64_t)V);
     copy_rows_staged(be_, a.st_own, ctx.logits.data(), a.logits.data(), offs);
   };
   // On the CPU, the prompts go in parts of kPrefillPromptsPerPart that run concurrently, each
   // single-threaded in its own activations (a lane): a few prompts' ops are too small for op-level
   // threading. The parts do not depend on the thread count, so neither do the results.
-  const bool cpu = std::strcmp(be_->name, "cpu") == 0;
-  const int parts = cpu ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
+  const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
   if (parts <= 1)
     prefill_part(0, U);
   else
@@ -947,26 +944,18 @@ void LlamaModel::Context::finish_slot(int slot, const Backend* be, int n_layers,
 }
 
 bool LlamaModel::ensure_decode_weights() {
-  if (std::strcmp(be_->name, "cpu") != 0 || total_ > kDecodeWtMaxParams) return false;
+  if (!on_cpu() || total_ > kDecodeWtMaxParams) return false;
   if (decode_wt_version_ == params_version_) return true;
   decode_wt_.resize(be_, total_);
-  std::vector<std::pair<size_t, std::pair<int, int>>> mats;  // offset, (out, in)
-  const int C = cfg_.dim, I = cfg_.hidden, Hq = cfg_.n_heads * cfg_.head_dim, Hk = cfg_.n_kv_heads * cfg_.head_dim;
-  for (const LayerOffsets& o : layers_) {
-    mats.push_back({o.wq, {Hq, C}});
-    mats.push_back({o.wk, {Hk, C}});
-    mats.push_back({o.wv, {Hk, C}});
-    mats.push_back({o.wo, {C, Hq}});
-    mats.push_back({o.w_gate, {I, C}});
-    mats.push_back({o.w_up, {I, C}});
-    mats.push_back({o.w_down, {C, I}});
-  }
-  mats.push_back({lm_head_off_, {cfg_.vocab, C}});
+  // Every matrix (out, in) of the model: the linear weights, the embedding (the tied lm_head).
+  std::vector<const TensorInfo*> mats;
+  for (const TensorInfo& t : tensors_)
+    if (t.shape.size() == 2) mats.push_back(&t);
   const float* src = params_.data();
   float* dst = decode_wt_.data();
   parallel_for((int)mats.size(), [&](int i) {
-    const size_t off = mats[i].first;
-    const int rows = mats[i].second.first, cols = mats[i].second.second;  // W (rows, cols)
+    const size_t off = mats[i]->offset;
+    const int rows = (int)mats[i]->shape[0], cols = (int)mats[i]->shape[1];
     for (int r0 = 0; r0 < rows; r0 += 32)
       for (int c0 = 0; c0 < cols; c0 += 32)
         for (int r = r0; r < std::min(rows, r0 + 32); r++)
@@ -991,11 +980,10 @@ void LlamaModel::decode_linear(bool transposed, float* out, const float* in, siz
 // One decode step of the active slots [s0, s0 + n): their tokens last_token[s] at positions[s],
 // keys / values appended to the cache, next-token logits into ctx.logits. Reads only these slots'
 // rows of the context's buffers (a shard of the step; see decode).
-void LlamaModel::decode_rows(Context& ctx, int s0, int n, bool wt) {
+void LlamaModel::decode_rows(Context& ctx, int s0, int A, bool wt) {
   const int C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads,
             Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
-  const int A = n;
   const size_t W = std::max(C, Hq);  // ctx.tmp's row stride
   const float* ones = ctx.ones.data();
   float *x = ctx.x.data() + (size_t)s0 * C, *xn = ctx.xn.data() + (size_t)s0 * C,
@@ -1117,8 +1105,7 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
     // that run concurrently, each single-threaded: a decode step's ops are too small to split op by
     // op (2 threads gave ~1.2x). The shards depend on the row count only (matrix shapes change a
     // row's last bits), so the results do not depend on the thread count.
-    const bool cpu = std::strcmp(be_->name, "cpu") == 0;
-    const int S = cpu ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
+    const int S = on_cpu() ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
     const bool wt = ensure_decode_weights();
     if (S == 1) {
       decode_rows(ctx, 0, A, wt);

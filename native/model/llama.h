@@ -235,7 +235,9 @@ class LlamaModel {
   void in_lanes(int n, const std::function<void(int)>& fn);
   // Lanes for n tasks (min(n, kLanes)), created on first use.
   int lanes_for(int n);
-  void decode_rows(Context& ctx, int s0, int n, bool transposed_weights);
+  void decode_rows(Context& ctx, int s0, int n_rows, bool transposed_weights);
+  // The plain CPU backend: lanes, shards and transposed decode weights apply there only.
+  bool on_cpu() const { return on_cpu_; }
   // Decode on the CPU reads each linear weight transposed (in, out), so that its GEMM takes the
   // weight in place instead of packing it per call (see gemm.cpp, "direct"): rebuilt when the
   // parameters changed (params_version_), for models up to kDecodeWtMaxParams.
@@ -252,6 +254,7 @@ class LlamaModel {
 
   const Backend* be_;
   LlamaConfig cfg_;
+  bool on_cpu_;
   std::vector<TensorInfo> tensors_;
   std::vector<LayerOffsets> layers_;
   size_t embed_off_ = 0, norm_off_ = 0, lm_head_off_ = 0;
