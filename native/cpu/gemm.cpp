@@ -66,7 +66,7 @@ const KernelSet kGeneric = {
     "generic", G_MR, G_NR, G_KC,
     {nullptr, generic_kern<1>, generic_kern<2>, generic_kern<3>, generic_kern<4>, nullptr, nullptr,
      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr},
-    nullptr, nullptr, generic_fma_loop, 2L * 32};
+    nullptr, nullptr, nullptr, generic_fma_loop, 2L * 32};
 
 const KernelSet& choose_kernels() {
   int want = 2;  // 0 generic, 1 avx2, 2 avx512
@@ -94,7 +94,9 @@ void pack_a(const KernelSet& K, float* dst, const float* A, long lda, bool trans
             int pc, int kc) {
   if (!transA && K.tpack) {
     K.tpack(dst, mr, A + (long)i0 * lda + pc, lda, mr, kc);
-  } else if (transA) {  // A is (k,m): row p of op(A)^T is contiguous
+  } else if (transA && K.cpack) {  // A is (k,m): row p of op(A)^T is contiguous
+    K.cpack(dst, mr, A + (long)pc * lda + i0, lda, mr, mr, kc);
+  } else if (transA) {
     for (int p = 0; p < kc; p++) {
       const float* s = A + (long)(pc + p) * lda + i0;
       for (int i = 0; i < mr; i++) dst[p * mr + i] = s[i];
@@ -122,6 +124,8 @@ void pack_b(const KernelSet& K, float* dst, int NR, const float* B, long ldb, bo
     if (nr < NR)
       for (int p = 0; p < kc; p++)
         for (int j = nr; j < NR; j++) dst[p * NR + j] = 0.0f;
+  } else if (K.cpack) {
+    K.cpack(dst, NR, B + (long)pc * ldb + j0, ldb, nr, NR, kc);
   } else {
     for (int p = 0; p < kc; p++) {
       const float* s = B + (long)(pc + p) * ldb + j0;

@@ -192,6 +192,18 @@ void tpack(float* dst, long ds, const float* src, long ls, int rows, int kc) {
   }
 }
 
+void cpack(float* dst, long ds, const float* src, long ls, int rows, int width, int kc) {
+  auto mask = [](int n) { return _mm256_loadu_si256((const __m256i*)(kMaskTable + 8 - (n < 0 ? 0 : n > 8 ? 8 : n))); };
+  const __m256i l0 = mask(rows), l1 = mask(rows - 8), s0 = mask(width), s1 = mask(width - 8);
+  const bool two = width > 8;
+  for (int p = 0; p < kc; p++) {
+    const float* s = src + (long)p * ls;
+    float* d = dst + (long)p * ds;
+    _mm256_maskstore_ps(d, s0, _mm256_maskload_ps(s, l0));
+    if (two) _mm256_maskstore_ps(d + 8, s1, _mm256_maskload_ps(s + 8, l1));
+  }
+}
+
 constexpr int FMA_CHAINS = 12;
 float fma_loop(long iters) {
   __m256 acc[FMA_CHAINS];
@@ -210,7 +222,7 @@ const KernelSet kSet = {
     "avx2", MR, NR, KC,
     {nullptr, kern<1>, kern<2>, kern<3>, kern<4>, kern<5>, kern<6>, nullptr, nullptr, nullptr,
      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr},
-    dot, tpack, fma_loop, 2L * 8 * FMA_CHAINS};
+    dot, tpack, cpack, fma_loop, 2L * 8 * FMA_CHAINS};
 
 }  // namespace
 

@@ -179,6 +179,19 @@ void tpack(float* dst, long ds, const float* src, long ls, int rows, int kc) {
   }
 }
 
+void cpack(float* dst, long ds, const float* src, long ls, int rows, int width, int kc) {
+  const __mmask16 l0 = rows >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rows) - 1);
+  const __mmask16 l1 = rows >= 32 ? (__mmask16)0xFFFF : rows > 16 ? (__mmask16)((1u << (rows - 16)) - 1) : 0;
+  const __mmask16 s0 = width >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << width) - 1);
+  const __mmask16 s1 = width >= 32 ? (__mmask16)0xFFFF : width > 16 ? (__mmask16)((1u << (width - 16)) - 1) : 0;
+  for (int p = 0; p < kc; p++) {
+    const float* s = src + (long)p * ls;
+    float* d = dst + (long)p * ds;
+    _mm512_mask_storeu_ps(d, s0, _mm512_maskz_loadu_ps(l0, s));
+    if (s1) _mm512_mask_storeu_ps(d + 16, s1, _mm512_maskz_loadu_ps(l1, s + 16));
+  }
+}
+
 constexpr int FMA_CHAINS = 16;
 float fma_loop(long iters) {
   __m512 acc[FMA_CHAINS];
@@ -197,7 +210,7 @@ const KernelSet kSet = {
     "avx512", MR, NR, KC,
     {nullptr, kern<1>, kern<2>, kern<3>, kern<4>, kern<5>, kern<6>, kern<7>, kern<8>, kern<9>,
      kern<10>, kern<11>, kern<12>, kern<13>, kern<14>, nullptr, nullptr},
-    dot, tpack, fma_loop, 2L * 16 * FMA_CHAINS};
+    dot, tpack, cpack, fma_loop, 2L * 16 * FMA_CHAINS};
 
 }  // namespace
 

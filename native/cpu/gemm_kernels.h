@@ -23,6 +23,11 @@ using DotKernel = void (*)(int m, int j0, int j1, int k, float alpha, const floa
 // A panel from row-major A, or a B panel from B given as (n,k) (transB).
 using TransposePack = void (*)(float* dst, long ds, const float* src, long ls, int rows, int kc);
 
+// Straight copy with zero padding: dst[p*ds + r] = r < rows ? src[p*ls + r] : 0 for r < width,
+// p < kc (rows <= width <= 2 vectors). Packs an A panel from A given as (k,m) (transA), or a B
+// panel from row-major B.
+using CopyPack = void (*)(float* dst, long ds, const float* src, long ls, int rows, int width, int kc);
+
 // Runs `iters` iterations of independent FMA chains (fma_flops_per_iter flops each) and
 // returns a value that depends on all of them (so the loop cannot be dropped).
 using FmaLoop = float (*)(long iters);
@@ -34,6 +39,7 @@ struct KernelSet {
   MicroKernel kern[17];
   DotKernel dot;  // may be null
   TransposePack tpack;
+  CopyPack cpack;  // may be null
   FmaLoop fma_loop;
   long fma_flops_per_iter;
 };
