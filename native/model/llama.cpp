@@ -98,6 +98,7 @@ struct LlamaModel::Activations {
 struct LlamaModel::Lane {
   std::unique_ptr<Activations> acts = std::make_unique<Activations>();
   Buffer grads;
+  bool grads_zero = false;  // left zeroed by the last train_grpo_many (which adds and clears them)
 };
 
 namespace {
@@ -344,6 +345,8 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
             KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float eps = cfg_.norm_eps;
   const float* ones = a.ones.data();
+  // Transposed weights: built here when not in a lane (lanes' callers build them first).
+  const bool wt = tl_lane_model == this ? transposed_ready() : ensure_decode_weights();
   a.positions.resize(N);
   a.prefixed = pre != nullptr;
   a.Npre = Npre;
@@ -377,9 +380,9 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     float* qdst = cfg_.qk_norm ? a.qpre[l].data() : a.q[l].data();
     float* kdst = cfg_.qk_norm ? a.kpre[l].data() : a.k[l].data();
     const bool bias = cfg_.qkv_bias;
-    linear_forward(be_, qdst, a.xn1[l].data(), P(o.wq), bias ? P(o.bq) : nullptr, ones, N, C, Hq);
-    linear_forward(be_, kdst, a.xn1[l].data(), P(o.wk), bias ? P(o.bk) : nullptr, ones, N, C, Hk);
-    linear_forward(be_, a.v[l].data(), a.xn1[l].data(), P(o.wv), bias ? P(o.bv) : nullptr, ones, N, C, Hk);
+    linear_fwd(wt, qdst, a.xn1[l].data(), o.wq, bias ? P(o.bq) : nullptr, ones, N, C, Hq);
+    linear_fwd(wt, kdst, a.xn1[l].data(), o.wk, bias ? P(o.bk) : nullptr, ones, N, C, Hk);
+    linear_fwd(wt, a.v[l].data(), a.xn1[l].data(), o.wv, bias ? P(o.bv) : nullptr, ones, N, C, Hk);
     if (cfg_.qk_norm) {
       be_->rmsnorm_forward(a.q[l].data(), a.rstdq[l].data(), qdst, P(o.q_norm), N * H, Dh, eps);
       be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
@@ -391,18 +394,18 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
       be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
     }
     attention_layer_forward(l);
-    linear_forward(be_, a.tmp.data(), a.att[l].data(), P(o.wo), nullptr, ones, N, Hq, C);
+    linear_fwd(wt, a.tmp.data(), a.att[l].data(), o.wo, nullptr, ones, N, Hq, C);
     be_->residual_forward(a.x_mid[l].data(), x, a.tmp.data(), (size_t)N * C);
     be_->rmsnorm_forward(a.xn2[l].data(), a.rstd2[l].data(), a.x_mid[l].data(), P(o.ffn_norm), N, C, eps);
-    linear_forward(be_, a.g[l].data(), a.xn2[l].data(), P(o.w_gate), nullptr, ones, N, C, I);
-    linear_forward(be_, a.u[l].data(), a.xn2[l].data(), P(o.w_up), nullptr, ones, N, C, I);
+    linear_fwd(wt, a.g[l].data(), a.xn2[l].data(), o.w_gate, nullptr, ones, N, C, I);
+    linear_fwd(wt, a.u[l].data(), a.xn2[l].data(), o.w_up, nullptr, ones, N, C, I);
     be_->swiglu_forward(a.h[l].data(), a.g[l].data(), a.u[l].data(), N, I);
-    linear_forward(be_, a.tmp.data(), a.h[l].data(), P(o.w_down), nullptr, ones, N, I, C);
+    linear_fwd(wt, a.tmp.data(), a.h[l].data(), o.w_down, nullptr, ones, N, I, C);
     be_->residual_forward(x_next, a.x_mid[l].data(), a.tmp.data(), (size_t)N * C);
   }
   be_->rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.x_last.data(), P(norm_off_), N, C, eps);
   if (keep_logits)  // the row tokens only: prefix tokens predict nothing that is scored
-    linear_forward(be_, a.logits.data(), a.xf.data() + Npre * C, P(lm_head_off_), nullptr, ones,
+    linear_fwd(wt, a.logits.data(), a.xf.data() + Npre * C, lm_head_off_, nullptr, ones,
                    (int)Nrow, C, V);
 }
 
@@ -712,17 +715,72 @@ int LlamaModel::lanes_for(int n) {
   return L;
 }
 
-void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn) {
-  // kLanes fixed lanes (not the thread count); lane j runs the tasks j, j + L, ... in order.
+namespace {
+// Indices 0..n-1 sorted by cost, largest first (ties: lower index first).
+std::vector<int> by_cost(const std::vector<double>& cost, const std::vector<int>& items) {
+  std::vector<int> order(items);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return cost[a] > cost[b]; });
+  return order;
+}
+// items split into `parts` groups, largest first, each to the least loaded group (lowest index on ties).
+std::vector<std::vector<int>> greedy_split(const std::vector<double>& cost, const std::vector<int>& items, int parts) {
+  std::vector<std::vector<int>> out(parts);
+  std::vector<double> load(parts, 0.0);
+  for (int i : by_cost(cost, items)) {
+    int best = 0;
+    for (int p = 1; p < parts; p++)
+      if (load[p] < load[best]) best = p;
+    out[best].push_back(i);
+    load[best] += cost[i];
+  }
+  for (auto& g : out) std::sort(g.begin(), g.end());  // a lane runs its tasks in index order
+  return out;
+}
+}  // namespace
+
+std::vector<std::vector<int>> LlamaModel::deal_lanes(const std::vector<double>& cost, int n_lanes) {
+  const int n = (int)cost.size();
+  std::vector<int> all(n);
+  for (int i = 0; i < n; i++) all[i] = i;
+  if (n_lanes < 4) return greedy_split(cost, all, n_lanes);
+  std::vector<std::vector<int>> lanes;
+  for (auto& half : greedy_split(cost, all, 2))
+    for (auto& lane : greedy_split(cost, half, n_lanes / 2)) lanes.push_back(std::move(lane));
+  return lanes;
+}
+
+std::vector<std::vector<int>> LlamaModel::plan_slots(const std::vector<double>& lane_cost, int threads) {
+  const int L = (int)lane_cost.size();
+  std::vector<int> all(L);
+  for (int j = 0; j < L; j++) all[j] = j;
+  if (threads >= L) {
+    std::vector<std::vector<int>> one;
+    for (int j : by_cost(lane_cost, all)) one.push_back({j});  // the longest lane starts first
+    return one;
+  }
+  if (threads == 2 && L == 4) return {{0, 1}, {2, 3}};  // deal_lanes' halves
+  return greedy_split(lane_cost, all, std::max(1, threads));
+}
+
+void LlamaModel::in_lanes(int n, const std::function<void(int)>& fn, const std::vector<double>& cost) {
   const int L = lanes_for(n);
+  const std::vector<double> c = cost.empty() ? std::vector<double>(n, 1.0) : cost;
+  const std::vector<std::vector<int>> lanes = deal_lanes(c, L);
   auto lane_work = [&](int j) {
     LaneScope scope(this, lanes_[j].get());
-    for (int t = j; t < n; t += L) fn(t);
+    for (int t : lanes[j]) fn(t);
   };
-  if (L == 1)
+  if (L == 1) {
     lane_work(0);  // alone: its ops use every thread
-  else
-    parallel_for(L, lane_work);
+    return;
+  }
+  std::vector<double> lane_cost(L, 0.0);
+  for (int j = 0; j < L; j++)
+    for (int t : lanes[j]) lane_cost[j] += c[t];
+  const std::vector<std::vector<int>> slots = plan_slots(lane_cost, num_threads());
+  parallel_for((int)slots.size(), [&](int s) {
+    for (int j : slots[s]) lane_work(j);
+  });
 }
 
 std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoMicroBatch>& mbs) {
@@ -737,17 +795,38 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
     return out;
   }
   ensure_grads();
+  ensure_decode_weights();  // before the lanes (their forwards only read it)
   // Each lane accumulates its micro-batches into its own gradient; the lanes' sums are then added
-  // in lane order: the same sum for any thread count. The callers sort micro-batches largest
-  // first, so the round-robin deal balances the lanes.
+  // in lane order: the same sum for any thread count. Lanes are dealt by the micro-batches' token
+  // counts (deal_lanes), so that the threads finish together.
   const int L = lanes_for((int)mbs.size());
   for (int j = 0; j < L; j++) {
-    lanes_[j]->grads.resize(be_, total_);
-    lanes_[j]->grads.zero();
+    Lane& lane = *lanes_[j];
+    if (lane.grads.size() != total_) {
+      lane.grads.resize(be_, total_);
+      lane.grads_zero = false;
+    }
+    if (!lane.grads_zero) lane.grads.zero();
+    lane.grads_zero = false;  // until the sum below has cleared it (not if a micro-batch throws)
   }
-  in_lanes((int)mbs.size(), run);
-  for (int j = 0; j < L; j++)
-    be_->residual_forward(grads_.data(), grads_.data(), lanes_[j]->grads.data(), total_);
+  // A micro-batch's cost: the tokens it computes (rows x padded length, plus its prefixes).
+  std::vector<double> cost(mbs.size());
+  for (size_t i = 0; i < mbs.size(); i++)
+    cost[i] = (double)mbs[i].B * mbs[i].T + (mbs[i].prefix ? (double)mbs[i].prefix->Bp * mbs[i].prefix->Tp : 0.0);
+  in_lanes((int)mbs.size(), run, cost);
+  // grads += lane 0 + lane 1 + ... (added in lane order, element by element), and each lane's
+  // gradient cleared for the next call in the same pass.
+  float* lg[kLanes];
+  for (int j = 0; j < L; j++) lg[j] = lanes_[j]->grads.data();
+  float* g = grads_.data();
+  parallel_chunks(total_, 1 << 14, [&](size_t i0, size_t i1) {
+    for (int j = 0; j < L; j++) {
+      float* l = lg[j];
+      for (size_t i = i0; i < i1; i++) g[i] += l[i];
+      std::memset(l + i0, 0, (i1 - i0) * sizeof(float));
+    }
+  });
+  for (int j = 0; j < L; j++) lanes_[j]->grads_zero = true;
   return out;
 }
 
@@ -867,7 +946,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     }
     copy_rows_staged(be_, a.st_build, ctx.tmp.data(), a.xf.data(), offs);
     // Logits into the activations' logits buffer (free here), then to the rows' context logits.
-    linear_forward(be_, a.logits.data(), ctx.tmp.data() + (size_t)i0 * C, P(lm_head_off_), nullptr, a.ones.data(), n, C, V);
+    linear_fwd(transposed_ready(), a.logits.data(), ctx.tmp.data() + (size_t)i0 * C, lm_head_off_, nullptr, a.ones.data(), n, C, V);
     std::vector<int> rows;  // the rows whose prompt is in this part
     for (int b = 0; b < B; b++)
       if (index_of[source[b]] >= i0 && index_of[source[b]] < i1) rows.push_back(b);
@@ -883,6 +962,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   // single-threaded in its own activations (a lane): a few prompts' ops are too small for op-level
   // threading. The parts do not depend on the thread count, so neither do the results.
   const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
+  ensure_decode_weights();  // before the lanes (their forwards only read it)
   if (parts <= 1)
     prefill_part(0, U);
   else
@@ -966,7 +1046,11 @@ bool LlamaModel::ensure_decode_weights() {
   return true;
 }
 
-void LlamaModel::decode_linear(bool transposed, float* out, const float* in, size_t w, const float* bias,
+bool LlamaModel::transposed_ready() const {
+  return on_cpu() && decode_wt_version_ == params_version_ && decode_wt_.size() == total_;
+}
+
+void LlamaModel::linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
                                const float* ones, int n, int in_dim, int out_dim) {
   if (!transposed) {
     linear_forward(be_, out, in, P(w), bias, ones, n, in_dim, out_dim);
@@ -1033,9 +1117,9 @@ void LlamaModel::decode_rows(Context& ctx, int s0, int A, bool wt) {
     float *kc = ctx.kcache[l].data() + cache_off, *vc = ctx.vcache[l].data() + cache_off;
     be_->rmsnorm_forward(xn, nullptr, x, P(o.attn_norm), A, C, eps);
     const bool bias = cfg_.qkv_bias;
-    decode_linear(wt, q, xn, o.wq, bias ? P(o.bq) : nullptr, ones, A, C, Hq);
-    decode_linear(wt, k, xn, o.wk, bias ? P(o.bk) : nullptr, ones, A, C, Hk);
-    decode_linear(wt, v, xn, o.wv, bias ? P(o.bv) : nullptr, ones, A, C, Hk);
+    linear_fwd(wt, q, xn, o.wq, bias ? P(o.bq) : nullptr, ones, A, C, Hq);
+    linear_fwd(wt, k, xn, o.wk, bias ? P(o.bk) : nullptr, ones, A, C, Hk);
+    linear_fwd(wt, v, xn, o.wv, bias ? P(o.bv) : nullptr, ones, A, C, Hk);
     if (cfg_.qk_norm) {  // per-head norms, through scratch (rmsnorm does not promise aliasing)
       be_->rmsnorm_forward(att, nullptr, q, P(o.q_norm), A * H, Dh, eps);
       be_->rmsnorm_forward(tmp, nullptr, k, P(o.k_norm), A * KVH, Dh, eps);
@@ -1047,17 +1131,17 @@ void LlamaModel::decode_rows(Context& ctx, int s0, int A, bool wt) {
     be_->copy_rows(kc, k, app, app + A, app + 2 * A, A);
     be_->copy_rows(vc, v, app, app + A, app + 2 * A, A);
     be_->attention_decode_shared(att, q, kc, vc, lens, A, H, KVH, ctx.max_seq, Dh, mem, gstart, glen, n_groups);
-    decode_linear(wt, tmp, att, o.wo, nullptr, ones, A, Hq, C);
+    linear_fwd(wt, tmp, att, o.wo, nullptr, ones, A, Hq, C);
     be_->residual_forward(x, x, tmp, (size_t)A * C);
     be_->rmsnorm_forward(xn, nullptr, x, P(o.ffn_norm), A, C, eps);
-    decode_linear(wt, g, xn, o.w_gate, nullptr, ones, A, C, I);
-    decode_linear(wt, u, xn, o.w_up, nullptr, ones, A, C, I);
+    linear_fwd(wt, g, xn, o.w_gate, nullptr, ones, A, C, I);
+    linear_fwd(wt, u, xn, o.w_up, nullptr, ones, A, C, I);
     be_->swiglu_forward(h, g, u, A, I);
-    decode_linear(wt, tmp, h, o.w_down, nullptr, ones, A, I, C);
+    linear_fwd(wt, tmp, h, o.w_down, nullptr, ones, A, I, C);
     be_->residual_forward(x, x, tmp, (size_t)A * C);
   }
   be_->rmsnorm_forward(xn, nullptr, x, P(norm_off_), A, C, eps);
-  decode_linear(wt, logits, xn, lm_head_off_, nullptr, ones, A, C, V);
+  linear_fwd(wt, logits, xn, lm_head_off_, nullptr, ones, A, C, V);
 }
 
 int LlamaModel::decode(Context& ctx, int n_steps) {

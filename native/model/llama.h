@@ -230,23 +230,36 @@ class LlamaModel {
   static constexpr int kDecodeRowsPerShard = 32;
   // Unique prompts per concurrent prefill part (see prefill).
   static constexpr int kPrefillPromptsPerPart = 4;
-  // Runs fn(0..n-1) on the thread pool in kLanes lanes (each its own activations): lane j runs
-  // the tasks j, j + kLanes, ... one after the other, so which thread runs a lane never matters.
-  void in_lanes(int n, const std::function<void(int)>& fn);
+  // Runs fn(0..n-1) on the thread pool in up to kLanes lanes (each its own activations): lane j
+  // runs the tasks lanes[j] one after the other. Which lane holds which task is decided by the
+  // tasks' costs alone (deal_lanes), never by the thread count, so the results do not depend on
+  // it; the threads then take whole lanes, balanced by cost (plan_slots).
+  void in_lanes(int n, const std::function<void(int)>& fn, const std::vector<double>& cost = {});
+  // Tasks (cost[i], largest first) dealt to min(n, kLanes) lanes: split in two halves of nearly
+  // equal cost, each half split in two the same way (so two threads, each running one half, or
+  // four, each running one lane, are balanced). Ties go to the lower index.
+  static std::vector<std::vector<int>> deal_lanes(const std::vector<double>& cost, int n_lanes);
+  // The lanes grouped for `threads` pool tasks: two threads take the two halves of deal_lanes;
+  // otherwise largest lane first, each to the least loaded group.
+  static std::vector<std::vector<int>> plan_slots(const std::vector<double>& lane_cost, int threads);
   // Lanes for n tasks (min(n, kLanes)), created on first use.
   int lanes_for(int n);
   void decode_rows(Context& ctx, int s0, int n_rows, bool transposed_weights);
   // The plain CPU backend: lanes, shards and transposed decode weights apply there only.
   bool on_cpu() const { return on_cpu_; }
-  // Decode on the CPU reads each linear weight transposed (in, out), so that its GEMM takes the
-  // weight in place instead of packing it per call (see gemm.cpp, "direct"): rebuilt when the
-  // parameters changed (params_version_), for models up to kDecodeWtMaxParams.
+  // On the CPU, forward passes (decode, prefill, training) read each linear weight transposed
+  // (in, out): decode's GEMM takes it in place (see gemm.cpp, "direct"), larger ones pack it by a
+  // straight copy instead of a transposing one. Rebuilt when the parameters changed
+  // (params_version_), for models up to kDecodeWtMaxParams. Not thread-safe: called outside lanes
+  // and shards (forward calls it only when not in a lane); inside them, transposed_ready() says
+  // whether the copy is current.
   static constexpr size_t kDecodeWtMaxParams = (size_t)1 << 24;
   bool ensure_decode_weights();
+  bool transposed_ready() const;
   // out (n, out_dim) = in (n, in_dim) @ W^T (+ bias), W at params offset w; through the transposed
-  // copy when `transposed`.
-  void decode_linear(bool transposed, float* out, const float* in, size_t w, const float* bias,
-                     const float* ones, int n, int in_dim, int out_dim);
+  // copy when `transposed` (the same products in the same order: the same bits).
+  void linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
+                  const float* ones, int n, int in_dim, int out_dim);
   void attention_layer_backward(int l);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
