@@ -294,7 +294,16 @@ export class Model {
       else throw new TypeError('stop entries must be token ids or non-empty strings');
     }
     if (stopStrings.length > 0 && !this.tokenizer) throw new Error('stop strings need a tokenizer');
-    const encoded = prompts.map((p) => this.encode(p, options.addBos));
+    // A GRPO group repeats its prompt G times: each distinct prompt is encoded once (copies after).
+    const seen = new Map<string, number[]>();
+    const encoded = prompts.map((p) => {
+      if (typeof p !== 'string') return this.encode(p, options.addBos);
+      const hit = seen.get(p);
+      if (hit) return hit.slice();
+      const ids = this.encode(p, options.addBos);
+      seen.set(p, ids);
+      return ids.slice();
+    });
     encoded.forEach((ids, i) => {
       if (ids.length === 0) throw new RangeError(`prompt ${i} is empty`);
     });

@@ -267,7 +267,10 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   const rollout = async (examples: Example[], step: number, batch: number, t: { generate: number; score: number }) => {
     const t0 = now();
     const prompts: string[] = [], exs: Example[] = [];
-    for (const ex of examples) for (let g = 0; g < opts.groupSize; g++) { prompts.push(task.prompt(ex)); exs.push(ex); }
+    for (const ex of examples) {
+      const prompt = task.prompt(ex);
+      for (let g = 0; g < opts.groupSize; g++) { prompts.push(prompt); exs.push(ex); }
+    }
     const seeds = prompts.map((_, i) => opts.seed * 1_000_003 + step * 10_007 + i + cursor * 131);
     const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: task.stop as string[] });
     const t1 = now();
