@@ -612,8 +612,10 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     if (!ctx_->finished[row])
       for (int s = 0; s < ctx_->active; s++)
         if (ctx_->row_of_slot[s] == row) {
-          ctx_->finish_slot(s, model_->backend(), model_->config().n_layers,
-                            (size_t)model_->config().n_kv_heads * model_->config().head_dim);
+          std::vector<uint8_t> done(ctx_->active, 0);
+          done[s] = 1;
+          ctx_->finish_slots(done, model_->backend(), model_->config().n_layers,
+                             (size_t)model_->config().n_kv_heads * model_->config().head_dim);
           break;
         }
     return info.Env().Undefined();

@@ -82,10 +82,20 @@ double sum_squares(const float* x, size_t n) {
 }
 
 // Row copies (kernels.h): count[i] floats from src + src_off[i] to dst + dst_off[i].
+// Large batches of rows (a shared prompt's KV rows copied to its group, slot moves) go over the
+// pool: the ranges do not overlap, so the order does not matter.
 void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
                const int64_t* count, int n) {
-  for (int i = 0; i < n; i++)
+  auto one = [&](int i) {
     if (count[i] > 0) std::memcpy(dst + dst_off[i], src + src_off[i], (size_t)count[i] * sizeof(float));
+  };
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) total += count[i] > 0 ? count[i] : 0;
+  if (n < 2 || total < ((int64_t)1 << 16)) {
+    for (int i = 0; i < n; i++) one(i);
+    return;
+  }
+  parallel_for(n, one);
 }
 
 // x (n) *= s

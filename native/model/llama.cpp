@@ -1003,24 +1003,47 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   ctx.active += B;
 }
 
-void LlamaModel::Context::finish_slot(int slot, const Backend* be, int n_layers, size_t row_floats) {
-  int row = row_of_slot[slot];
-  finished[row] = 1;
-  int last = active - 1;
-  if (slot != last) {
-    const std::vector<int64_t> offs = {(int64_t)slot * max_seq * (int64_t)row_floats,
-                                       (int64_t)last * max_seq * (int64_t)row_floats,
-                                       (int64_t)lengths[last] * (int64_t)row_floats};
+void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers,
+                                       size_t row_floats) {
+  // Slot by slot from the last: a finished slot takes the last active slot's row (cache rows
+  // included). Played on indices first (src[s]: the slot whose row ends in s), then the cache
+  // rows move in one batch: every destination is a finished slot below the new active count and
+  // every source an active slot at or above it, so the copies never overlap.
+  const int B = active;
+  std::vector<int> src(B);
+  for (int s = 0; s < B; s++) src[s] = s;
+  int act = B;
+  for (int s = B - 1; s >= 0; s--) {
+    if (!done[s]) continue;
+    finished[row_of_slot[s]] = 1;
+    if (s != act - 1) src[s] = src[act - 1];
+    act--;
+  }
+  std::vector<int64_t> offs;
+  std::vector<int> moved;
+  for (int s = 0; s < act; s++)
+    if (src[s] != s) moved.push_back(s);
+  const size_t M = moved.size();
+  if (M) {
+    offs.resize(3 * M);
+    for (size_t i = 0; i < M; i++) {
+      const int d = moved[i], from = src[d];
+      offs[i] = (int64_t)d * max_seq * (int64_t)row_floats;
+      offs[M + i] = (int64_t)from * max_seq * (int64_t)row_floats;
+      offs[2 * M + i] = (int64_t)lengths[from] * (int64_t)row_floats;
+    }
     for (int l = 0; l < n_layers; l++) {
       copy_rows_staged(be, st_rows, kcache[l].data(), kcache[l].data(), offs);
       copy_rows_staged(be, st_rows, vcache[l].data(), vcache[l].data(), offs);
     }
-    row_of_slot[slot] = row_of_slot[last];
-    lengths[slot] = lengths[last];
-    last_token[slot] = last_token[last];
+    for (int d : moved) {  // sources are above act: not yet overwritten
+      row_of_slot[d] = row_of_slot[src[d]];
+      lengths[d] = lengths[src[d]];
+      last_token[d] = last_token[src[d]];
+    }
   }
-  row_of_slot[last] = -1;
-  active--;
+  for (int s = act; s < B; s++) row_of_slot[s] = -1;
+  active = act;
 }
 
 bool LlamaModel::ensure_decode_weights() {
@@ -1176,8 +1199,7 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       bool stop = std::find(ctx.stop_ids.begin(), ctx.stop_ids.end(), ids[s]) != ctx.stop_ids.end();
       done[s] = stop || ctx.generated[row] >= ctx.max_new[row] || ctx.lengths[s] >= ctx.max_seq;
     }
-    for (int s = B - 1; s >= 0; s--)
-      if (done[s]) ctx.finish_slot(s, be_, cfg_.n_layers, (size_t)Hk);
+    ctx.finish_slots(done, be_, cfg_.n_layers, (size_t)Hk);
     const int A = ctx.active;
     if (A == 0) break;
     // One decode step for the A rows still active: token last_token[s] at position lengths[s].

@@ -316,8 +316,9 @@ struct LlamaModel::Context {
   Staged<int32_t> st_members, st_gstart, st_glen;
   // Adds rows (caller row indices start at rows()); returns the first new row index.
   int rows() const { return (int)seeds.size(); }
-  // Row in `slot` is done: swap the last active slot into its place (cache rows included).
-  void finish_slot(int slot, const Backend* be, int n_layers, size_t row_floats);
+  // The slots with done[s] leave: from the last slot down, each takes the last active slot's row
+  // (cache rows included; the moves are batched).
+  void finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers, size_t row_floats);
 };
 
 }  // namespace wst
