@@ -177,6 +177,14 @@ class LlamaModel {
   // micro-batch up to float rounding. Memory: kLanes activation sets and gradient buffers.
   // Other backends run them one after the other.
   std::vector<TrainStepResult> train_grpo_many(const std::vector<GrpoMicroBatch>& mbs);
+  // Tasks (cost[i], largest first, each to the least loaded part) dealt to n_lanes lanes: for 4
+  // lanes, two halves of nearly equal cost, each split in two the same way (so two threads, each
+  // running one half, or four, each running one lane, are balanced). Ties go to the lower index;
+  // a lane lists its tasks in index order. Depends on the costs only (train_grpo_many's bits).
+  static std::vector<std::vector<int>> deal_lanes(const std::vector<double>& cost, int n_lanes);
+  // The lanes grouped for `threads` pool tasks (bits-neutral): two threads take deal_lanes' two
+  // halves; otherwise the largest lane first, each to the least loaded group.
+  static std::vector<std::vector<int>> plan_slots(const std::vector<double>& lane_cost, int threads);
   // Clip, AdamW, zero the gradients. Returns the global gradient norm before clipping.
   double optimizer_step(const OptimizerParams& p);
   void zero_grad();
@@ -235,13 +243,6 @@ class LlamaModel {
   // tasks' costs alone (deal_lanes), never by the thread count, so the results do not depend on
   // it; the threads then take whole lanes, balanced by cost (plan_slots).
   void in_lanes(int n, const std::function<void(int)>& fn, const std::vector<double>& cost = {});
-  // Tasks (cost[i], largest first) dealt to min(n, kLanes) lanes: split in two halves of nearly
-  // equal cost, each half split in two the same way (so two threads, each running one half, or
-  // four, each running one lane, are balanced). Ties go to the lower index.
-  static std::vector<std::vector<int>> deal_lanes(const std::vector<double>& cost, int n_lanes);
-  // The lanes grouped for `threads` pool tasks: two threads take the two halves of deal_lanes;
-  // otherwise largest lane first, each to the least loaded group.
-  static std::vector<std::vector<int>> plan_slots(const std::vector<double>& lane_cost, int threads);
   // Lanes for n tasks (min(n, kLanes)), created on first use.
   int lanes_for(int n);
   void decode_rows(Context& ctx, int s0, int n_rows, bool transposed_weights);

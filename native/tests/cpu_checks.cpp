@@ -283,6 +283,27 @@ void check_subnormal_mode(Report& rep) {
 
 // A task that throws: the caller gets the exception after every other task has run, and the pool
 // (and this thread's state) works as before afterwards.
+// The CPU backend keeps large freed blocks for reuse (cpu_backend.cpp): a block of the same size
+// comes back, a much smaller request does not take a large block, and reused memory is usable.
+void check_host_block_reuse(Report& rep) {
+  const wst::Backend& be = wst::cpu_backend();
+  const size_t big = ((size_t)3 << 20) + 4096 + 448;  // an unusual size: no other block matches
+  float* a = (float*)be.alloc(big);
+  for (size_t i = 0; i < big / sizeof(float); i += 1024) a[i] = (float)i;
+  be.free(a);
+  float* b = (float*)be.alloc(big);
+  rep.check("host blocks: a freed 3 MB block is reused for the same size", b == a ? 0 : 1, 0);
+  float* c = (float*)be.alloc((size_t)1 << 20);
+  rep.check("host blocks: a 1 MB request does not take a free 3 MB block", c != a ? 0 : 1, 0);
+  be.free(b);
+  float* d = (float*)be.alloc((size_t)1 << 20);  // 3 MB is free again: still too large for 1 MB
+  rep.check("host blocks: nor after it is freed again", d != a ? 0 : 1, 0);
+  uintptr_t misaligned = ((uintptr_t)b | (uintptr_t)c | (uintptr_t)d) & 63;
+  rep.check("host blocks: 64-byte aligned", (double)misaligned, 0);
+  be.free(c);
+  be.free(d);
+}
+
 void check_pool_exceptions(Report& rep) {
   const int threads = wst::num_threads();
   for (int nt : {1, 3}) {
@@ -326,6 +347,8 @@ std::vector<Check> cpu_checks() {
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
       {"model decode shards", check_model_decode_shards},
+      {"lane deal", check_lane_deal},
+      {"host block reuse", check_host_block_reuse},
   };
 }
 

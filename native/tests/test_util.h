@@ -117,6 +117,8 @@ namespace wst_test {
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_decode_shards(Report& rep);
+void check_lane_deal(Report& rep);
+void check_host_block_reuse(Report& rep);
 // The tiny Llama of the model checks (GQA 4/2, head 16, 2 layers): qkv biases, or qk-norm and tied
 // embeddings.
 wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm);
