@@ -16,7 +16,7 @@ namespace {
 // header. Reused memory is not cleared (as from malloc, contents are unspecified).
 constexpr size_t kHeader = 64;
 constexpr size_t kReuseMin = (size_t)256 << 10;  // smaller blocks go straight back to malloc
-constexpr size_t kReuseMaxTotal = (size_t)512 << 20;  // the most kept for reuse, all blocks together
+constexpr size_t kReuseMaxTotal = (size_t)256 << 20;  // the most kept for reuse, all blocks together
 
 struct BlockCache {
   std::mutex mu;
