@@ -615,7 +615,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
           std::vector<uint8_t> done(ctx_->active, 0);
           done[s] = 1;
           ctx_->finish_slots(done, model_->backend(), model_->config().n_layers,
-                             (size_t)model_->config().n_kv_heads * model_->config().head_dim);
+                             (size_t)model_->config().n_kv_heads * model_->config().head_dim,
+                             model_->config().vocab);
           break;
         }
     return info.Env().Undefined();

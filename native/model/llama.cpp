@@ -1004,7 +1004,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
 }
 
 void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers,
-                                       size_t row_floats) {
+                                       size_t row_floats, int vocab) {
   // Slot by slot from the last: a finished slot takes the last active slot's row (cache rows
   // included). Played on indices first (src[s]: the slot whose row ends in s), then the cache
   // rows move in one batch: every destination is a finished slot below the new active count and
@@ -1036,6 +1036,14 @@ void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const B
       copy_rows_staged(be, st_rows, kcache[l].data(), kcache[l].data(), offs);
       copy_rows_staged(be, st_rows, vcache[l].data(), vcache[l].data(), offs);
     }
+    // The moved rows' next-token logits too: between decode calls (a row stopped from the caller's
+    // side, finishRow) they are what the next call samples from.
+    for (size_t i = 0; i < M; i++) {
+      offs[i] = (int64_t)moved[i] * vocab;
+      offs[M + i] = (int64_t)src[moved[i]] * vocab;
+      offs[2 * M + i] = vocab;
+    }
+    copy_rows_staged(be, st_rows, logits.data(), logits.data(), offs);
     for (int d : moved) {  // sources are above act: not yet overwritten
       row_of_slot[d] = row_of_slot[src[d]];
       lengths[d] = lengths[src[d]];
@@ -1079,7 +1087,8 @@ void LlamaModel::linear_fwd(bool transposed, float* out, const float* in, size_t
     linear_forward(be_, out, in, P(w), bias, ones, n, in_dim, out_dim);
     return;
   }
-  // The same products in the same order as linear_forward's (W^T given instead of W): same bits.
+  // The packed path's products in the same order as linear_forward's (same bits for n > 16; below
+  // that, linear_forward takes the dot kernel, this the register tile: last bits differ).
   be_->sgemm(false, false, n, out_dim, in_dim, 1.f, in, in_dim, decode_wt_.data() + w, out_dim, 0.f, out, out_dim);
   if (bias) be_->sgemm(false, false, n, out_dim, 1, 1.f, ones, 1, bias, out_dim, 1.f, out, out_dim);
 }
@@ -1199,7 +1208,7 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
       bool stop = std::find(ctx.stop_ids.begin(), ctx.stop_ids.end(), ids[s]) != ctx.stop_ids.end();
       done[s] = stop || ctx.generated[row] >= ctx.max_new[row] || ctx.lengths[s] >= ctx.max_seq;
     }
-    ctx.finish_slots(done, be_, cfg_.n_layers, (size_t)Hk);
+    ctx.finish_slots(done, be_, cfg_.n_layers, (size_t)Hk, V);
     const int A = ctx.active;
     if (A == 0) break;
     // One decode step for the A rows still active: token last_token[s] at position lengths[s].

@@ -258,7 +258,7 @@ class LlamaModel {
   bool ensure_decode_weights();
   bool transposed_ready() const;
   // out (n, out_dim) = in (n, in_dim) @ W^T (+ bias), W at params offset w; through the transposed
-  // copy when `transposed` (the same products in the same order: the same bits).
+  // copy when `transposed` (the same bits as without for n > 16, where both take the packed GEMM).
   void linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
                   const float* ones, int n, int in_dim, int out_dim);
   void attention_layer_backward(int l);
@@ -319,7 +319,8 @@ struct LlamaModel::Context {
   int rows() const { return (int)seeds.size(); }
   // The slots with done[s] leave: from the last slot down, each takes the last active slot's row
   // (cache rows included; the moves are batched).
-  void finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers, size_t row_floats);
+  void finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers, size_t row_floats,
+                    int vocab);
 };
 
 }  // namespace wst

@@ -281,8 +281,6 @@ void check_subnormal_mode(Report& rep) {
 #endif
 }
 
-// A task that throws: the caller gets the exception after every other task has run, and the pool
-// (and this thread's state) works as before afterwards.
 // The CPU backend keeps large freed blocks for reuse (cpu_backend.cpp): a block of the same size
 // comes back, a much smaller request does not take a large block, and reused memory is usable.
 void check_host_block_reuse(Report& rep) {
@@ -304,6 +302,8 @@ void check_host_block_reuse(Report& rep) {
   be.free(d);
 }
 
+// A task that throws: the caller gets the exception after every other task has run, and the pool
+// (and this thread's state) works as before afterwards.
 void check_pool_exceptions(Report& rep) {
   const int threads = wst::num_threads();
   for (int nt : {1, 3}) {
@@ -348,6 +348,7 @@ std::vector<Check> cpu_checks() {
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
       {"model decode shards", check_model_decode_shards},
       {"lane deal", check_lane_deal},
+      {"model finish row", check_model_finish_row},
       {"host block reuse", check_host_block_reuse},
   };
 }
