@@ -22,9 +22,6 @@ struct BlockCache {
   std::mutex mu;
   std::vector<std::pair<size_t, void*>> free_blocks;  // (capacity, base), oldest first
   size_t total = 0;
-  ~BlockCache() {
-    for (auto& b : free_blocks) std::free(b.second);
-  }
 };
 BlockCache& block_cache() {
   static BlockCache* c = new BlockCache();  // never destroyed: frees may come during exit

@@ -716,7 +716,7 @@ int LlamaModel::lanes_for(int n) {
 }
 
 namespace {
-// Indices 0..n-1 sorted by cost, largest first (ties: lower index first).
+// `items` sorted by cost, largest first (ties keep their order).
 std::vector<int> by_cost(const std::vector<double>& cost, const std::vector<int>& items) {
   std::vector<int> order(items);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return cost[a] > cost[b]; });
