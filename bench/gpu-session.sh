@@ -1,66 +1,96 @@
 #!/usr/bin/env bash
-# A lent GPU machine has nvcc, CMake and PyTorch but no Node. This script runs the whole check
-# there in one call, the TypeScript suite included, by carrying a Node binary and the JS
-# dependencies in the ignored folder .gpu/ (about 42 MB):
+# A lent GPU machine has nvcc, CMake and PyTorch but no Node, and device time is short (15 minutes
+# a session, starts included). So everything is built HERE (nvcc 13 builds sm_80/89/90 in the
+# normal build) and carried in the ignored folder .gpu/ (about 45 MB), and the machine only runs:
 #
-#   bash bench/gpu-session.sh prepare      # here: Node (xz), node_modules (tar.xz), sm_90 addon
+#   bash bench/gpu-session.sh prepare      # here: Node (xz), node_modules, the built binaries, SFT cache
 #   # then, with the device tool:  run  command="bash bench/gpu-session.sh run"  carry=[".gpu"]
 #
-# `run` (on the GPU machine): bench/gpu-check.sh (build, native tests, ours vs torch), vitest
-# through the CUDA addon (WST_DASH_BACKEND=cuda), bench decode|train --device cuda, and the demo
-# with the models on the GPU. Files come back under $OUT (at most 8). ~2 min on an H200.
+# `run` (on the GPU machine), most important first, each step under its own timeout, each log
+# written straight to $OUT (so a step cut off still leaves the earlier ones):
+#   1. native-tests.txt  every CUDA kernel against the CPU kernel (wst_native_tests)
+#   2. race.txt          bench dash --device cuda (GRPO per-micro-batch / decoupled / DASH), JSON last
+#   3. vitest-cuda.txt   the TypeScript suite through the CUDA addon (WST_DASH_BACKEND=cuda)
+#   4. kernels.jsonl     ours vs torch on the same card (wst_gpu_bench, gpu_check_torch.py --quick)
+#   5. model-bench.jsonl bench decode|train --device cuda
+# WST_GPU_STEPS (space-separated subset of: tests race vitest kernels model) picks steps.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-arch=${WST_GPU_ARCH:-90}
 
 case "${1:-}" in
 prepare)
   mkdir -p .gpu
-  xz -T0 -c "$(command -v node)" > .gpu/node.xz
+  ninja -C build wst_native_tests wst_gpu_bench >/dev/null || exit 1
+  [[ -f build/Release/cuda/wst_dash_cuda.node ]] || { echo "no CUDA addon in build/: build with nvcc present" >&2; exit 1; }
+  [[ -f .gpu/node.xz ]] || xz -T0 -c "$(command -v node)" > .gpu/node.xz
   tar -cf - --exclude=node_modules/typescript --exclude=node_modules/@types --exclude=node_modules/cmake-js \
     --exclude=node_modules/prebuildify --exclude=node_modules/tar node_modules | xz -T0 -6 > .gpu/nm.tar.xz
-  node node_modules/cmake-js/bin/cmake-js compile --parallel "$(nproc)" --log-level warn --out /tmp/wst-gpu-addon \
-    --CDCMAKE_CUDA_ARCHITECTURES="$arch" --CDWST_DASH_CUDA=ON || exit 1
-  rm -rf .gpu/addon && mkdir -p .gpu/addon && cp -r /tmp/wst-gpu-addon/Release .gpu/addon/ && rm -f .gpu/addon/Release/*.a
-  du -sh .gpu
+  tar -cf - build/wst_native_tests build/wst_gpu_bench build/Release/wst_dash.node build/Release/cuda/wst_dash_cuda.node \
+    | xz -T0 -6 > .gpu/bin.tar.xz
+  # The race's SFT warm-up, trained here on the CPU, under the cache key that --device cuda looks up
+  # (so the machine spends no time on it; the race compares arms from the same start either way).
+  rm -rf .gpu/cache && mkdir -p .gpu/cache
+  node --import tsx --input-type=module -e '
+    import { cpSync } from "node:fs";
+    import path from "node:path";
+    const { builtinSftModel, builtinSftEntry } = await import(path.resolve("src/rl/builtin.ts"));
+    const cpu = await builtinSftModel({ log: (l) => console.error(l) });
+    process.env.WST_DASH_CACHE = path.resolve(".gpu/cache");
+    cpSync(cpu.dir, builtinSftEntry({ device: "cuda" }).dir, { recursive: true });
+  ' || exit 1
+  ls .gpu/cache
+  du -sh .gpu/*.xz
   ;;
 run)
   out=${OUT:-/tmp/wst-gpu-out}
-  mkdir -p "$out" /tmp/gc
-  OUT=/tmp/gc WST_GPU_BUILD=/tmp/wst-gpu-build timeout 300 bash bench/gpu-check.sh 2>&1 | tail -30
-  grep -E "^FAIL" /tmp/gc/native-tests.txt | head -20
-  tar -czf "$out/gpu-check.tar.gz" -C /tmp gc
-  [[ -f .gpu/node.xz ]] || { echo "no .gpu/node.xz: run 'prepare' first and carry .gpu"; exit 0; }
+  steps=${WST_GPU_STEPS:-tests race vitest kernels model}
+  mkdir -p "$out"
+  t0=$SECONDS
+  log() { echo "[gpu-session $((SECONDS - t0))s] $*"; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader
   mkdir -p /tmp/nb && xz -dc .gpu/node.xz > /tmp/nb/node && chmod +x /tmp/nb/node
   export PATH=/tmp/nb:$PATH
-  tar -xJf .gpu/nm.tar.xz
-  mkdir -p build && cp -r .gpu/addon/Release build/
-  WST_DASH_BACKEND=cuda timeout 180 node node_modules/vitest/vitest.mjs run --reporter=dot > "$out/vitest-cuda.txt" 2>&1
-  echo "vitest through the CUDA addon: rc $?"; tail -6 "$out/vitest-cuda.txt" | sed 's/\x1b\[[0-9;]*m//g'
-  {
-    timeout 90 node bin/wst-dash.js bench decode --device cuda --reps 2 --json 2>/dev/null | tail -1
-    timeout 90 node bin/wst-dash.js bench train --device cuda --reps 5 --json 2>/dev/null | tail -1
-  } > "$out/model-bench.jsonl"
-  python3 - "$out/model-bench.jsonl" <<'PY'
+  tar -xJf .gpu/nm.tar.xz && tar -xJf .gpu/bin.tar.xz
+  export WST_DASH_CACHE=/tmp/wst-cache && mkdir -p "$WST_DASH_CACHE" && cp -r .gpu/cache/. "$WST_DASH_CACHE"/
+  node -e "const a=require('./build/Release/cuda/wst_dash_cuda.node'); console.log('CUDA addon:', a.backend, 'devices', a.deviceCount())" 2>&1 | tail -3
+  log "setup done"
+  if [[ " $steps " == *" tests "* ]]; then
+    timeout 100 ./build/wst_native_tests > "$out/native-tests.txt" 2>&1
+    log "native tests rc $?"; grep -E "^FAIL|checks,|CUDA device" "$out/native-tests.txt" | head -30
+  fi
+  if [[ " $steps " == *" race "* ]]; then
+    timeout ${WST_GPU_RACE_S:-200} node bin/wst-dash.js bench dash --device cuda --json --repeat ${WST_GPU_REPEAT:-2} \
+      --out /tmp/race-cuda > "$out/race.txt" 2>&1
+    log "race rc $?"; grep -v '^{' "$out/race.txt" | tail -12
+    tail -1 "$out/race.txt" | python3 -c '
 import json, sys
-for l in open(sys.argv[1]):
-    if not l.startswith('{'):
-        continue
-    d = json.loads(l)
-    if d['kind'] == 'decode':
-        print('decode (batch, prefill tok/s, decode tok/s, ms/step):',
-              [(r['batch'], round(r['prefillTokensPerSecond']), round(r['decodeTokensPerSecond']), round(r['decodeMsPerStep'], 2)) for r in d['rows']])
-    else:
-        print('train ms/step', round(d['msPerStep'], 2), 'tokens/s', round(d['tokensPerSecond']))
+try: d = json.loads(sys.stdin.read())
+except Exception: sys.exit(0)
+for k, a in d["arms"].items(): print(k, "s", round(a["seconds"], 2), "acc", a["accuracy"], {p: round(v, 2) for p, v in (a.get("phases") or {}).items()})
+print("time_reduction_vs_grpo", d["time_reduction_vs_grpo"], "vs_decoupled", d["time_reduction_vs_decoupled"])'
+  fi
+  if [[ " $steps " == *" vitest "* ]]; then
+    WST_DASH_BACKEND=cuda timeout 120 node node_modules/vitest/vitest.mjs run --reporter=dot > "$out/vitest-cuda.txt" 2>&1
+    log "vitest through the CUDA addon: rc $?"; tail -8 "$out/vitest-cuda.txt" | sed 's/\x1b\[[0-9;]*m//g'
+  fi
+  if [[ " $steps " == *" kernels "* ]]; then
+    { timeout 60 ./build/wst_gpu_bench --quick; timeout 60 python3 bench/gpu_check_torch.py --quick; } > "$out/kernels.jsonl" 2>&1
+    log "kernel timings rc $?"
+    python3 - "$out/kernels.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+for r in rows:
+    unit = 'tflops' if 'tflops' in r else 'gbps'
+    print(f"{r['bench']:<22} {r['impl']:<14} {r['ms']:>9.3f} ms {r[unit]:>9.2f} {unit}  {r.get('note', '')[:40]}")
 PY
-  start=$SECONDS
-  WST_DASH_CACHE=/tmp/wst-cache timeout 200 node bin/wst-dash.js demo --device cuda --out /tmp/demo-cuda > "$out/demo-cuda.txt" 2>&1
-  echo "demo --device cuda: rc $? in $((SECONDS - start)) s"; tail -10 "$out/demo-cuda.txt"
-  # The race with its ablations (shared prompts off, τ 0) on the GPU, same cache (SFT done above).
-  start=$SECONDS
-  WST_DASH_CACHE=/tmp/wst-cache timeout 240 node bin/wst-dash.js bench dash --device cuda --ablation --out /tmp/race-cuda > "$out/race-cuda.txt" 2>&1
-  echo "bench dash --device cuda --ablation: rc $? in $((SECONDS - start)) s"; tail -12 "$out/race-cuda.txt"
+  fi
+  if [[ " $steps " == *" model "* ]]; then
+    { timeout 45 node bin/wst-dash.js bench decode --device cuda --reps 2 --json 2>&1 | tail -1
+      timeout 45 node bin/wst-dash.js bench train --device cuda --reps 5 --json 2>&1 | tail -1; } > "$out/model-bench.jsonl"
+    log "model bench"; cut -c1-600 "$out/model-bench.jsonl"
+  fi
+  log "done"
   ;;
 *)
   echo "usage: bash bench/gpu-session.sh prepare|run" >&2

@@ -14,8 +14,11 @@ describe('concurrency', () => {
     // Inside the native call a subnormal input counts as zero (DAZ): 1e-39 * 1 -> 0 ...
     const tiny = new Float32Array([1e-39, 3e-39]);
     expect(tiny[0]).toBeGreaterThan(0);
+    // (The CUDA backend runs matmul on the device, whose fp32 GEMM keeps subnormals: there only the
+    // JavaScript half of this check applies. Seen on an H200, 2026-11-27.)
     const flushed = kernels.matmul(tiny, new Float32Array([1, 1]), { m: 1, k: 2, n: 1 });
-    expect(flushed[0]).toBe(0);
+    if (kernels.backend === 'cpu') expect(flushed[0]).toBe(0);
+    else expect(flushed[0]).toBeCloseTo(4e-39, 44);
     // ... and a pooled GEMM as well.
     const a = randomF32(128 * 128, 1), b = randomF32(128 * 128, 2);
     kernels.matmul(a, b, { m: 128, k: 128, n: 128 });

@@ -59,8 +59,8 @@ export function cacheDir(): string {
   return process.env.WST_DASH_CACHE ? path.resolve(process.env.WST_DASH_CACHE) : path.join(homedir(), '.cache', 'wst-dash');
 }
 
-/** The SFT warm-started built-in model: loaded from the cache, or trained (then cached). */
-export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean; device?: Device } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
+/** Where the SFT warm-up for these options (and device) is cached, with the resolved options. */
+export function builtinSftEntry(options: Partial<BuiltinSftOptions> & { device?: Device } = {}): { sft: BuiltinSftOptions; config: ModelConfig; dir: string } {
   const sft: BuiltinSftOptions = {
     steps: options.steps ?? BUILTIN_SFT.steps, batchSize: options.batchSize ?? BUILTIN_SFT.batchSize,
     lr: options.lr ?? BUILTIN_SFT.lr, seed: options.seed ?? BUILTIN_SFT.seed,
@@ -71,7 +71,12 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   // (the CPU key is unchanged, so existing caches stay valid).
   const device = options.device === 'cuda' ? { device: 'cuda' } : {};
   const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1, ...device })).digest('hex').slice(0, 12);
-  const dir = path.join(cacheDir(), `arith-sft-${key}`);
+  return { sft, config, dir: path.join(cacheDir(), `arith-sft-${key}`) };
+}
+
+/** The SFT warm-started built-in model: loaded from the cache, or trained (then cached). */
+export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { log?: (line: string) => void; refresh?: boolean; device?: Device } = {}): Promise<{ model: Model; dir: string; cached: boolean; seconds: number }> {
+  const { sft, config, dir } = builtinSftEntry(options);
   if (!options.refresh && existsSync(path.join(dir, 'model.safetensors'))) {
     return { model: await Model.load(dir, { device: options.device }), dir, cached: true, seconds: 0 };
   }
