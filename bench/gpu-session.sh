@@ -13,7 +13,10 @@
 #   3. vitest-cuda.txt   the TypeScript suite through the CUDA addon (WST_DASH_BACKEND=cuda)
 #   4. kernels.jsonl     ours vs torch on the same card (wst_gpu_bench, gpu_check_torch.py --quick)
 #   5. model-bench.jsonl bench decode|train --device cuda
-# WST_GPU_STEPS (space-separated subset of: tests race vitest kernels model) picks steps.
+#   6. demo-cuda.txt     demo --device cuda (only when WST_GPU_STEPS names it)
+# Knobs: WST_GPU_STEPS (space-separated subset of: tests race vitest kernels model demo),
+# WST_GPU_REPEAT (race runs per arm, default 2), WST_GPU_RACE_ARGS (e.g. --ablation),
+# WST_GPU_RACE_S (race timeout), WST_GPU_KERNELS=full (gpu-check.sh's shapes, not --quick).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -61,13 +64,13 @@ run)
   fi
   if [[ " $steps " == *" race "* ]]; then
     timeout ${WST_GPU_RACE_S:-200} node bin/wst-dash.js bench dash --device cuda --json --repeat ${WST_GPU_REPEAT:-2} \
-      --out /tmp/race-cuda > "$out/race.txt" 2>&1
+      ${WST_GPU_RACE_ARGS:-} --out /tmp/race-cuda > "$out/race.txt" 2>&1
     log "race rc $?"; grep -v '^{' "$out/race.txt" | tail -12
     tail -1 "$out/race.txt" | python3 -c '
 import json, sys
 try: d = json.loads(sys.stdin.read())
 except Exception: sys.exit(0)
-for k, a in d["arms"].items(): print(k, "s", round(a["seconds"], 2), "acc", a["accuracy"], {p: round(v, 2) for p, v in (a.get("phases") or {}).items()})
+for k, a in d["arms"].items(): print(k, "s", round(a["seconds"], 2), [round(x, 2) for x in a.get("secondsRuns", [])], "acc", a["accuracy"], {p: round(v, 2) for p, v in (a.get("phases") or {}).items()})
 print("time_reduction_vs_grpo", d["time_reduction_vs_grpo"], "vs_decoupled", d["time_reduction_vs_decoupled"])'
   fi
   if [[ " $steps " == *" vitest "* ]]; then
@@ -75,7 +78,9 @@ print("time_reduction_vs_grpo", d["time_reduction_vs_grpo"], "vs_decoupled", d["
     log "vitest through the CUDA addon: rc $?"; tail -8 "$out/vitest-cuda.txt" | sed 's/\x1b\[[0-9;]*m//g'
   fi
   if [[ " $steps " == *" kernels "* ]]; then
-    { timeout 60 ./build/wst_gpu_bench --quick; timeout 60 python3 bench/gpu_check_torch.py --quick; } > "$out/kernels.jsonl" 2>&1
+    q=${WST_GPU_KERNELS:---quick}  # WST_GPU_KERNELS=full: the shapes of bench/gpu-check.sh
+    [[ "$q" == full ]] && q=""
+    { timeout 120 ./build/wst_gpu_bench $q; timeout 120 python3 bench/gpu_check_torch.py $q; } > "$out/kernels.jsonl" 2>&1
     log "kernel timings rc $?"
     python3 - "$out/kernels.jsonl" <<'PY'
 import json, sys
@@ -89,6 +94,10 @@ PY
     { timeout 45 node bin/wst-dash.js bench decode --device cuda --reps 2 --json 2>&1 | tail -1
       timeout 45 node bin/wst-dash.js bench train --device cuda --reps 5 --json 2>&1 | tail -1; } > "$out/model-bench.jsonl"
     log "model bench"; cut -c1-600 "$out/model-bench.jsonl"
+  fi
+  if [[ " $steps " == *" demo "* ]]; then
+    timeout 60 node bin/wst-dash.js demo --device cuda --out /tmp/demo-cuda > "$out/demo-cuda.txt" 2>&1
+    log "demo --device cuda: rc $?"; tail -12 "$out/demo-cuda.txt"
   fi
   log "done"
   ;;
