@@ -53,6 +53,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       InstanceMethod("getGrad", &ModelWrap::GetGrad),
       InstanceMethod("initRandom", &ModelWrap::InitRandom),
       InstanceMethod("numParams", &ModelWrap::NumParams),
+      InstanceMethod("promptStore", &ModelWrap::PromptStore),
       InstanceMethod("activationFloatsPerToken", &ModelWrap::ActivationFloatsPerToken),
       InstanceMethod("forwardLogits", &ModelWrap::ForwardLogits),
       InstanceMethod("score", &ModelWrap::Score),
@@ -183,6 +184,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     size_t n = 0;
     for (auto& t : model_->tensors()) n += t.size;
     return Napi::Number::New(info.Env(), (double)n);
+  }
+
+  // promptStore() -> { stored: prompts held for the current parameters, hits: prefixed training
+  // forwards that took their prefix rows from it } (see LlamaModel::prefill).
+  Napi::Value PromptStore(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::mutex> lk(model_->mutex());
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("stored", Napi::Number::New(info.Env(), model_->stored_prompts()));
+    o.Set("hits", Napi::Number::New(info.Env(), (double)model_->prompt_store_hits()));
+    return o;
   }
 
   Napi::Value ActivationFloatsPerToken(const Napi::CallbackInfo& info) {
@@ -506,7 +517,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
 
  private:
   // addRows(promptTokens Int32Array, offsets Int32Array (B+1), seeds BigUint64Array (B),
-  //         maxNew Int32Array (B), sampling {temperature, topK, topP, minP}, stopIds Int32Array, async)
+  //         maxNew Int32Array (B), sampling {temperature, topK, topP, minP}, stopIds Int32Array, async,
+  //         keepPrompts? boolean: the prompts' activations stay in the model's prompt store)
   Napi::Value AddRows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     live(env);
@@ -522,6 +534,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     size_t n_stop = 0;
     const int32_t* stop = array_arg<int32_t>(info, 5, "stopIds", kAnyLength, keep, false, &n_stop);
     bool async = bool_arg(info, 6, "async");
+    const bool keep_prompts = info.Length() > 7 && !info[7].IsUndefined() ? bool_arg(info, 7, "keepPrompts") : false;
     const LlamaConfig& cfg = model_->config();
     if (ctx_->active + B > ctx_->max_batch)
       throw Napi::RangeError::New(env, "too many rows: the context holds " + std::to_string(ctx_->max_batch) +
@@ -560,6 +573,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     auto ctx = ctx_;
     return run_op(info, async, keep, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
+      ctx->keep_prompts = keep_prompts;
       m->prefill(*ctx, tokens, off64.data(), B);
     }, [first_row](Napi::Env env) { return Napi::Number::New(env, first_row); });
   }

@@ -178,6 +178,39 @@ describe.each(archs)('random %s model (tied=%s)', (arch, tied) => {
     await expect(model.trainGrpoMany([])).rejects.toThrow(/microBatches must be a non-empty array/);
     await expect(model.trainGrpoMany([calls[0], { ...calls[1], options: { advantages: [1] } }])).rejects.toThrow(/microBatches\[1\]: advantages must have one value per sequence/);
   });
+
+  it('generate with keepPromptActivations: the next sharePrefix step takes its prompts from the store, with the same gradients', async () => {
+    const pa = randomTokens(9, cfg.vocabSize, 51), pb = randomTokens(6, cfg.vocabSize, 52);
+    const prompts = [pa, pb, pa, pb, pa];
+    const hits0 = model.promptStore.hits;
+    const gens = await model.generate(prompts, { maxNewTokens: 4, seed: 5, temperature: 1, keepPromptActivations: true });
+    const cpu = model.device === 'cpu';  // the store is a CPU-backend optimisation
+    expect(model.promptStore.stored).toBe(cpu ? 2 : 0);
+    const sequences = gens.map((g) => [...g.promptIds, ...g.ids]);
+    const from = gens.map((g) => g.promptIds.length);
+    const advantages = [0.7, -1.2, 0.4, 0.9, -0.5];
+    const grads = async (sharePrefix: boolean) => {
+      await model.zeroGrad();
+      const r = await model.trainGrpo({ sequences, from }, { advantages, sharePrefix });
+      return { r, g: model.tensorNames().map(({ name }) => model.getGrad(name)) };
+    };
+    const stored = await grads(true);
+    expect(model.promptStore.hits).toBe(hits0 + (cpu ? 1 : 0));
+    const full = await grads(false);  // every row written out, nothing shared or stored
+    await model.zeroGrad();
+    expect(stored.r.tokens).toBe(full.r.tokens);
+    let gmax = 0;
+    full.g.forEach((gf, t) => {
+      for (let i = 0; i < gf.length; i++) {
+        gmax = Math.max(gmax, Math.abs(gf[i]));
+        expect(Math.abs(stored.g[t][i] - gf[i])).toBeLessThan(1e-6 + 1e-4 * Math.abs(gf[i]));
+      }
+    });
+    expect(gmax).toBeGreaterThan(1e-4);
+    // Without the option nothing is kept beyond what the weights allow: an optimizer step empties it.
+    await model.optimizerStep({ lr: 0 });
+    expect(model.promptStore.stored).toBe(0);
+  });
 });
 
 describe('generation on a random model', () => {

@@ -83,6 +83,7 @@ struct LlamaModel::Activations {
     size_t kfull_off;
   };
   bool prefixed = false;
+  bool prefix_reused = false;  // the prefix rows came from the prompt store (forward skipped them)
   int Bp = 0, Tp = 0;
   size_t Npre = 0;
   std::vector<RowGroup> groups;
@@ -121,6 +122,28 @@ struct LaneScope {
 
 LlamaModel::Activations& LlamaModel::A() {
   return tl_lane_model == this ? *static_cast<Lane*>(tl_lane)->acts : *acts_;
+}
+
+std::unique_ptr<LlamaModel::Activations>& LlamaModel::acts_owner() {
+  return tl_lane_model == this ? static_cast<Lane*>(tl_lane)->acts : acts_;
+}
+
+// Prompts' activations from prefill, for training forwards with the same parameters. Each prefill
+// part's whole Activations is kept (moved, not copied); a prompt is row `index` of its part, whose
+// rows are padded to part->T tokens.
+struct LlamaModel::PromptStore {
+  uint64_t version = 0;  // params_version_ of every entry
+  std::vector<std::unique_ptr<Activations>> parts;
+  struct Entry {
+    const Activations* part;
+    int index, len;
+  };
+  std::map<std::vector<int32_t>, Entry> entries;
+  size_t tokens = 0;
+};
+
+int LlamaModel::stored_prompts() const {
+  return prompts_ && prompts_->version == params_version_ ? (int)prompts_->entries.size() : 0;
 }
 
 float* LlamaModel::G(size_t off) {
@@ -358,6 +381,10 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     a.tok = a.st_tok.in(be_, a.tok_host.data(), (size_t)N);
   }
   a.pos = a.st_pos.in(be_, a.positions.data(), (size_t)N);
+  // Prefix rows from the prompt store: the layers then compute rows [r0, N) only.
+  a.prefix_reused = pre && !sink && prefix_rows_from_store(*pre);
+  const size_t r0 = a.prefix_reused ? Npre : 0;
+  const int Nf = N - (int)r0;
   // Cache rows of the sink: row b's T keys/values go to its slot's row of every layer's cache.
   std::vector<int64_t> sink_offs;
   const int64_t* sink_dev = nullptr;
@@ -371,42 +398,113 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     }
     sink_dev = st_rows_.in(be_, sink_offs.data(), sink_offs.size());
   }
-  be_->embedding_forward(a.x_in[0].data(), a.tok, P(embed_off_), N, V, C);
+  // Row r0 of an activation of `width` floats per token.
+  auto at = [&](Buffer& b, size_t width) { return b.data() + r0 * width; };
+  be_->embedding_forward(at(a.x_in[0], C), a.tok + r0, P(embed_off_), Nf, V, C);
   for (int l = 0; l < cfg_.n_layers; l++) {
     const LayerOffsets& o = layers_[l];
-    const float* x = a.x_in[l].data();
-    float* x_next = l + 1 < cfg_.n_layers ? a.x_in[l + 1].data() : a.x_last.data();
-    be_->rmsnorm_forward(a.xn1[l].data(), a.rstd1[l].data(), x, P(o.attn_norm), N, C, eps);
-    float* qdst = cfg_.qk_norm ? a.qpre[l].data() : a.q[l].data();
-    float* kdst = cfg_.qk_norm ? a.kpre[l].data() : a.k[l].data();
+    const float* x = at(a.x_in[l], C);
+    float* x_next = l + 1 < cfg_.n_layers ? at(a.x_in[l + 1], C) : at(a.x_last, C);
+    be_->rmsnorm_forward(at(a.xn1[l], C), at(a.rstd1[l], 1), x, P(o.attn_norm), Nf, C, eps);
+    float* qdst = cfg_.qk_norm ? at(a.qpre[l], Hq) : at(a.q[l], Hq);
+    float* kdst = cfg_.qk_norm ? at(a.kpre[l], Hk) : at(a.k[l], Hk);
+    const float* xn1 = at(a.xn1[l], C);
     const bool bias = cfg_.qkv_bias;
-    linear_fwd(wt, qdst, a.xn1[l].data(), o.wq, bias ? P(o.bq) : nullptr, ones, N, C, Hq);
-    linear_fwd(wt, kdst, a.xn1[l].data(), o.wk, bias ? P(o.bk) : nullptr, ones, N, C, Hk);
-    linear_fwd(wt, a.v[l].data(), a.xn1[l].data(), o.wv, bias ? P(o.bv) : nullptr, ones, N, C, Hk);
+    linear_fwd(wt, qdst, xn1, o.wq, bias ? P(o.bq) : nullptr, ones, Nf, C, Hq);
+    linear_fwd(wt, kdst, xn1, o.wk, bias ? P(o.bk) : nullptr, ones, Nf, C, Hk);
+    linear_fwd(wt, at(a.v[l], Hk), xn1, o.wv, bias ? P(o.bv) : nullptr, ones, Nf, C, Hk);
     if (cfg_.qk_norm) {
-      be_->rmsnorm_forward(a.q[l].data(), a.rstdq[l].data(), qdst, P(o.q_norm), N * H, Dh, eps);
-      be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
+      be_->rmsnorm_forward(at(a.q[l], Hq), at(a.rstdq[l], H), qdst, P(o.q_norm), Nf * H, Dh, eps);
+      be_->rmsnorm_forward(at(a.k[l], Hk), at(a.rstdk[l], KVH), kdst, P(o.k_norm), Nf * KVH, Dh, eps);
     }
-    be_->rope_forward(a.q[l].data(), a.q[l].data(), a.pos, N, H, Dh, cfg_.rope_theta);
-    be_->rope_forward(a.k[l].data(), a.k[l].data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
+    be_->rope_forward(at(a.q[l], Hq), at(a.q[l], Hq), a.pos + r0, Nf, H, Dh, cfg_.rope_theta);
+    be_->rope_forward(at(a.k[l], Hk), at(a.k[l], Hk), a.pos + r0, Nf, KVH, Dh, cfg_.rope_theta);
     if (sink) {
       be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
       be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
     }
     attention_layer_forward(l);
-    linear_fwd(wt, a.tmp.data(), a.att[l].data(), o.wo, nullptr, ones, N, Hq, C);
-    be_->residual_forward(a.x_mid[l].data(), x, a.tmp.data(), (size_t)N * C);
-    be_->rmsnorm_forward(a.xn2[l].data(), a.rstd2[l].data(), a.x_mid[l].data(), P(o.ffn_norm), N, C, eps);
-    linear_fwd(wt, a.g[l].data(), a.xn2[l].data(), o.w_gate, nullptr, ones, N, C, I);
-    linear_fwd(wt, a.u[l].data(), a.xn2[l].data(), o.w_up, nullptr, ones, N, C, I);
-    be_->swiglu_forward(a.h[l].data(), a.g[l].data(), a.u[l].data(), N, I);
-    linear_fwd(wt, a.tmp.data(), a.h[l].data(), o.w_down, nullptr, ones, N, I, C);
-    be_->residual_forward(x_next, a.x_mid[l].data(), a.tmp.data(), (size_t)N * C);
+    float* tmp = at(a.tmp, C);
+    linear_fwd(wt, tmp, at(a.att[l], Hq), o.wo, nullptr, ones, Nf, Hq, C);
+    be_->residual_forward(at(a.x_mid[l], C), x, tmp, (size_t)Nf * C);
+    be_->rmsnorm_forward(at(a.xn2[l], C), at(a.rstd2[l], 1), at(a.x_mid[l], C), P(o.ffn_norm), Nf, C, eps);
+    linear_fwd(wt, at(a.g[l], I), at(a.xn2[l], C), o.w_gate, nullptr, ones, Nf, C, I);
+    linear_fwd(wt, at(a.u[l], I), at(a.xn2[l], C), o.w_up, nullptr, ones, Nf, C, I);
+    be_->swiglu_forward(at(a.h[l], I), at(a.g[l], I), at(a.u[l], I), Nf, I);
+    linear_fwd(wt, tmp, at(a.h[l], I), o.w_down, nullptr, ones, Nf, I, C);
+    be_->residual_forward(x_next, at(a.x_mid[l], C), tmp, (size_t)Nf * C);
   }
-  be_->rmsnorm_forward(a.xf.data(), a.rstdf.data(), a.x_last.data(), P(norm_off_), N, C, eps);
+  be_->rmsnorm_forward(at(a.xf, C), at(a.rstdf, 1), at(a.x_last, C), P(norm_off_), Nf, C, eps);
   if (keep_logits)  // the row tokens only: prefix tokens predict nothing that is scored
     linear_fwd(wt, a.logits.data(), a.xf.data() + Npre * C, lm_head_off_, nullptr, ones,
                    (int)Nrow, C, V);
+}
+
+bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
+  if (!on_cpu() || !prompts_ || prompts_->version != params_version_ || pre.Tp <= 0) return false;
+  // A prefix is found when a stored prompt begins with it (a trainer's prefix is its prompt less
+  // the last token, whose logits score the first completion token): its first rows are the
+  // prefix's, as attention is causal. Such prompts sort right at or after the prefix.
+  std::vector<const PromptStore::Entry*> found(pre.Bp);
+  for (int p = 0; p < pre.Bp; p++) {
+    const int32_t* t = pre.tokens + (size_t)p * pre.Tp;
+    const int len = pre.lengths[p];
+    if (len <= 0) return false;
+    auto it = prompts_->entries.lower_bound(std::vector<int32_t>(t, t + len));
+    if (it == prompts_->entries.end() || it->first.size() < (size_t)len ||
+        !std::equal(t, t + len, it->first.begin()) || !it->second.part)
+      return false;
+    found[p] = &it->second;
+  }
+  auto& a = A();
+  const size_t C = cfg_.dim, I = cfg_.hidden, H = cfg_.n_heads, KVH = cfg_.n_kv_heads,
+               Hq = H * cfg_.head_dim, Hk = KVH * cfg_.head_dim, Tp = pre.Tp;
+  // Row blocks (prefix p's rows [0, len) of `width` floats; the pad rows [len, Tp) zeroed: they
+  // feed nothing that is scored, so their gradient is zero whatever they hold, as long as finite).
+  int len = 0;  // the rows of prefix p
+  auto rows = [&](Buffer& dst, const Buffer& src_of_part, const PromptStore::Entry& e, int p, size_t width) {
+    float* d = dst.data() + (size_t)p * Tp * width;
+    const float* s = src_of_part.data() + (size_t)e.index * e.part->T * width;
+    std::memcpy(d, s, (size_t)len * width * sizeof(float));
+    std::memset(d + (size_t)len * width, 0, (Tp - len) * width * sizeof(float));
+  };
+  for (int p = 0; p < pre.Bp; p++) {
+    const PromptStore::Entry& e = *found[p];
+    const Activations& s = *e.part;
+    len = pre.lengths[p];
+    for (int l = 0; l < cfg_.n_layers; l++) {
+      rows(a.x_in[l], s.x_in[l], e, p, C);
+      rows(a.xn1[l], s.xn1[l], e, p, C);
+      rows(a.rstd1[l], s.rstd1[l], e, p, 1);
+      if (cfg_.qk_norm) {
+        rows(a.qpre[l], s.qpre[l], e, p, Hq);
+        rows(a.rstdq[l], s.rstdq[l], e, p, H);
+        rows(a.kpre[l], s.kpre[l], e, p, Hk);
+        rows(a.rstdk[l], s.rstdk[l], e, p, KVH);
+      }
+      rows(a.q[l], s.q[l], e, p, Hq);
+      rows(a.k[l], s.k[l], e, p, Hk);
+      rows(a.v[l], s.v[l], e, p, Hk);
+      rows(a.att[l], s.att[l], e, p, Hq);
+      rows(a.x_mid[l], s.x_mid[l], e, p, C);
+      rows(a.xn2[l], s.xn2[l], e, p, C);
+      rows(a.rstd2[l], s.rstd2[l], e, p, 1);
+      rows(a.g[l], s.g[l], e, p, I);
+      rows(a.u[l], s.u[l], e, p, I);
+      rows(a.h[l], s.h[l], e, p, I);
+      // lse is (B, H, T): per head, the prefix's len positions.
+      for (size_t h = 0; h < H; h++) {
+        float* d = a.lse[l].data() + ((size_t)p * H + h) * Tp;
+        std::memcpy(d, s.lse[l].data() + ((size_t)e.index * H + h) * s.T, (size_t)len * sizeof(float));
+        std::memset(d + len, 0, (Tp - len) * sizeof(float));
+      }
+    }
+    rows(a.x_last, s.x_last, e, p, C);
+    rows(a.xf, s.xf, e, p, C);
+    rows(a.rstdf, s.rstdf, e, p, 1);
+  }
+  prompt_store_hits_++;
+  return true;
 }
 
 // Lays out a prefixed batch: tokens and positions of [prefixes | rows], the row groups (one per
@@ -477,7 +575,7 @@ void LlamaModel::attention_layer_forward(int l) {
   }
   // The prefixes among themselves (causal), then each group's rows over [prefix keys | own keys]:
   // query t of a row sits at absolute position len + t = Tk - Tq + t, as attention_forward places it.
-  if (a.Tp > 0) be_->attention_forward(att, lse, q, k, v, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
+  if (a.Tp > 0 && !a.prefix_reused) be_->attention_forward(att, lse, q, k, v, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
   const int n = 2 * a.B;
   be_->copy_rows(a.kfull.data(), k, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
   be_->copy_rows(a.vfull.data(), v, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
@@ -832,6 +930,7 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
 
 double LlamaModel::optimizer_step(const OptimizerParams& p) {
   params_version_++;
+  prompts_.reset();  // stale now: its memory goes back
   ensure_grads();
   if (m_.size() != total_) {
     m_.resize(be_, total_);
@@ -921,6 +1020,33 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   for (int i = 0; i < U; i++) index_of[uniq[i]] = i;
   const int C = cfg_.dim, V = cfg_.vocab;
   const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
+  // On the CPU the prompt store (see prefill in llama.h) takes each part's activations: entries
+  // are made here, before the parts run concurrently, and each part fills in its own.
+  const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
+  size_t new_tokens = 0;
+  for (int b : uniq) new_tokens += (size_t)(offsets[b + 1] - offsets[b]);
+  if (!prompts_ || prompts_->version != params_version_) prompts_.reset();
+  const bool keep = ctx.keep_prompts && on_cpu() &&
+                    (prompts_ ? prompts_->tokens : 0) + new_tokens <= kPromptStoreMaxTokens;
+  std::vector<PromptStore::Entry*> entry_of(U, nullptr);
+  size_t part_base = 0;
+  if (keep) {
+    if (!prompts_) {
+      prompts_ = std::make_unique<PromptStore>();
+      prompts_->version = params_version_;
+    }
+    part_base = prompts_->parts.size();
+    prompts_->parts.resize(part_base + parts);
+    for (int i = 0; i < U; i++) {
+      const int b = uniq[i];
+      auto ins = prompts_->entries.emplace(std::vector<int32_t>(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1]),
+                                           PromptStore::Entry{nullptr, 0, 0});
+      if (ins.second) {  // a prompt already stored keeps its entry
+        entry_of[i] = &ins.first->second;
+        prompts_->tokens += (size_t)(offsets[b + 1] - offsets[b]);
+      }
+    }
+  }
   // Unique prompts [i0, i1): forward into their cache slots, then the logits of each one's last
   // token into ctx.tmp rows [i0, i1) (hidden state) and the context's logits of every row that
   // shares it.
@@ -957,11 +1083,19 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
       offs[R + r] = (int64_t)(index_of[source[rows[r]]] - i0) * V;
     }
     copy_rows_staged(be_, a.st_own, ctx.logits.data(), a.logits.data(), offs);
+    if (keep) {  // the part's activations move to the store; this lane (or the model) gets fresh ones
+      auto& owner = acts_owner();
+      std::unique_ptr<Activations> taken = std::move(owner);
+      owner = std::make_unique<Activations>();
+      for (int i = 0; i < n; i++)
+        if (PromptStore::Entry* e = entry_of[i0 + i])
+          *e = {taken.get(), i, (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]])};
+      prompts_->parts[part_base + i0 / kPrefillPromptsPerPart] = std::move(taken);
+    }
   };
   // On the CPU, the prompts go in parts of kPrefillPromptsPerPart that run concurrently, each
   // single-threaded in its own activations (a lane): a few prompts' ops are too small for op-level
   // threading. The parts do not depend on the thread count, so neither do the results.
-  const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
   ensure_decode_weights();  // before the lanes (their forwards only read it)
   if (parts <= 1)
     prefill_part(0, U);

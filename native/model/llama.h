@@ -4,6 +4,7 @@
 // forward/score, train step (forward -> log-probs -> loss gradient -> backward -> accumulate),
 // optimizer step, and batched generation (prefill + decode with sampling inside).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -202,7 +203,17 @@ class LlamaModel {
   // Prefill B prompts (ragged; prompt b is prompt_tokens[offsets[b]..offsets[b+1])) into the
   // context's rows and leave, for each row, the logits of its last prompt token. Identical
   // prompts (the G completions of a GRPO group) are computed once and their KV rows copied.
+  //
+  // With ctx.keep_prompts (CPU only), the prompts' training activations stay in the model's prompt
+  // store until the parameters change: a prefixed training forward (train_grpo / score with a
+  // PrefixBatch) whose prefixes are all stored copies their rows instead of recomputing them (the
+  // same values: prefix rows depend on the prefix alone). DASH's training step runs right after
+  // its generation with the same weights, so its prompts' forward is paid once per step.
   void prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B);
+  // Prompts held by the store for the current parameters (0 when it is empty or stale).
+  int stored_prompts() const;
+  // Prefixed training forwards that took their prefix rows from the store, since construction.
+  int64_t prompt_store_hits() const { return prompt_store_hits_; }
   // Decode up to n_steps tokens per active row: sample (per-row seed, counter = tokens generated
   // so far), append, stop on stop ids / max_new / context end, run one decode step for the rows
   // still active. Finished rows leave the batch (their cache slot is reused).
@@ -215,6 +226,14 @@ class LlamaModel {
   };
   struct Activations;
   struct Lane;
+  struct PromptStore;
+  // The activations that A() returns, as the owning pointer (prefill hands them to the store).
+  std::unique_ptr<Activations>& acts_owner();
+  // Fills the prefix rows [0, Npre) of every saved activation from the prompt store, when every
+  // prefix of `pre` is stored for the current parameters; false (nothing written) otherwise.
+  bool prefix_rows_from_store(const PrefixBatch& pre);
+  // The store keeps at most this many prompt tokens (further prompts are computed as usual).
+  static constexpr size_t kPromptStoreMaxTokens = (size_t)1 << 16;
   // The activations and gradient that this thread's work uses: a lane's inside train_grpo_many's
   // tasks, else the model's own.
   Activations& A();
@@ -279,6 +298,8 @@ class LlamaModel {
   int step_ = 0;
   std::unique_ptr<Activations> acts_;
   std::vector<std::unique_ptr<Lane>> lanes_;
+  std::unique_ptr<PromptStore> prompts_;
+  std::atomic<int64_t> prompt_store_hits_{0};
   Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
   std::mutex mu_;
 };
@@ -304,6 +325,8 @@ struct LlamaModel::Context {
   // keys / values at [0, prompt length), which decode reads once per group.
   std::vector<int32_t> group_of_row, shared_of_row;
   int32_t next_group = 0;
+  // prefill keeps its prompts' activations in the model's prompt store (see prefill).
+  bool keep_prompts = false;
   std::vector<int32_t> stop_ids;
   SamplingParams sampling{1.f, 0, 1.f, 0.f};
   // Decode scratch, (max_batch, ...) each.

@@ -349,6 +349,7 @@ std::vector<Check> cpu_checks() {
       {"model decode shards", check_model_decode_shards},
       {"lane deal", check_lane_deal},
       {"model finish row", check_model_finish_row},
+      {"model prompt store", check_model_prompt_store},
       {"host block reuse", check_host_block_reuse},
   };
 }

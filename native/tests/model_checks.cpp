@@ -390,4 +390,134 @@ void check_model_finish_row(Report& rep) {
   rep.check("model finishRow between decode calls: the stopped row ends (tokens kept)", stopped[0].size() == 3 ? 0 : 1, 0);
 }
 
+// The prompt store (LlamaModel::prefill with ctx.keep_prompts): a prefixed training step whose
+// prefixes begin stored prompts copies their rows instead of computing them, with the same
+// gradients as a model that computes them; a micro-batch with any prefix not stored computes all
+// of its own; an optimizer step makes the store stale. Prefixes of different lengths in one
+// micro-batch exercise the zeroed pad rows. Both layer variants (qk_norm's extra activations).
+void check_model_prompt_store(Report& rep) {
+  for (bool qk_norm : {false, true}) {
+    const std::string tag = qk_norm ? " (qk_norm)" : "";
+    const wst::LlamaConfig cfg = tiny_llama_config(43, qk_norm);
+    wst::LlamaModel stored(&wst::cpu_backend(), cfg), plain(&wst::cpu_backend(), cfg);
+    stored.init_random(21, 0.4f);
+    plain.init_random(21, 0.4f);
+    Rng rng(qk_norm ? 919 : 818);
+    // 6 distinct prompts (two prefill parts of up to 4), each prefilled for 2 rows.
+    const int U = 6;
+    std::vector<std::vector<int32_t>> prompt(U);
+    std::vector<int32_t> tokens;
+    std::vector<int64_t> offsets{0};
+    for (int u = 0; u < U; u++) {
+      prompt[u].resize(6 + (u * 5) % 9);
+      for (auto& t : prompt[u]) t = rng.below(cfg.vocab);
+      for (int r = 0; r < 2; r++) {
+        tokens.insert(tokens.end(), prompt[u].begin(), prompt[u].end());
+        offsets.push_back((int64_t)tokens.size());
+      }
+    }
+    auto prefill = [&](wst::LlamaModel& m, bool keep) {
+      auto ctx = m.create_context(2 * U, 40);
+      ctx->keep_prompts = keep;
+      for (int b = 0; b < 2 * U; b++) {
+        ctx->seeds.push_back(b);
+        ctx->generated.push_back(0);
+        ctx->max_new.push_back(4);
+        ctx->out_tokens.emplace_back();
+        ctx->out_logprobs.emplace_back();
+        ctx->finished.push_back(0);
+        ctx->reported.push_back(0);
+      }
+      m.prefill(*ctx, tokens.data(), offsets.data(), 2 * U);
+    };
+    prefill(stored, true);
+    prefill(plain, false);
+    rep.check("prompt store: prefill keeps every distinct prompt" + tag, std::fabs(stored.stored_prompts() - U), 0);
+    rep.check("prompt store: nothing kept unless asked" + tag, plain.stored_prompts(), 0);
+    // Micro-batches of rows continuing prefixes = prompt less its last token (as trainers build
+    // them); micro-batch 1 also has a prefix that no prompt begins with.
+    struct Data {
+      int B, T;
+      std::vector<int32_t> tok, tgt, pre_tok, lengths, row_prefix;
+      std::vector<float> adv;
+      wst::PrefixBatch pb;
+    };
+    const std::vector<std::vector<int>> mb_prompts{{0, 3}, {1, -1}, {2, 4, 5}};
+    std::vector<Data> data(mb_prompts.size());
+    for (size_t i = 0; i < data.size(); i++) {
+      Data& d = data[i];
+      const auto& ps = mb_prompts[i];
+      const int Bp = (int)ps.size();
+      int Tp = 0;
+      for (int u : ps) Tp = std::max(Tp, u < 0 ? 7 : (int)prompt[u].size() - 1);
+      d.pre_tok.assign((size_t)Bp * Tp, 0);
+      for (int p = 0; p < Bp; p++) {
+        const int len = ps[p] < 0 ? 7 : (int)prompt[ps[p]].size() - 1;
+        for (int t = 0; t < len; t++) d.pre_tok[(size_t)p * Tp + t] = ps[p] < 0 ? rng.below(cfg.vocab) : prompt[ps[p]][t];
+        d.lengths.push_back(len);
+      }
+      d.B = 2 * Bp;
+      d.T = 5;
+      for (int b = 0; b < d.B; b++) {
+        const int p = b / 2;
+        d.row_prefix.push_back(p);
+        for (int t = 0; t < d.T; t++) {
+          // The row starts with its prompt's last token (it scores the first completion token).
+          d.tok.push_back(t == 0 && ps[p] >= 0 ? prompt[ps[p]].back() : rng.below(cfg.vocab));
+          d.tgt.push_back(t == d.T - 1 ? -1 : rng.below(cfg.vocab));
+        }
+        d.adv.push_back(rng.nonzero(-1.5f, 1.5f));
+      }
+      d.pb.tokens = d.pre_tok.data();
+      d.pb.Bp = Bp;
+      d.pb.Tp = Tp;
+      d.pb.lengths = d.lengths.data();
+      d.pb.row_prefix = d.row_prefix.data();
+    }
+    const wst::GrpoParams gp{0.2f, 0.28f, 0.0f, 0.0f, wst::GrpoLossType::grpo, 1.0};
+    std::vector<wst::GrpoMicroBatch> mbs;
+    for (Data& d : data) {
+      wst::GrpoMicroBatch m;
+      m.tokens = d.tok.data();
+      m.targets = d.tgt.data();
+      m.advantages = d.adv.data();
+      m.B = d.B;
+      m.T = d.T;
+      m.params = gp;
+      m.prefix = &d.pb;
+      mbs.push_back(m);
+    }
+    auto grads = [](wst::LlamaModel& m) {
+      std::vector<float> all;
+      for (const auto& t : m.tensors()) {
+        std::vector<float> g(t.size, NAN);
+        m.get_grad(t, g.data());
+        all.insert(all.end(), g.begin(), g.end());
+      }
+      return all;
+    };
+    const auto got = stored.train_grpo_many(mbs), want = plain.train_grpo_many(mbs);
+    double loss_err = 0;
+    for (size_t i = 0; i < got.size(); i++) loss_err = std::max(loss_err, std::fabs(got[i].loss - want[i].loss));
+    const std::vector<float> gs = grads(stored), gp_ = grads(plain);
+    double gmax = 0;
+    for (float x : gp_) gmax = std::max(gmax, (double)std::fabs(x));
+    rep.check("prompt store: micro-batches whose prefixes are all stored take them (hits)" + tag,
+              std::fabs((double)stored.prompt_store_hits() - 2), 0);
+    rep.check("prompt store: no hits without a store" + tag, (double)plain.prompt_store_hits(), 0);
+    rep.check("prompt store: losses = computed prefixes" + tag, loss_err, 1e-6);
+    rep.check("prompt store: gradients = computed prefixes (every tensor)" + tag, rel_err(gs, gp_), 1e-5);
+    rep.check("prompt store: gradients are not all zero" + tag, gmax > 1e-6 ? 0 : 1, 0);
+    // New weights: the store is stale and a step computes its prefixes again.
+    const wst::OptimizerParams op{1e-2, 0.9, 0.999, 1e-8, 0.0, 0.0};
+    stored.optimizer_step(op);
+    plain.optimizer_step(op);
+    rep.check("prompt store: stale after an optimizer step" + tag, stored.stored_prompts(), 0);
+    stored.train_grpo_many(mbs);
+    plain.train_grpo_many(mbs);
+    rep.check("prompt store: no hits once stale" + tag, std::fabs((double)stored.prompt_store_hits() - 2), 0);
+    rep.check("prompt store: gradients after the step = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+  }
+}
+
 }  // namespace wst_test

@@ -38,6 +38,13 @@ export interface GenerateOptions extends SamplingOptions {
   addBos?: boolean;
   /** Called after each native decode call with the number of rows finished so far. */
   onProgress?: (finished: number, total: number) => void;
+  /**
+   * Keep the prompts' activations in the model's prompt store (CPU backend; until the weights
+   * change), so that a training step on these prompts with the same weights (trainGrpo with
+   * sharePrefix, as DASH runs right after its generation) copies them instead of recomputing the
+   * prompts' forward. Default false.
+   */
+  keepPromptActivations?: boolean;
 }
 
 export interface Generation {
@@ -203,6 +210,14 @@ export class Model {
     return this.handle.activationFloatsPerToken();
   }
 
+  /**
+   * The prompt store (GenerateOptions.keepPromptActivations): prompts held for the current
+   * weights, and prefixed training forwards so far that took their prompts' rows from it.
+   */
+  get promptStore(): { stored: number; hits: number } {
+    return this.handle.promptStore();
+  }
+
   tensorNames(): { name: string; shape: number[] }[] {
     return this.handle.tensors();
   }
@@ -336,7 +351,7 @@ export class Model {
           const seeds = new BigUint64Array(take.map((_, i) =>
             Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
           await this.run(() => ctx.addRows(promptTokens, offsets, seeds,
-            new Int32Array(take.length).fill(maxNew), sampling, stopArr, true));
+            new Int32Array(take.length).fill(maxNew), sampling, stopArr, true, options.keepPromptActivations === true));
           for (let i = 0; i < take.length; i++) rowOf.push(next + i);
           next += take.length;
           active += take.length;

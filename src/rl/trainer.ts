@@ -272,7 +272,9 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       for (let g = 0; g < opts.groupSize; g++) { prompts.push(prompt); exs.push(ex); }
     }
     const seeds = prompts.map((_, i) => opts.seed * 1_000_003 + step * 10_007 + i + cursor * 131);
-    const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: task.stop as string[] });
+    // With shared prefixes, the training step that follows (same weights) takes the prompts'
+    // activations from this generation's prefill instead of recomputing them (CPU).
+    const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: task.stop as string[], keepPromptActivations: sharePrefix });
     const t1 = now();
     t.generate += t1 - t0;
     const rewards = await Promise.all(gens.map((g, i) => reward(prompts[i], g.text ?? '', exs[i])));
