@@ -142,6 +142,13 @@ struct LlamaModel::PromptStore {
   size_t tokens = 0;
 };
 
+void LlamaModel::drop_prompt_store() {
+  if (!prompts_) return;
+  for (auto& part : prompts_->parts)
+    if (part && spare_acts_.size() < 2 * (size_t)kLanes) spare_acts_.push_back(std::move(part));
+  prompts_.reset();
+}
+
 int LlamaModel::stored_prompts() const {
   return prompts_ && prompts_->version == params_version_ ? (int)prompts_->entries.size() : 0;
 }
@@ -930,7 +937,7 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
 
 double LlamaModel::optimizer_step(const OptimizerParams& p) {
   params_version_++;
-  prompts_.reset();  // stale now: its memory goes back
+  drop_prompt_store();  // stale now
   ensure_grads();
   if (m_.size() != total_) {
     m_.resize(be_, total_);
@@ -1025,12 +1032,21 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
   size_t new_tokens = 0;
   for (int b : uniq) new_tokens += (size_t)(offsets[b + 1] - offsets[b]);
-  if (!prompts_ || prompts_->version != params_version_) prompts_.reset();
+  if (prompts_ && prompts_->version != params_version_) drop_prompt_store();
   const bool keep = ctx.keep_prompts && on_cpu() &&
                     (prompts_ ? prompts_->tokens : 0) + new_tokens <= kPromptStoreMaxTokens;
   std::vector<PromptStore::Entry*> entry_of(U, nullptr);
+  std::vector<std::unique_ptr<Activations>> replacement(keep ? parts : 0);
   size_t part_base = 0;
   if (keep) {
+    for (auto& r : replacement) {
+      if (spare_acts_.empty()) {
+        r = std::make_unique<Activations>();
+      } else {
+        r = std::move(spare_acts_.back());
+        spare_acts_.pop_back();
+      }
+    }
     if (!prompts_) {
       prompts_ = std::make_unique<PromptStore>();
       prompts_->version = params_version_;
@@ -1086,7 +1102,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     if (keep) {  // the part's activations move to the store; this lane (or the model) gets fresh ones
       auto& owner = acts_owner();
       std::unique_ptr<Activations> taken = std::move(owner);
-      owner = std::make_unique<Activations>();
+      owner = std::move(replacement[i0 / kPrefillPromptsPerPart]);
       for (int i = 0; i < n; i++)
         if (PromptStore::Entry* e = entry_of[i0 + i])
           *e = {taken.get(), i, (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]])};

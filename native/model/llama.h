@@ -299,6 +299,10 @@ class LlamaModel {
   std::unique_ptr<Activations> acts_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<PromptStore> prompts_;
+  // Activations the store gave back (sized already): prefill hands them to the lanes whose own it
+  // keeps, so that a DASH step allocates none. Store parts go here when it goes stale.
+  std::vector<std::unique_ptr<Activations>> spare_acts_;
+  void drop_prompt_store();
   std::atomic<int64_t> prompt_store_hits_{0};
   Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
   std::mutex mu_;
