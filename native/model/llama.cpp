@@ -139,7 +139,7 @@ struct LlamaModel::PromptStore {
     int index, len;
   };
   std::map<std::vector<int32_t>, Entry> entries;
-  size_t tokens = 0;
+  size_t rows = 0;  // activation rows held (the parts' padded prompts)
 };
 
 void LlamaModel::drop_prompt_store() {
@@ -1030,11 +1030,18 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   // On the CPU the prompt store (see prefill in llama.h) takes each part's activations: entries
   // are made here, before the parts run concurrently, and each part fills in its own.
   const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
-  size_t new_tokens = 0;
-  for (int b : uniq) new_tokens += (size_t)(offsets[b + 1] - offsets[b]);
+  // The store's size: every part's rows (its prompts padded to its longest).
+  size_t new_rows = 0;
+  for (int j = 0; j < parts; j++) {
+    const int i0 = j * kPrefillPromptsPerPart, i1 = std::min(U, i0 + kPrefillPromptsPerPart);
+    int64_t T = 0;
+    for (int i = i0; i < i1; i++) T = std::max<int64_t>(T, offsets[uniq[i] + 1] - offsets[uniq[i]]);
+    new_rows += (size_t)(i1 - i0) * (size_t)T;
+  }
   if (prompts_ && prompts_->version != params_version_) drop_prompt_store();
   const bool keep = ctx.keep_prompts && on_cpu() &&
-                    (prompts_ ? prompts_->tokens : 0) + new_tokens <= kPromptStoreMaxTokens;
+                    ((prompts_ ? prompts_->rows : 0) + new_rows) * activation_floats_per_token() * sizeof(float) <=
+                        prompt_store_max_bytes_;
   std::vector<PromptStore::Entry*> entry_of(U, nullptr);
   std::vector<std::unique_ptr<Activations>> replacement(keep ? parts : 0);
   size_t part_base = 0;
@@ -1057,11 +1064,9 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
       const int b = uniq[i];
       auto ins = prompts_->entries.emplace(std::vector<int32_t>(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1]),
                                            PromptStore::Entry{nullptr, 0, 0});
-      if (ins.second) {  // a prompt already stored keeps its entry
-        entry_of[i] = &ins.first->second;
-        prompts_->tokens += (size_t)(offsets[b + 1] - offsets[b]);
-      }
+      if (ins.second) entry_of[i] = &ins.first->second;  // a prompt already stored keeps its entry
     }
+    prompts_->rows += new_rows;
   }
   // Unique prompts [i0, i1): forward into their cache slots, then the logits of each one's last
   // token into ctx.tmp rows [i0, i1) (hidden state) and the context's logits of every row that

@@ -214,6 +214,8 @@ class LlamaModel {
   int stored_prompts() const;
   // Prefixed training forwards that took their prefix rows from the store, since construction.
   int64_t prompt_store_hits() const { return prompt_store_hits_; }
+  // The store's limit in bytes (default kPromptStoreMaxBytes).
+  void set_prompt_store_limit(size_t bytes) { prompt_store_max_bytes_ = bytes; }
   // Decode up to n_steps tokens per active row: sample (per-row seed, counter = tokens generated
   // so far), append, stop on stop ids / max_new / context end, run one decode step for the rows
   // still active. Finished rows leave the batch (their cache slot is reused).
@@ -232,8 +234,11 @@ class LlamaModel {
   // Fills the prefix rows [0, Npre) of every saved activation from the prompt store, when every
   // prefix of `pre` is stored for the current parameters; false (nothing written) otherwise.
   bool prefix_rows_from_store(const PrefixBatch& pre);
-  // The store keeps at most this many prompt tokens (further prompts are computed as usual).
-  static constexpr size_t kPromptStoreMaxTokens = (size_t)1 << 16;
+  // The store holds at most this many bytes of activations (activation_floats_per_token per
+  // prompt row): a prefill that would pass it keeps nothing, and its training computes as usual.
+  // The tiny built-in model's DASH step keeps ~20 MB. Up to 2 * kLanes stale parts are kept for
+  // reuse as lane activations (spare_acts_).
+  static constexpr size_t kPromptStoreMaxBytes = (size_t)512 << 20;
   // The activations and gradient that this thread's work uses: a lane's inside train_grpo_many's
   // tasks, else the model's own.
   Activations& A();
@@ -304,6 +309,7 @@ class LlamaModel {
   std::vector<std::unique_ptr<Activations>> spare_acts_;
   void drop_prompt_store();
   std::atomic<int64_t> prompt_store_hits_{0};
+  size_t prompt_store_max_bytes_ = kPromptStoreMaxBytes;
   Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
   std::mutex mu_;
 };

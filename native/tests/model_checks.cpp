@@ -517,6 +517,13 @@ void check_model_prompt_store(Report& rep) {
     plain.train_grpo_many(mbs);
     rep.check("prompt store: no hits once stale" + tag, std::fabs((double)stored.prompt_store_hits() - 2), 0);
     rep.check("prompt store: gradients after the step = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    // Over its byte limit the store keeps nothing (and training computes as usual).
+    stored.set_prompt_store_limit(stored.activation_floats_per_token() * sizeof(float) * 8);
+    prefill(stored, true);
+    rep.check("prompt store: a prefill over the byte limit keeps nothing" + tag, stored.stored_prompts(), 0);
+    stored.set_prompt_store_limit((size_t)1 << 30);
+    prefill(stored, true);
+    rep.check("prompt store: under the limit it keeps them again" + tag, std::fabs(stored.stored_prompts() - U), 0);
   }
 }
 
