@@ -1039,14 +1039,16 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     new_rows += (size_t)(i1 - i0) * (size_t)T;
   }
   if (prompts_ && prompts_->version != params_version_) drop_prompt_store();
-  const bool keep = ctx.keep_prompts && on_cpu() &&
+  const bool keep = ctx.keep_prompts && on_cpu() && U > 0 &&
                     ((prompts_ ? prompts_->rows : 0) + new_rows) * activation_floats_per_token() * sizeof(float) <=
                         prompt_store_max_bytes_;
   std::vector<PromptStore::Entry*> entry_of(U, nullptr);
-  std::vector<std::unique_ptr<Activations>> replacement(keep ? parts : 0);
+  // Each part then runs in activations of its own (a spare set of an earlier store, sized for a
+  // prefill part already, or a new one), which go to the store; the lanes keep theirs.
+  std::vector<std::unique_ptr<Activations>> part_acts(keep ? parts : 0);
   size_t part_base = 0;
   if (keep) {
-    for (auto& r : replacement) {
+    for (auto& r : part_acts) {
       if (spare_acts_.empty()) {
         r = std::make_unique<Activations>();
       } else {
@@ -1073,6 +1075,17 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   // shares it.
   auto prefill_part = [&](int i0, int i1) {
     const int n = i1 - i0;
+    // With keep: this thread's activations are the part's until the end of the part (also when
+    // it throws), then the store takes them.
+    struct Swapped {
+      std::unique_ptr<Activations>& owner;
+      std::unique_ptr<Activations>& other;
+      bool on;
+      ~Swapped() {
+        if (on) std::swap(owner, other);
+      }
+    } swapped{acts_owner(), keep ? part_acts[i0 / kPrefillPromptsPerPart] : acts_owner(), keep};
+    if (keep) std::swap(swapped.owner, swapped.other);
     int T = 0;
     for (int i = i0; i < i1; i++) T = std::max<int>(T, (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]));
     std::vector<int32_t> padded((size_t)n * T, 0);
@@ -1104,14 +1117,14 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
       offs[R + r] = (int64_t)(index_of[source[rows[r]]] - i0) * V;
     }
     copy_rows_staged(be_, a.st_own, ctx.logits.data(), a.logits.data(), offs);
-    if (keep) {  // the part's activations move to the store; this lane (or the model) gets fresh ones
-      auto& owner = acts_owner();
-      std::unique_ptr<Activations> taken = std::move(owner);
-      owner = std::move(replacement[i0 / kPrefillPromptsPerPart]);
+    if (keep) {  // the part's activations to the store, the thread's own back
+      std::unique_ptr<Activations>& part = swapped.other;
+      std::swap(swapped.owner, part);
+      swapped.on = false;
       for (int i = 0; i < n; i++)
         if (PromptStore::Entry* e = entry_of[i0 + i])
-          *e = {taken.get(), i, (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]])};
-      prompts_->parts[part_base + i0 / kPrefillPromptsPerPart] = std::move(taken);
+          *e = {part.get(), i, (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]])};
+      prompts_->parts[part_base + i0 / kPrefillPromptsPerPart] = std::move(part);
     }
   };
   // On the CPU, the prompts go in parts of kPrefillPromptsPerPart that run concurrently, each

@@ -235,9 +235,9 @@ class LlamaModel {
   // prefix of `pre` is stored for the current parameters; false (nothing written) otherwise.
   bool prefix_rows_from_store(const PrefixBatch& pre);
   // The store holds at most this many bytes of activations (activation_floats_per_token per
-  // prompt row): a prefill that would pass it keeps nothing, and its training computes as usual.
-  // The tiny built-in model's DASH step keeps ~20 MB. Up to 2 * kLanes stale parts are kept for
-  // reuse as lane activations (spare_acts_).
+  // padded prompt row, an upper bound of a prefill's forward buffers): a prefill that would pass
+  // it keeps nothing, and its training computes as usual. The tiny built-in model's DASH step
+  // keeps ~20 MB. Up to 2 * kLanes stale parts are kept for the next prefill (spare_acts_).
   static constexpr size_t kPromptStoreMaxBytes = (size_t)512 << 20;
   // The activations and gradient that this thread's work uses: a lane's inside train_grpo_many's
   // tasks, else the model's own.
@@ -304,8 +304,8 @@ class LlamaModel {
   std::unique_ptr<Activations> acts_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   std::unique_ptr<PromptStore> prompts_;
-  // Activations the store gave back (sized already): prefill hands them to the lanes whose own it
-  // keeps, so that a DASH step allocates none. Store parts go here when it goes stale.
+  // Activations of a stale store's parts (sized for prefill parts already): the next keeping
+  // prefill runs its parts in them, so that a DASH step allocates no activation sets.
   std::vector<std::unique_ptr<Activations>> spare_acts_;
   void drop_prompt_store();
   std::atomic<int64_t> prompt_store_hits_{0};

@@ -403,6 +403,14 @@ void check_model_prompt_store(Report& rep) {
     stored.init_random(21, 0.4f);
     plain.init_random(21, 0.4f);
     Rng rng(qk_norm ? 919 : 818);
+    // Biases and norm weights away from init_random's 0 and 1, so that their rows are checked too.
+    for (const auto& t : stored.tensors())
+      if (t.shape.size() == 1) {
+        std::vector<float> w(t.size);
+        for (auto& x : w) x = rng.nonzero(0.6f, 1.4f) * (t.name.find("bias") != std::string::npos ? 0.3f : 1.f);
+        stored.set_tensor(t, w.data());
+        plain.set_tensor(*plain.find(t.name), w.data());
+      }
     // 6 distinct prompts (two prefill parts of up to 4), each prefilled for 2 rows.
     const int U = 6;
     std::vector<std::vector<int32_t>> prompt(U);
@@ -517,13 +525,73 @@ void check_model_prompt_store(Report& rep) {
     plain.train_grpo_many(mbs);
     rep.check("prompt store: no hits once stale" + tag, std::fabs((double)stored.prompt_store_hits() - 2), 0);
     rep.check("prompt store: gradients after the step = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    // New weights through set_tensor make it stale too.
+    prefill(stored, true);
+    rep.check("prompt store: kept again for the new weights" + tag, std::fabs(stored.stored_prompts() - U), 0);
+    {
+      const wst::TensorInfo& t = stored.tensors().back();
+      std::vector<float> w(t.size);
+      stored.get_tensor(t, w.data());
+      stored.set_tensor(t, w.data());
+      plain.set_tensor(*plain.find(t.name), w.data());
+    }
+    rep.check("prompt store: stale after set_tensor" + tag, stored.stored_prompts(), 0);
     // Over its byte limit the store keeps nothing (and training computes as usual).
     stored.set_prompt_store_limit(stored.activation_floats_per_token() * sizeof(float) * 8);
     prefill(stored, true);
     rep.check("prompt store: a prefill over the byte limit keeps nothing" + tag, stored.stored_prompts(), 0);
     stored.set_prompt_store_limit((size_t)1 << 30);
+    // Under it again, in the stale store's spare activations; then a prefill of 3 prompts runs as
+    // one part in the model's own activations (no lanes), added to the store. Training takes all.
     prefill(stored, true);
     rep.check("prompt store: under the limit it keeps them again" + tag, std::fabs(stored.stored_prompts() - U), 0);
+    const int64_t hits_before = stored.prompt_store_hits();
+    stored.zero_grad();
+    plain.zero_grad();
+    stored.train_grpo_many(mbs);
+    plain.train_grpo_many(mbs);
+    rep.check("prompt store: hits again in reused activations" + tag, std::fabs((double)(stored.prompt_store_hits() - hits_before) - 2), 0);
+    rep.check("prompt store: gradients in reused activations = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    stored.optimizer_step(op);
+    plain.optimizer_step(op);
+    {
+      // Prompts 2, 4 and 5, two rows each.
+      std::vector<int32_t> few;
+      std::vector<int64_t> few_off{0};
+      for (int u : {2, 4, 5})
+        for (int r = 0; r < 2; r++) {
+          few.insert(few.end(), prompt[u].begin(), prompt[u].end());
+          few_off.push_back((int64_t)few.size());
+        }
+      auto ctx = stored.create_context(6, 40);
+      ctx->keep_prompts = true;
+      for (int b = 0; b < 6; b++) {
+        ctx->seeds.push_back(b);
+        ctx->generated.push_back(0);
+        ctx->max_new.push_back(4);
+        ctx->out_tokens.emplace_back();
+        ctx->out_logprobs.emplace_back();
+        ctx->finished.push_back(0);
+        ctx->reported.push_back(0);
+      }
+      stored.prefill(*ctx, few.data(), few_off.data(), 6);
+    }
+    rep.check("prompt store: a one-part prefill keeps its prompts" + tag, std::fabs(stored.stored_prompts() - 3), 0);
+    const std::vector<wst::GrpoMicroBatch> missing{mbs[0]};  // prompts 0 and 3: not stored now
+    const std::vector<wst::GrpoMicroBatch> all_stored{mbs[2]};  // prompts 2, 4, 5
+    int64_t h0 = stored.prompt_store_hits();
+    stored.zero_grad();
+    plain.zero_grad();
+    stored.train_grpo_many(missing);
+    plain.train_grpo_many(missing);
+    rep.check("prompt store: a micro-batch with a prefix not stored computes (no hit)" + tag,
+              (double)(stored.prompt_store_hits() - h0), 0);
+    h0 = stored.prompt_store_hits();
+    stored.train_grpo_many(all_stored);
+    plain.train_grpo_many(all_stored);
+    rep.check("prompt store: the one-part prefill's prompts are taken (hit)" + tag,
+              std::fabs((double)(stored.prompt_store_hits() - h0) - 1), 0);
+    rep.check("prompt store: gradients after the one-part prefill = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
   }
 }
 
