@@ -595,7 +595,7 @@ void LlamaModel::attention_layer_forward(int l) {
 
 // Inverts attention_layer_forward: dq, dk, dv (all N tokens) from datt; a prefix's dk / dv is the
 // gradient of its own causal attention plus the sum over its rows of their prefix part.
-void LlamaModel::attention_layer_backward(int l) {
+void LlamaModel::attention_layer_backward(int l, bool prefix_outputs_unused) {
   auto& a = A();
   const int H = cfg_.n_heads, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
   const float *att = a.att[l].data(), *lse = a.lse[l].data();
@@ -606,8 +606,15 @@ void LlamaModel::attention_layer_backward(int l) {
     be_->attention_backward(dq, dk, dv, datt, q, k, v, att, lse, a.B, H, KVH, a.T, a.T, Dh, true);
     return;
   }
-  // att[prefixes] = attention(q, k, v) over the prefixes: overwrites their dq, dk, dv.
-  if (a.Tp > 0) be_->attention_backward(dq, dk, dv, datt, q, k, v, att, lse, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
+  // att[prefixes] = attention(q, k, v) over the prefixes: overwrites their dq, dk, dv. With no
+  // gradient on the prefixes' outputs (datt zero there) that is all zeros: written directly.
+  if (a.Tp > 0 && prefix_outputs_unused) {
+    be_->zero(dq, a.Npre * Hq * sizeof(float));
+    be_->zero(dk, a.Npre * Hk * sizeof(float));
+    be_->zero(dv, a.Npre * Hk * sizeof(float));
+  } else if (a.Tp > 0) {
+    be_->attention_backward(dq, dk, dv, datt, q, k, v, att, lse, a.Bp, H, KVH, a.Tp, a.Tp, Dh, true);
+  }
   // att[rows of g] = attention(q, kfull[g], vfull[g]): kfull holds the last layer's keys, rebuild.
   const int n = 2 * a.B;
   be_->copy_rows(a.kfull.data(), k, a.build_dev, a.build_dev + n, a.build_dev + 2 * n, n);
@@ -696,22 +703,29 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   if (Npre) be_->zero(dxn, Npre * C * sizeof(float));
   // xf = rmsnorm(x_last)
   be_->rmsnorm_backward(dres, G(norm_off_), dxn, a.x_last.data(), P(norm_off_), a.rstdf.data(), N, C);
+  // The prefix rows [0, z) of dres are exactly zero until some layer's keys and values pass the
+  // rows' gradient to them: in the top layer their MLP, output projection and query (whose
+  // outputs reach no scored token) get zero gradients, so those ops run on rows [z, N) only and
+  // the prefixes' own attention backward is skipped (dq, dk, dv of the prefixes start at zero).
+  size_t z = Npre;
   for (int l = cfg_.n_layers - 1; l >= 0; l--) {
     const LayerOffsets& o = layers_[l];
+    const int Nz = N - (int)z;
     // x_next = x_mid + h @ Wdown^T: dres flows to x_mid unchanged, and into the MLP.
-    linear_backward(be_, a.dI3.data(), G(o.w_down), nullptr, dres, a.h[l].data(), P(o.w_down), ones, N, I, C, false);
+    linear_backward(be_, a.dI3.data() + z * I, G(o.w_down), nullptr, dres + z * C, a.h[l].data() + z * I, P(o.w_down), ones, Nz, I, C, false);
     // h = silu(g) * u
-    be_->swiglu_backward(a.dI1.data(), a.dI2.data(), a.dI3.data(), a.g[l].data(), a.u[l].data(), N, I);
+    be_->swiglu_backward(a.dI1.data() + z * I, a.dI2.data() + z * I, a.dI3.data() + z * I, a.g[l].data() + z * I, a.u[l].data() + z * I, Nz, I);
     // g = xn2 @ Wgate^T, u = xn2 @ Wup^T
-    linear_backward(be_, dxn, G(o.w_gate), nullptr, a.dI1.data(), a.xn2[l].data(), P(o.w_gate), ones, N, C, I, false);
-    linear_backward(be_, dxn, G(o.w_up), nullptr, a.dI2.data(), a.xn2[l].data(), P(o.w_up), ones, N, C, I, true);
+    linear_backward(be_, dxn + z * C, G(o.w_gate), nullptr, a.dI1.data() + z * I, a.xn2[l].data() + z * C, P(o.w_gate), ones, Nz, C, I, false);
+    linear_backward(be_, dxn + z * C, G(o.w_up), nullptr, a.dI2.data() + z * I, a.xn2[l].data() + z * C, P(o.w_up), ones, Nz, C, I, true);
     // xn2 = rmsnorm(x_mid)
-    be_->rmsnorm_backward(dtmp, G(o.ffn_norm), dxn, a.x_mid[l].data(), P(o.ffn_norm), a.rstd2[l].data(), N, C);
-    be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
+    be_->rmsnorm_backward(dtmp + z * C, G(o.ffn_norm), dxn + z * C, a.x_mid[l].data() + z * C, P(o.ffn_norm), a.rstd2[l].data() + z, Nz, C);
+    be_->residual_forward(dres + z * C, dres + z * C, dtmp + z * C, (size_t)Nz * C);
     // x_mid = x_in + att @ Wo^T
-    linear_backward(be_, a.datt.data(), G(o.wo), nullptr, dres, a.att[l].data(), P(o.wo), ones, N, Hq, C, false);
+    linear_backward(be_, a.datt.data() + z * Hq, G(o.wo), nullptr, dres + z * C, a.att[l].data() + z * Hq, P(o.wo), ones, Nz, Hq, C, false);
+    if (z) be_->zero(a.datt.data(), z * Hq * sizeof(float));
     // att = attention(q, k, v) (attention_layer_forward)
-    attention_layer_backward(l);
+    attention_layer_backward(l, z > 0);
     // q = rope(q), k = rope(k)
     be_->rope_backward(a.dq.data(), a.dq.data(), a.pos, N, H, Dh, cfg_.rope_theta);
     be_->rope_backward(a.dk.data(), a.dk.data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
@@ -723,14 +737,16 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
       dqpre = a.datt.data();
       dkpre = a.dk2.data();
     }
-    // q/k/v = xn1 @ W^T (+ b)
+    // q/k/v = xn1 @ W^T (+ b); the queries of rows [0, z) have zero gradient
     const bool bias = cfg_.qkv_bias;
-    linear_backward(be_, dxn, G(o.wq), bias ? G(o.bq) : nullptr, dqpre, a.xn1[l].data(), P(o.wq), ones, N, C, Hq, false);
+    linear_backward(be_, dxn + z * C, G(o.wq), bias ? G(o.bq) : nullptr, dqpre + z * Hq, a.xn1[l].data() + z * C, P(o.wq), ones, Nz, C, Hq, false);
+    if (z) be_->zero(dxn, z * C * sizeof(float));
     linear_backward(be_, dxn, G(o.wk), bias ? G(o.bk) : nullptr, dkpre, a.xn1[l].data(), P(o.wk), ones, N, C, Hk, true);
     linear_backward(be_, dxn, G(o.wv), bias ? G(o.bv) : nullptr, a.dv.data(), a.xn1[l].data(), P(o.wv), ones, N, C, Hk, true);
     // xn1 = rmsnorm(x_in)
     be_->rmsnorm_backward(dtmp, G(o.attn_norm), dxn, a.x_in[l].data(), P(o.attn_norm), a.rstd1[l].data(), N, C);
     be_->residual_forward(dres, dres, dtmp, (size_t)N * C);
+    z = 0;  // the keys' and values' gradient has reached every prefix row
   }
   // x_in[0] = embedding(tokens)
   (void)tokens;  // the forward's staged copy (a.tok) is what the backend reads

@@ -285,7 +285,9 @@ class LlamaModel {
   // copy when `transposed` (the same bits as without for n > 16, where both take the packed GEMM).
   void linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
                   const float* ones, int n, int in_dim, int out_dim);
-  void attention_layer_backward(int l);
+  // prefix_outputs_unused: no gradient reaches the prefix rows' attention outputs (the top
+  // layer), so the prefixes' own attention backward is all zeros and is skipped.
+  void attention_layer_backward(int l, bool prefix_outputs_unused = false);
   void ensure_grads();
   double loss_tokens_entropy(const float* mask, int N);
   const float* P(size_t off) const { return params_.data() + off; }
