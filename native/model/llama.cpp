@@ -94,6 +94,13 @@ struct LlamaModel::Activations {
   const int64_t* build_dev = nullptr;
   const int64_t* own_dev = nullptr;
   Buffer kfull, vfull, dkfull, dvfull;
+  // A cache-filling forward's top layer for each row's last token only (top_layer_last_tokens):
+  // (B, ...) each; c_xf holds those tokens' final hidden states.
+  Buffer c_x, c_xn, c_q, c_att, c_tmp, c_g, c_u, c_h, c_xf;
+  std::vector<int64_t> c_offs;
+  std::vector<int32_t> c_pos;
+  Staged<int64_t> st_c_offs;
+  Staged<int32_t> st_c_pos;
 };
 
 struct LlamaModel::Lane {
@@ -366,8 +373,9 @@ static void linear_backward(const Backend* be, float* din, float* dW, float* dbi
 // ---- Forward ----------------------------------------------------------------------------------
 
 void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* sink,
-                         const int* sink_slots, const PrefixBatch* pre) {
+                         const int* sink_slots, const PrefixBatch* pre, const int* sink_lengths) {
   if (pre && sink) throw std::invalid_argument("forward: a prefixed batch cannot fill a KV cache");
+  if (sink_lengths && (!sink || keep_logits)) throw std::invalid_argument("forward: sink_lengths needs a sink and no logits");
   const size_t Npre = pre ? (size_t)pre->Bp * pre->Tp : 0, Nrow = (size_t)B * T;
   ensure_activations(B, T, Npre + Nrow);
   auto& a = A();
@@ -410,6 +418,10 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
   be_->embedding_forward(at(a.x_in[0], C), a.tok + r0, P(embed_off_), Nf, V, C);
   for (int l = 0; l < cfg_.n_layers; l++) {
     const LayerOffsets& o = layers_[l];
+    if (sink_lengths && l == cfg_.n_layers - 1) {  // the cache needs every key; the caller, last tokens
+      top_layer_last_tokens(B, T, sink_lengths, wt, sink, sink_dev);
+      return;
+    }
     const float* x = at(a.x_in[l], C);
     float* x_next = l + 1 < cfg_.n_layers ? at(a.x_in[l + 1], C) : at(a.x_last, C);
     be_->rmsnorm_forward(at(a.xn1[l], C), at(a.rstd1[l], 1), x, P(o.attn_norm), Nf, C, eps);
@@ -447,6 +459,61 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
                    (int)Nrow, C, V);
 }
 
+void LlamaModel::top_layer_last_tokens(int B, int T, const int* lengths, bool wt, Context* sink,
+                                       const int64_t* sink_dev) {
+  auto& a = A();
+  const int l = cfg_.n_layers - 1, N = B * T, C = cfg_.dim, I = cfg_.hidden, H = cfg_.n_heads,
+            KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hq = H * Dh, Hk = KVH * Dh;
+  const float eps = cfg_.norm_eps;
+  const float* ones = a.ones.data();
+  const LayerOffsets& o = layers_[l];
+  const bool bias = cfg_.qkv_bias;
+  // Every row's key and value, into the cache (as forward's layers do).
+  be_->rmsnorm_forward(a.xn1[l].data(), a.rstd1[l].data(), a.x_in[l].data(), P(o.attn_norm), N, C, eps);
+  float* kdst = cfg_.qk_norm ? a.kpre[l].data() : a.k[l].data();
+  linear_fwd(wt, kdst, a.xn1[l].data(), o.wk, bias ? P(o.bk) : nullptr, ones, N, C, Hk);
+  linear_fwd(wt, a.v[l].data(), a.xn1[l].data(), o.wv, bias ? P(o.bv) : nullptr, ones, N, C, Hk);
+  if (cfg_.qk_norm) be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
+  be_->rope_forward(a.k[l].data(), a.k[l].data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
+  be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+  be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+  // The rest of the layer for row b's last token (position lengths[b] - 1) only: nothing reads
+  // the other tokens' outputs (the caller keeps their keys and values, and the last token's
+  // hidden state for the logits).
+  for (auto* buf : {&a.c_x, &a.c_xn, &a.c_tmp, &a.c_xf}) buf->resize(be_, (size_t)B * C);
+  for (auto* buf : {&a.c_q, &a.c_att}) buf->resize(be_, (size_t)B * Hq);
+  for (auto* buf : {&a.c_g, &a.c_u, &a.c_h}) buf->resize(be_, (size_t)B * I);
+  a.c_offs.resize(3 * (size_t)B);
+  a.c_pos.resize(B);
+  for (int b = 0; b < B; b++) {
+    if (lengths[b] < 1 || lengths[b] > T) throw std::invalid_argument("forward: sink_lengths must be in 1..T");
+    a.c_offs[b] = (int64_t)b * C;
+    a.c_offs[B + b] = ((int64_t)b * T + lengths[b] - 1) * C;
+    a.c_offs[2 * B + b] = C;
+    a.c_pos[b] = lengths[b] - 1;
+  }
+  const int64_t* offs = a.st_c_offs.in(be_, a.c_offs.data(), a.c_offs.size());
+  const int32_t* pos = a.st_c_pos.in(be_, a.c_pos.data(), (size_t)B);
+  float *x = a.c_x.data(), *xn = a.c_xn.data(), *q = a.c_q.data(), *att = a.c_att.data(), *tmp = a.c_tmp.data();
+  be_->copy_rows(x, a.x_in[l].data(), offs, offs + B, offs + 2 * B, B);
+  be_->copy_rows(xn, a.xn1[l].data(), offs, offs + B, offs + 2 * B, B);
+  linear_fwd(wt, cfg_.qk_norm ? att : q, xn, o.wq, bias ? P(o.bq) : nullptr, ones, B, C, Hq);
+  if (cfg_.qk_norm) be_->rmsnorm_forward(q, nullptr, att, P(o.q_norm), B * H, Dh, eps);
+  be_->rope_forward(q, q, pos, B, H, Dh, cfg_.rope_theta);
+  for (int b = 0; b < B; b++)  // the last query over its row's lengths[b] keys
+    be_->attention_forward(att + (size_t)b * Hq, nullptr, q + (size_t)b * Hq, a.k[l].data() + (size_t)b * T * Hk,
+                           a.v[l].data() + (size_t)b * T * Hk, 1, H, KVH, 1, lengths[b], Dh, true);
+  linear_fwd(wt, tmp, att, o.wo, nullptr, ones, B, Hq, C);
+  be_->residual_forward(x, x, tmp, (size_t)B * C);
+  be_->rmsnorm_forward(xn, nullptr, x, P(o.ffn_norm), B, C, eps);
+  linear_fwd(wt, a.c_g.data(), xn, o.w_gate, nullptr, ones, B, C, I);
+  linear_fwd(wt, a.c_u.data(), xn, o.w_up, nullptr, ones, B, C, I);
+  be_->swiglu_forward(a.c_h.data(), a.c_g.data(), a.c_u.data(), B, I);
+  linear_fwd(wt, tmp, a.c_h.data(), o.w_down, nullptr, ones, B, I, C);
+  be_->residual_forward(x, x, tmp, (size_t)B * C);
+  be_->rmsnorm_forward(a.c_xf.data(), nullptr, x, P(norm_off_), B, C, eps);
+}
+
 bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
   if (!on_cpu() || !prompts_ || prompts_->version != params_version_ || pre.Tp <= 0) return false;
   // A prefix is found when a stored prompt begins with it (a trainer's prefix is its prompt less
@@ -475,11 +542,38 @@ bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
     std::memcpy(d, s, (size_t)len * width * sizeof(float));
     std::memset(d + (size_t)len * width, 0, (Tp - len) * width * sizeof(float));
   };
+  // The prefill computed the top layer's outputs for its prompts' last tokens only (its keys and
+  // values for all): the prefix rows' top-layer outputs and final norm are zeros here, which the
+  // backward never reads for prefix rows except as inputs times a zero gradient.
+  auto zeros = [&](Buffer& dst, int p, size_t width) {
+    std::memset(dst.data() + (size_t)p * Tp * width, 0, Tp * width * sizeof(float));
+  };
+  const int top = cfg_.n_layers - 1;
   for (int p = 0; p < pre.Bp; p++) {
     const PromptStore::Entry& e = *found[p];
     const Activations& s = *e.part;
     len = pre.lengths[p];
     for (int l = 0; l < cfg_.n_layers; l++) {
+      if (l == top) {
+        rows(a.x_in[l], s.x_in[l], e, p, C);
+        rows(a.xn1[l], s.xn1[l], e, p, C);
+        rows(a.rstd1[l], s.rstd1[l], e, p, 1);
+        if (cfg_.qk_norm) {
+          zeros(a.qpre[l], p, Hq);
+          zeros(a.rstdq[l], p, H);
+          rows(a.kpre[l], s.kpre[l], e, p, Hk);
+          rows(a.rstdk[l], s.rstdk[l], e, p, KVH);
+        }
+        zeros(a.q[l], p, Hq);
+        rows(a.k[l], s.k[l], e, p, Hk);
+        rows(a.v[l], s.v[l], e, p, Hk);
+        for (Buffer* b : {&a.att[l]}) zeros(*b, p, Hq);
+        std::memset(a.lse[l].data() + (size_t)p * H * Tp, 0, H * Tp * sizeof(float));
+        for (Buffer* b : {&a.x_mid[l], &a.xn2[l]}) zeros(*b, p, C);
+        zeros(a.rstd2[l], p, 1);
+        for (Buffer* b : {&a.g[l], &a.u[l], &a.h[l]}) zeros(*b, p, I);
+        continue;
+      }
       rows(a.x_in[l], s.x_in[l], e, p, C);
       rows(a.xn1[l], s.xn1[l], e, p, C);
       rows(a.rstd1[l], s.rstd1[l], e, p, 1);
@@ -506,9 +600,9 @@ bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
         std::memset(d + len, 0, (Tp - len) * sizeof(float));
       }
     }
-    rows(a.x_last, s.x_last, e, p, C);
-    rows(a.xf, s.xf, e, p, C);
-    rows(a.rstdf, s.rstdf, e, p, 1);
+    zeros(a.x_last, p, C);
+    zeros(a.xf, p, C);
+    zeros(a.rstdf, p, 1);
   }
   prompt_store_hits_++;
   return true;
@@ -1105,22 +1199,23 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     int T = 0;
     for (int i = i0; i < i1; i++) T = std::max<int>(T, (int)(offsets[uniq[i] + 1] - offsets[uniq[i]]));
     std::vector<int32_t> padded((size_t)n * T, 0);
-    std::vector<int> slots(n);
+    std::vector<int> slots(n), lens(n);
     for (int i = 0; i < n; i++) {
       const int b = uniq[i0 + i];
       std::copy(prompt_tokens + offsets[b], prompt_tokens + offsets[b + 1], padded.begin() + (size_t)i * T);
       slots[i] = ctx.active + b;
+      lens[i] = (int)(offsets[b + 1] - offsets[b]);
     }
-    forward(padded.data(), n, T, false, &ctx, slots.data());
+    // The top layer's outputs for each prompt's last token only (its logits are all we need).
+    forward(padded.data(), n, T, false, &ctx, slots.data(), nullptr, lens.data());
     auto& a = A();
     std::vector<int64_t> offs(3 * (size_t)n);
     for (int i = 0; i < n; i++) {
-      const int len = (int)(offsets[uniq[i0 + i] + 1] - offsets[uniq[i0 + i]]);
       offs[i] = (int64_t)(i0 + i) * C;
-      offs[n + i] = ((int64_t)i * T + len - 1) * C;
+      offs[n + i] = (int64_t)i * C;
       offs[2 * n + i] = C;
     }
-    copy_rows_staged(be_, a.st_build, ctx.tmp.data(), a.xf.data(), offs);
+    copy_rows_staged(be_, a.st_build, ctx.tmp.data(), a.c_xf.data(), offs);
     // Logits into the activations' logits buffer (free here), then to the rows' context logits.
     linear_fwd(transposed_ready(), a.logits.data(), ctx.tmp.data() + (size_t)i0 * C, lm_head_off_, nullptr, a.ones.data(), n, C, V);
     std::vector<int> rows;  // the rows whose prompt is in this part

@@ -249,8 +249,15 @@ class LlamaModel {
   // cache_sink: write each row's k/v into the context's cache, row b at slot sink_slots[b]
   // (default: active + b). prefix: shared prompt prefixes (no cache_sink then); logits are kept
   // for the B*T row tokens only.
+  // sink_lengths (with a cache sink, no logits): row b's last token is lengths[b] - 1; the top
+  // layer then computes every token's key and value but the rest only for the last tokens
+  // (top_layer_last_tokens), whose final hidden states are left in the activations' c_xf (B, C).
+  // The other tokens' top-layer outputs are not computed (their activations are left as they were).
   void forward(const int32_t* tokens, int B, int T, bool keep_logits, Context* cache_sink,
-               const int* sink_slots = nullptr, const PrefixBatch* prefix = nullptr);
+               const int* sink_slots = nullptr, const PrefixBatch* prefix = nullptr,
+               const int* sink_lengths = nullptr);
+  void top_layer_last_tokens(int B, int T, const int* lengths, bool transposed_weights, Context* sink,
+                             const int64_t* sink_dev);
   void backward(const int32_t* tokens, int B, int T);
   // Attention of the layer's q, k, v (forward) and its gradient (backward), with or without
   // shared prefixes (the layout planned by forward).

@@ -350,6 +350,7 @@ std::vector<Check> cpu_checks() {
       {"lane deal", check_lane_deal},
       {"model finish row", check_model_finish_row},
       {"model prompt store", check_model_prompt_store},
+      {"model prefill logits", check_model_prefill_logits},
       {"host block reuse", check_host_block_reuse},
   };
 }

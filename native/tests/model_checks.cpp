@@ -595,4 +595,52 @@ void check_model_prompt_store(Report& rep) {
   }
 }
 
+// Prefill's next-token logits (the top layer run for each prompt's last token only) against a
+// full forward's logits at that position, for prompts of several lengths in concurrent parts,
+// prompts repeated for several rows, both layer variants.
+void check_model_prefill_logits(Report& rep) {
+  for (bool qk_norm : {false, true}) {
+    const wst::LlamaConfig cfg = tiny_llama_config(29, qk_norm);
+    wst::LlamaModel m(&wst::cpu_backend(), cfg);
+    m.init_random(33, 0.5f);
+    Rng rng(qk_norm ? 61 : 62);
+    std::vector<std::vector<int32_t>> prompt(7);
+    std::vector<int32_t> tokens;
+    std::vector<int64_t> offsets{0};
+    std::vector<int> row_prompt;
+    for (int u = 0; u < 7; u++) {
+      prompt[u].resize(1 + (u * 4) % 11);
+      for (auto& t : prompt[u]) t = rng.below(cfg.vocab);
+    }
+    for (int u : {0, 1, 2, 1, 3, 4, 5, 6, 6, 2}) {
+      tokens.insert(tokens.end(), prompt[u].begin(), prompt[u].end());
+      offsets.push_back((int64_t)tokens.size());
+      row_prompt.push_back(u);
+    }
+    const int B = (int)row_prompt.size();
+    auto ctx = m.create_context(B, 16);
+    for (int b = 0; b < B; b++) {
+      ctx->seeds.push_back(b);
+      ctx->generated.push_back(0);
+      ctx->max_new.push_back(2);
+      ctx->out_tokens.emplace_back();
+      ctx->out_logprobs.emplace_back();
+      ctx->finished.push_back(0);
+      ctx->reported.push_back(0);
+    }
+    m.prefill(*ctx, tokens.data(), offsets.data(), B);
+    std::vector<float> got((size_t)B * cfg.vocab), want;
+    m.backend()->download(got.data(), ctx->logits.data(), got.size() * sizeof(float));
+    for (int b = 0; b < B; b++) {
+      const auto& pr = prompt[row_prompt[b]];
+      const int T = (int)pr.size();
+      std::vector<float> full((size_t)T * cfg.vocab);
+      m.forward_logits(pr.data(), 1, T, full.data());
+      want.insert(want.end(), full.end() - cfg.vocab, full.end());
+    }
+    rep.check(std::string("model prefill: next-token logits = a full forward's") + (qk_norm ? " (qk_norm)" : ""),
+              rel_err(got, want), 1e-5);
+  }
+}
+
 }  // namespace wst_test

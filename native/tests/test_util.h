@@ -120,6 +120,7 @@ void check_model_decode_shards(Report& rep);
 void check_lane_deal(Report& rep);
 void check_model_finish_row(Report& rep);
 void check_model_prompt_store(Report& rep);
+void check_model_prefill_logits(Report& rep);
 void check_host_block_reuse(Report& rep);
 // The tiny Llama of the model checks (GQA 4/2, head 16, 2 layers): qkv biases, or qk-norm and tied
 // embeddings.
