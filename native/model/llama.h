@@ -204,11 +204,13 @@ class LlamaModel {
   // context's rows and leave, for each row, the logits of its last prompt token. Identical
   // prompts (the G completions of a GRPO group) are computed once and their KV rows copied.
   //
-  // With ctx.keep_prompts (CPU only), the prompts' training activations stay in the model's prompt
-  // store until the parameters change: a prefixed training forward (train_grpo / score with a
-  // PrefixBatch) whose prefixes are all stored copies their rows instead of recomputing them (the
-  // same values: prefix rows depend on the prefix alone). DASH's training step runs right after
-  // its generation with the same weights, so its prompts' forward is paid once per step.
+  // The top layer runs for each prompt's last token only (every token's key and value still go to
+  // the cache). With ctx.keep_prompts (CPU only), the prompts' activations stay in the model's
+  // prompt store until the parameters change: a prefixed training forward (train_grpo / score with
+  // a PrefixBatch) whose prefixes all begin stored prompts copies their rows instead of recomputing
+  // them (the same values: prefix rows depend on the prefix alone; their top-layer outputs, which
+  // no scored token reads, come as zeros). DASH's training step runs right after its generation
+  // with the same weights, so its prompts' forward is paid once per step.
   void prefill(Context& ctx, const int32_t* prompt_tokens, const int64_t* offsets, int B);
   // Prompts held by the store for the current parameters (0 when it is empty or stale).
   int stored_prompts() const;
@@ -229,7 +231,7 @@ class LlamaModel {
   struct Activations;
   struct Lane;
   struct PromptStore;
-  // The activations that A() returns, as the owning pointer (prefill hands them to the store).
+  // The activations that A() returns, as the owning pointer (a keeping prefill swaps a part's own in).
   std::unique_ptr<Activations>& acts_owner();
   // Fills the prefix rows [0, Npre) of every saved activation from the prompt store, when every
   // prefix of `pre` is stored for the current parameters; false (nothing written) otherwise.
