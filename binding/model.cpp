@@ -558,15 +558,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     ctx_->sampling = sp;
     ctx_->stop_ids.assign(stop, stop + n_stop);
     int first_row = ctx_->rows();
-    for (int b = 0; b < B; b++) {
-      ctx_->seeds.push_back(seeds[b]);
-      ctx_->generated.push_back(0);
-      ctx_->max_new.push_back(max_new[b]);
-      ctx_->out_tokens.emplace_back();
-      ctx_->out_logprobs.emplace_back();
-      ctx_->finished.push_back(0);
-      ctx_->reported.push_back(0);
-    }
+    for (int b = 0; b < B; b++) ctx_->add_row(seeds[b], max_new[b]);
     lk.unlock();
     std::vector<int64_t> off64(offsets, offsets + B + 1);
     auto m = model_;

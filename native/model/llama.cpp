@@ -1282,6 +1282,17 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   ctx.active += B;
 }
 
+int LlamaModel::Context::add_row(uint64_t seed, int max_new_tokens) {
+  seeds.push_back(seed);
+  generated.push_back(0);
+  max_new.push_back(max_new_tokens);
+  out_tokens.emplace_back();
+  out_logprobs.emplace_back();
+  finished.push_back(0);
+  reported.push_back(0);
+  return rows() - 1;
+}
+
 void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers,
                                        size_t row_floats, int vocab) {
   // Slot by slot from the last: a finished slot takes the last active slot's row (cache rows

@@ -359,8 +359,10 @@ struct LlamaModel::Context {
   Staged<uint64_t> st_seeds, st_counters;
   Staged<int64_t> st_rows;
   Staged<int32_t> st_members, st_gstart, st_glen;
-  // Adds rows (caller row indices start at rows()); returns the first new row index.
+  // Caller rows so far (row indices 0..rows()-1).
   int rows() const { return (int)seeds.size(); }
+  // A caller row for the next prefill: its sampling seed and most new tokens; returns its index.
+  int add_row(uint64_t seed, int max_new_tokens);
   // The slots with done[s] leave: from the last slot down, each takes the last active slot's row
   // (cache rows included; the moves are batched).
   void finish_slots(const std::vector<uint8_t>& done, const Backend* be, int n_layers, size_t row_floats,

@@ -725,15 +725,7 @@ void check_model_on_device(Report& rep) {
         c.sampling = greedy ? wst::SamplingParams{0.f, 0, 1.f, 0.f} : wst::SamplingParams{1.f, 0, 0.9f, 0.f};
         c.stop_ids = {0};
         auto add_rows = [&](int count) {  // what the binding's addRows does before a prefill
-          for (int b = 0; b < count; b++) {
-            c.seeds.push_back(1000 + c.rows());
-            c.generated.push_back(0);
-            c.max_new.push_back(6 + c.rows());
-            c.out_tokens.emplace_back();
-            c.out_logprobs.emplace_back();
-            c.finished.push_back(0);
-            c.reported.push_back(0);
-          }
+          for (int b = 0; b < count; b++) c.add_row(1000 + c.rows(), 7 + c.rows());
         };
         wst::LlamaModel& model = m ? gpu : cpu;
         add_rows(3);

@@ -27,6 +27,17 @@ wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm) {
   return cfg;
 }
 
+// Every parameter's accumulated gradient, concatenated in tensor order.
+static std::vector<float> all_grads(wst::LlamaModel& m) {
+  std::vector<float> all;
+  for (const auto& t : m.tensors()) {
+    std::vector<float> g(t.size, NAN);
+    m.get_grad(t, g.data());
+    all.insert(all.end(), g.begin(), g.end());
+  }
+  return all;
+}
+
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what) {
   for (int layout = 0; layout < 3; layout++)
   for (int qk = 0; qk < 2; qk++) {
@@ -182,15 +193,6 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
     m.prefix = d.prefixed ? &d.pb : nullptr;
     mbs.push_back(m);
   }
-  auto grads = [](wst::LlamaModel& m) {
-    std::vector<float> all;
-    for (const auto& t : m.tensors()) {
-      std::vector<float> g(t.size, NAN);
-      m.get_grad(t, g.data());
-      all.insert(all.end(), g.begin(), g.end());
-    }
-    return all;
-  };
   const int threads = wst::num_threads();
   wst::LlamaModel ref(&wst::cpu_backend(), cfg), m(&be, cfg);
   ref.init_random(4, 0.3f);
@@ -205,7 +207,7 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
     loss_err = std::max(loss_err, std::fabs(got[i].loss - want.loss) / std::max(1.0, std::fabs(want.loss)) +
                                       std::fabs(got[i].tokens - want.tokens));
   }
-  const std::vector<float> want = grads(ref), g3 = grads(m);
+  const std::vector<float> want = all_grads(ref), g3 = all_grads(m);
   double gmax = 0;
   for (float x : want) gmax = std::max(gmax, (double)std::fabs(x));
   rep.check("model grpo many: per-micro-batch losses and token counts" + what, loss_err, 1e-5);
@@ -217,11 +219,11 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
   wst::set_num_threads(1);
   m1.train_grpo_many(mbs);
   wst::set_num_threads(threads);
-  rep.check("model grpo many: same bits at 1 and 3 threads" + what, mismatches(grads(m1), g3), 0);
+  rep.check("model grpo many: same bits at 1 and 3 threads" + what, mismatches(all_grads(m1), g3), 0);
   m1.train_grpo_many(mbs);
   std::vector<float> twice = g3;
   for (auto& x : twice) x *= 2.0f;
-  rep.check("model grpo many: a second call accumulates" + what, rel_err(grads(m1), twice), 1e-6);
+  rep.check("model grpo many: a second call accumulates" + what, rel_err(all_grads(m1), twice), 1e-6);
 }
 
 // Prefill and decode with enough prompts and rows to run in concurrent shards (LlamaModel::prefill,
@@ -249,13 +251,7 @@ void check_model_decode_shards(Report& rep) {
       const auto& p = prompt[r % prompts];
       tokens.insert(tokens.end(), p.begin(), p.end());
       offsets.push_back((int64_t)tokens.size());
-      ctx->seeds.push_back(1000 + r);
-      ctx->generated.push_back(0);
-      ctx->max_new.push_back(6 + r % 9);
-      ctx->out_tokens.emplace_back();
-      ctx->out_logprobs.emplace_back();
-      ctx->finished.push_back(0);
-      ctx->reported.push_back(0);
+      ctx->add_row(1000 + r, 6 + r % 9);
     }
     m.prefill(*ctx, tokens.data(), offsets.data(), n);
     while (m.decode(*ctx, 4) > 0) {
@@ -363,15 +359,7 @@ void check_model_finish_row(Report& rep) {
   auto run = [&](bool stop_row0) {
     auto ctx = m.create_context(B, 32);
     ctx->sampling = wst::SamplingParams{1.0f, 0, 1.f, 0.f};
-    for (int b = 0; b < B; b++) {
-      ctx->seeds.push_back(300 + b);
-      ctx->generated.push_back(0);
-      ctx->max_new.push_back(10);
-      ctx->out_tokens.emplace_back();
-      ctx->out_logprobs.emplace_back();
-      ctx->finished.push_back(0);
-      ctx->reported.push_back(0);
-    }
+    for (int b = 0; b < B; b++) ctx->add_row(300 + b, 10);
     m.prefill(*ctx, tokens.data(), offsets.data(), B);
     m.decode(*ctx, 3);
     if (stop_row0) {
@@ -427,15 +415,7 @@ void check_model_prompt_store(Report& rep) {
     auto prefill = [&](wst::LlamaModel& m, bool keep) {
       auto ctx = m.create_context(2 * U, 40);
       ctx->keep_prompts = keep;
-      for (int b = 0; b < 2 * U; b++) {
-        ctx->seeds.push_back(b);
-        ctx->generated.push_back(0);
-        ctx->max_new.push_back(4);
-        ctx->out_tokens.emplace_back();
-        ctx->out_logprobs.emplace_back();
-        ctx->finished.push_back(0);
-        ctx->reported.push_back(0);
-      }
+      for (int b = 0; b < 2 * U; b++) ctx->add_row(b, 4);
       m.prefill(*ctx, tokens.data(), offsets.data(), 2 * U);
     };
     prefill(stored, true);
@@ -495,19 +475,10 @@ void check_model_prompt_store(Report& rep) {
       m.prefix = &d.pb;
       mbs.push_back(m);
     }
-    auto grads = [](wst::LlamaModel& m) {
-      std::vector<float> all;
-      for (const auto& t : m.tensors()) {
-        std::vector<float> g(t.size, NAN);
-        m.get_grad(t, g.data());
-        all.insert(all.end(), g.begin(), g.end());
-      }
-      return all;
-    };
-    const auto got = stored.train_grpo_many(mbs), want = plain.train_grpo_many(mbs);
+      const auto got = stored.train_grpo_many(mbs), want = plain.train_grpo_many(mbs);
     double loss_err = 0;
     for (size_t i = 0; i < got.size(); i++) loss_err = std::max(loss_err, std::fabs(got[i].loss - want[i].loss));
-    const std::vector<float> gs = grads(stored), gp_ = grads(plain);
+    const std::vector<float> gs = all_grads(stored), gp_ = all_grads(plain);
     double gmax = 0;
     for (float x : gp_) gmax = std::max(gmax, (double)std::fabs(x));
     rep.check("prompt store: micro-batches whose prefixes are all stored take them (hits)" + tag,
@@ -524,7 +495,7 @@ void check_model_prompt_store(Report& rep) {
     stored.train_grpo_many(mbs);
     plain.train_grpo_many(mbs);
     rep.check("prompt store: no hits once stale" + tag, std::fabs((double)stored.prompt_store_hits() - 2), 0);
-    rep.check("prompt store: gradients after the step = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    rep.check("prompt store: gradients after the step = computed" + tag, rel_err(all_grads(stored), all_grads(plain)), 1e-5);
     // New weights through set_tensor make it stale too.
     prefill(stored, true);
     rep.check("prompt store: kept again for the new weights" + tag, std::fabs(stored.stored_prompts() - U), 0);
@@ -551,7 +522,7 @@ void check_model_prompt_store(Report& rep) {
     stored.train_grpo_many(mbs);
     plain.train_grpo_many(mbs);
     rep.check("prompt store: hits again in reused activations" + tag, std::fabs((double)(stored.prompt_store_hits() - hits_before) - 2), 0);
-    rep.check("prompt store: gradients in reused activations = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    rep.check("prompt store: gradients in reused activations = computed" + tag, rel_err(all_grads(stored), all_grads(plain)), 1e-5);
     stored.optimizer_step(op);
     plain.optimizer_step(op);
     {
@@ -565,15 +536,7 @@ void check_model_prompt_store(Report& rep) {
         }
       auto ctx = stored.create_context(6, 40);
       ctx->keep_prompts = true;
-      for (int b = 0; b < 6; b++) {
-        ctx->seeds.push_back(b);
-        ctx->generated.push_back(0);
-        ctx->max_new.push_back(4);
-        ctx->out_tokens.emplace_back();
-        ctx->out_logprobs.emplace_back();
-        ctx->finished.push_back(0);
-        ctx->reported.push_back(0);
-      }
+      for (int b = 0; b < 6; b++) ctx->add_row(b, 4);
       stored.prefill(*ctx, few.data(), few_off.data(), 6);
     }
     rep.check("prompt store: a one-part prefill keeps its prompts" + tag, std::fabs(stored.stored_prompts() - 3), 0);
@@ -591,7 +554,7 @@ void check_model_prompt_store(Report& rep) {
     plain.train_grpo_many(all_stored);
     rep.check("prompt store: the one-part prefill's prompts are taken (hit)" + tag,
               std::fabs((double)(stored.prompt_store_hits() - h0) - 1), 0);
-    rep.check("prompt store: gradients after the one-part prefill = computed" + tag, rel_err(grads(stored), grads(plain)), 1e-5);
+    rep.check("prompt store: gradients after the one-part prefill = computed" + tag, rel_err(all_grads(stored), all_grads(plain)), 1e-5);
   }
 }
 
@@ -619,15 +582,7 @@ void check_model_prefill_logits(Report& rep) {
     }
     const int B = (int)row_prompt.size();
     auto ctx = m.create_context(B, 16);
-    for (int b = 0; b < B; b++) {
-      ctx->seeds.push_back(b);
-      ctx->generated.push_back(0);
-      ctx->max_new.push_back(2);
-      ctx->out_tokens.emplace_back();
-      ctx->out_logprobs.emplace_back();
-      ctx->finished.push_back(0);
-      ctx->reported.push_back(0);
-    }
+    for (int b = 0; b < B; b++) ctx->add_row(b, 2);
     m.prefill(*ctx, tokens.data(), offsets.data(), B);
     std::vector<float> got((size_t)B * cfg.vocab), want;
     m.backend()->download(got.data(), ctx->logits.data(), got.size() * sizeof(float));
