@@ -424,24 +424,11 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
     }
     const float* x = at(a.x_in[l], C);
     float* x_next = l + 1 < cfg_.n_layers ? at(a.x_in[l + 1], C) : at(a.x_last, C);
-    be_->rmsnorm_forward(at(a.xn1[l], C), at(a.rstd1[l], 1), x, P(o.attn_norm), Nf, C, eps);
+    keys_values_forward(l, r0, Nf, wt, sink, sink_dev, B);
     float* qdst = cfg_.qk_norm ? at(a.qpre[l], Hq) : at(a.q[l], Hq);
-    float* kdst = cfg_.qk_norm ? at(a.kpre[l], Hk) : at(a.k[l], Hk);
-    const float* xn1 = at(a.xn1[l], C);
-    const bool bias = cfg_.qkv_bias;
-    linear_fwd(wt, qdst, xn1, o.wq, bias ? P(o.bq) : nullptr, ones, Nf, C, Hq);
-    linear_fwd(wt, kdst, xn1, o.wk, bias ? P(o.bk) : nullptr, ones, Nf, C, Hk);
-    linear_fwd(wt, at(a.v[l], Hk), xn1, o.wv, bias ? P(o.bv) : nullptr, ones, Nf, C, Hk);
-    if (cfg_.qk_norm) {
-      be_->rmsnorm_forward(at(a.q[l], Hq), at(a.rstdq[l], H), qdst, P(o.q_norm), Nf * H, Dh, eps);
-      be_->rmsnorm_forward(at(a.k[l], Hk), at(a.rstdk[l], KVH), kdst, P(o.k_norm), Nf * KVH, Dh, eps);
-    }
+    linear_fwd(wt, qdst, at(a.xn1[l], C), o.wq, cfg_.qkv_bias ? P(o.bq) : nullptr, ones, Nf, C, Hq);
+    if (cfg_.qk_norm) be_->rmsnorm_forward(at(a.q[l], Hq), at(a.rstdq[l], H), qdst, P(o.q_norm), Nf * H, Dh, eps);
     be_->rope_forward(at(a.q[l], Hq), at(a.q[l], Hq), a.pos + r0, Nf, H, Dh, cfg_.rope_theta);
-    be_->rope_forward(at(a.k[l], Hk), at(a.k[l], Hk), a.pos + r0, Nf, KVH, Dh, cfg_.rope_theta);
-    if (sink) {
-      be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
-      be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
-    }
     attention_layer_forward(l);
     float* tmp = at(a.tmp, C);
     linear_fwd(wt, tmp, at(a.att[l], Hq), o.wo, nullptr, ones, Nf, Hq, C);
@@ -459,6 +446,25 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
                    (int)Nrow, C, V);
 }
 
+void LlamaModel::keys_values_forward(int l, size_t r0, int n, bool wt, Context* sink, const int64_t* sink_dev, int B) {
+  auto& a = A();
+  const int C = cfg_.dim, KVH = cfg_.n_kv_heads, Dh = cfg_.head_dim, Hk = KVH * Dh;
+  const LayerOffsets& o = layers_[l];
+  const bool bias = cfg_.qkv_bias;
+  float* xn1 = a.xn1[l].data() + r0 * C;
+  float* k = a.k[l].data() + r0 * Hk;
+  be_->rmsnorm_forward(xn1, a.rstd1[l].data() + r0, a.x_in[l].data() + r0 * C, P(o.attn_norm), n, C, cfg_.norm_eps);
+  float* kdst = cfg_.qk_norm ? a.kpre[l].data() + r0 * Hk : k;
+  linear_fwd(wt, kdst, xn1, o.wk, bias ? P(o.bk) : nullptr, a.ones.data(), n, C, Hk);
+  linear_fwd(wt, a.v[l].data() + r0 * Hk, xn1, o.wv, bias ? P(o.bv) : nullptr, a.ones.data(), n, C, Hk);
+  if (cfg_.qk_norm) be_->rmsnorm_forward(k, a.rstdk[l].data() + r0 * KVH, kdst, P(o.k_norm), n * KVH, Dh, cfg_.norm_eps);
+  be_->rope_forward(k, k, a.pos + r0, n, KVH, Dh, cfg_.rope_theta);
+  if (sink) {  // row b's T keys / values to its slot (sink_dev: copy_rows offsets for B rows)
+    be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+    be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+  }
+}
+
 void LlamaModel::top_layer_last_tokens(int B, int T, const int* lengths, bool wt, Context* sink,
                                        const int64_t* sink_dev) {
   auto& a = A();
@@ -468,15 +474,7 @@ void LlamaModel::top_layer_last_tokens(int B, int T, const int* lengths, bool wt
   const float* ones = a.ones.data();
   const LayerOffsets& o = layers_[l];
   const bool bias = cfg_.qkv_bias;
-  // Every row's key and value, into the cache (as forward's layers do).
-  be_->rmsnorm_forward(a.xn1[l].data(), a.rstd1[l].data(), a.x_in[l].data(), P(o.attn_norm), N, C, eps);
-  float* kdst = cfg_.qk_norm ? a.kpre[l].data() : a.k[l].data();
-  linear_fwd(wt, kdst, a.xn1[l].data(), o.wk, bias ? P(o.bk) : nullptr, ones, N, C, Hk);
-  linear_fwd(wt, a.v[l].data(), a.xn1[l].data(), o.wv, bias ? P(o.bv) : nullptr, ones, N, C, Hk);
-  if (cfg_.qk_norm) be_->rmsnorm_forward(a.k[l].data(), a.rstdk[l].data(), kdst, P(o.k_norm), N * KVH, Dh, eps);
-  be_->rope_forward(a.k[l].data(), a.k[l].data(), a.pos, N, KVH, Dh, cfg_.rope_theta);
-  be_->copy_rows(sink->kcache[l].data(), a.k[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
-  be_->copy_rows(sink->vcache[l].data(), a.v[l].data(), sink_dev, sink_dev + B, sink_dev + 2 * B, B);
+  keys_values_forward(l, 0, N, wt, sink, sink_dev, B);  // every token's: the cache needs them
   // The rest of the layer for row b's last token (position lengths[b] - 1) only: nothing reads
   // the other tokens' outputs (the caller keeps their keys and values, and the last token's
   // hidden state for the logits).

@@ -260,6 +260,10 @@ class LlamaModel {
                const int* sink_lengths = nullptr);
   void top_layer_last_tokens(int B, int T, const int* lengths, bool transposed_weights, Context* sink,
                              const int64_t* sink_dev);
+  // Layer l's attention norm, keys and values for activation rows [r0, r0 + n), and with a sink
+  // the B rows' keys / values into its cache (sink_dev: the copy_rows offsets).
+  void keys_values_forward(int l, size_t r0, int n, bool transposed_weights, Context* sink,
+                           const int64_t* sink_dev, int B);
   void backward(const int32_t* tokens, int B, int T);
   // Attention of the layer's q, k, v (forward) and its gradient (backward), with or without
   // shared prefixes (the layout planned by forward).
