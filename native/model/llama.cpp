@@ -552,50 +552,36 @@ bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
     const Activations& s = *e.part;
     len = pre.lengths[p];
     for (int l = 0; l < cfg_.n_layers; l++) {
-      if (l == top) {
-        rows(a.x_in[l], s.x_in[l], e, p, C);
-        rows(a.xn1[l], s.xn1[l], e, p, C);
-        rows(a.rstd1[l], s.rstd1[l], e, p, 1);
-        if (cfg_.qk_norm) {
-          zeros(a.qpre[l], p, Hq);
-          zeros(a.rstdq[l], p, H);
-          rows(a.kpre[l], s.kpre[l], e, p, Hk);
-          rows(a.rstdk[l], s.rstdk[l], e, p, KVH);
-        }
-        zeros(a.q[l], p, Hq);
-        rows(a.k[l], s.k[l], e, p, Hk);
-        rows(a.v[l], s.v[l], e, p, Hk);
-        for (Buffer* b : {&a.att[l]}) zeros(*b, p, Hq);
-        std::memset(a.lse[l].data() + (size_t)p * H * Tp, 0, H * Tp * sizeof(float));
-        for (Buffer* b : {&a.x_mid[l], &a.xn2[l]}) zeros(*b, p, C);
-        zeros(a.rstd2[l], p, 1);
-        for (Buffer* b : {&a.g[l], &a.u[l], &a.h[l]}) zeros(*b, p, I);
-        continue;
-      }
+      // A layer's outputs: the stored rows, or zeros in the top layer.
+      auto outputs = [&](Buffer& dst, const Buffer& src, size_t width) {
+        if (l == top) zeros(dst, p, width);
+        else rows(dst, src, e, p, width);
+      };
       rows(a.x_in[l], s.x_in[l], e, p, C);
       rows(a.xn1[l], s.xn1[l], e, p, C);
       rows(a.rstd1[l], s.rstd1[l], e, p, 1);
       if (cfg_.qk_norm) {
-        rows(a.qpre[l], s.qpre[l], e, p, Hq);
-        rows(a.rstdq[l], s.rstdq[l], e, p, H);
+        outputs(a.qpre[l], s.qpre[l], Hq);
+        outputs(a.rstdq[l], s.rstdq[l], H);
         rows(a.kpre[l], s.kpre[l], e, p, Hk);
         rows(a.rstdk[l], s.rstdk[l], e, p, KVH);
       }
-      rows(a.q[l], s.q[l], e, p, Hq);
+      outputs(a.q[l], s.q[l], Hq);
       rows(a.k[l], s.k[l], e, p, Hk);
       rows(a.v[l], s.v[l], e, p, Hk);
-      rows(a.att[l], s.att[l], e, p, Hq);
-      rows(a.x_mid[l], s.x_mid[l], e, p, C);
-      rows(a.xn2[l], s.xn2[l], e, p, C);
-      rows(a.rstd2[l], s.rstd2[l], e, p, 1);
-      rows(a.g[l], s.g[l], e, p, I);
-      rows(a.u[l], s.u[l], e, p, I);
-      rows(a.h[l], s.h[l], e, p, I);
+      outputs(a.att[l], s.att[l], Hq);
+      outputs(a.x_mid[l], s.x_mid[l], C);
+      outputs(a.xn2[l], s.xn2[l], C);
+      outputs(a.rstd2[l], s.rstd2[l], 1);
+      outputs(a.g[l], s.g[l], I);
+      outputs(a.u[l], s.u[l], I);
+      outputs(a.h[l], s.h[l], I);
       // lse is (B, H, T): per head, the prefix's len positions.
       for (size_t h = 0; h < H; h++) {
         float* d = a.lse[l].data() + ((size_t)p * H + h) * Tp;
-        std::memcpy(d, s.lse[l].data() + ((size_t)e.index * H + h) * s.T, (size_t)len * sizeof(float));
-        std::memset(d + len, 0, (Tp - len) * sizeof(float));
+        const size_t n = l == top ? 0 : (size_t)len;
+        std::memcpy(d, s.lse[l].data() + ((size_t)e.index * H + h) * s.T, n * sizeof(float));
+        std::memset(d + n, 0, (Tp - n) * sizeof(float));
       }
     }
     zeros(a.x_last, p, C);
