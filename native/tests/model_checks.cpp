@@ -38,6 +38,38 @@ static std::vector<float> all_grads(wst::LlamaModel& m) {
   return all;
 }
 
+// One GRPO micro-batch's data (rows, targets, advantages, optional shared prefixes) and the
+// GrpoMicroBatch that points into it.
+struct GrpoData {
+  int B = 0, T = 0;
+  std::vector<int32_t> tok, tgt, pre_tok, lengths, row_prefix;
+  std::vector<float> adv;
+  wst::PrefixBatch pb;
+  bool prefixed = false;
+  float scale = 1.f;
+  // pb over pre_tok (Bp x Tp), lengths and row_prefix, as filled.
+  void set_prefix(int Bp, int Tp) {
+    prefixed = true;
+    pb.tokens = pre_tok.data();
+    pb.Bp = Bp;
+    pb.Tp = Tp;
+    pb.lengths = lengths.data();
+    pb.row_prefix = row_prefix.data();
+  }
+  wst::GrpoMicroBatch micro_batch(const wst::GrpoParams& gp) const {
+    wst::GrpoMicroBatch m;
+    m.tokens = tok.data();
+    m.targets = tgt.data();
+    m.advantages = adv.data();
+    m.B = B;
+    m.T = T;
+    m.params = gp;
+    m.loss_scale = scale;
+    m.prefix = prefixed ? &pb : nullptr;
+    return m;
+  }
+};
+
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what) {
   for (int layout = 0; layout < 3; layout++)
   for (int qk = 0; qk < 2; qk++) {
@@ -143,21 +175,12 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
 // shared prefixes, several loss scales, more micro-batches than lanes (a lane takes two).
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what) {
   const wst::LlamaConfig cfg = tiny_llama_config(41, true);
-  struct Data {
-    int B, T;
-    std::vector<int32_t> tok, tgt, pre_tok, lengths, row_prefix;
-    std::vector<float> adv;
-    wst::PrefixBatch pb;
-    bool prefixed;
-    float scale;
-  };
   Rng rng(505);
-  std::vector<Data> data(5);
+  std::vector<GrpoData> data(5);
   for (int i = 0; i < 5; i++) {
-    Data& d = data[i];
+    GrpoData& d = data[i];
     d.B = 2 + i % 3;
     d.T = 4 + 3 * i;
-    d.prefixed = i % 2 == 0;
     d.scale = 0.2f + 0.15f * (float)i;
     d.tok.resize((size_t)d.B * d.T);
     d.tgt.resize(d.tok.size());
@@ -166,33 +189,18 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
       d.tgt[n] = n % 7 == 6 ? -1 : rng.below(cfg.vocab);
     }
     for (int b = 0; b < d.B; b++) d.adv.push_back(rng.nonzero(-1.5f, 1.5f));
-    if (d.prefixed) {
+    if (i % 2 == 0) {
       const int Bp = 2, Tp = 9;
       d.pre_tok.resize((size_t)Bp * Tp);
       for (auto& t : d.pre_tok) t = rng.below(cfg.vocab);
       d.lengths = {Tp, 5};
       for (int b = 0; b < d.B; b++) d.row_prefix.push_back(b < 1 ? 0 : 1);
-      d.pb.tokens = d.pre_tok.data();
-      d.pb.Bp = Bp;
-      d.pb.Tp = Tp;
-      d.pb.lengths = d.lengths.data();
-      d.pb.row_prefix = d.row_prefix.data();
+      d.set_prefix(Bp, Tp);
     }
   }
   const wst::GrpoParams gp{0.2f, 0.28f, 0.0f, 0.0f, wst::GrpoLossType::grpo, 1.0};
   std::vector<wst::GrpoMicroBatch> mbs;
-  for (Data& d : data) {
-    wst::GrpoMicroBatch m;
-    m.tokens = d.tok.data();
-    m.targets = d.tgt.data();
-    m.advantages = d.adv.data();
-    m.B = d.B;
-    m.T = d.T;
-    m.params = gp;
-    m.loss_scale = d.scale;
-    m.prefix = d.prefixed ? &d.pb : nullptr;
-    mbs.push_back(m);
-  }
+  for (const GrpoData& d : data) mbs.push_back(d.micro_batch(gp));
   const int threads = wst::num_threads();
   wst::LlamaModel ref(&wst::cpu_backend(), cfg), m(&be, cfg);
   ref.init_random(4, 0.3f);
@@ -424,16 +432,10 @@ void check_model_prompt_store(Report& rep) {
     rep.check("prompt store: nothing kept unless asked" + tag, plain.stored_prompts(), 0);
     // Micro-batches of rows continuing prefixes = prompt less its last token (as trainers build
     // them); micro-batch 1 also has a prefix that no prompt begins with.
-    struct Data {
-      int B, T;
-      std::vector<int32_t> tok, tgt, pre_tok, lengths, row_prefix;
-      std::vector<float> adv;
-      wst::PrefixBatch pb;
-    };
     const std::vector<std::vector<int>> mb_prompts{{0, 3}, {1, -1}, {2, 4, 5}};
-    std::vector<Data> data(mb_prompts.size());
+    std::vector<GrpoData> data(mb_prompts.size());
     for (size_t i = 0; i < data.size(); i++) {
-      Data& d = data[i];
+      GrpoData& d = data[i];
       const auto& ps = mb_prompts[i];
       const int Bp = (int)ps.size();
       int Tp = 0;
@@ -456,25 +458,11 @@ void check_model_prompt_store(Report& rep) {
         }
         d.adv.push_back(rng.nonzero(-1.5f, 1.5f));
       }
-      d.pb.tokens = d.pre_tok.data();
-      d.pb.Bp = Bp;
-      d.pb.Tp = Tp;
-      d.pb.lengths = d.lengths.data();
-      d.pb.row_prefix = d.row_prefix.data();
+      d.set_prefix(Bp, Tp);
     }
     const wst::GrpoParams gp{0.2f, 0.28f, 0.0f, 0.0f, wst::GrpoLossType::grpo, 1.0};
     std::vector<wst::GrpoMicroBatch> mbs;
-    for (Data& d : data) {
-      wst::GrpoMicroBatch m;
-      m.tokens = d.tok.data();
-      m.targets = d.tgt.data();
-      m.advantages = d.adv.data();
-      m.B = d.B;
-      m.T = d.T;
-      m.params = gp;
-      m.prefix = &d.pb;
-      mbs.push_back(m);
-    }
+    for (const GrpoData& d : data) mbs.push_back(d.micro_batch(gp));
       const auto got = stored.train_grpo_many(mbs), want = plain.train_grpo_many(mbs);
     double loss_err = 0;
     for (size_t i = 0; i < got.size(); i++) loss_err = std::max(loss_err, std::fabs(got[i].loss - want[i].loss));
