@@ -19,13 +19,17 @@ export type NativeAddon = Record<string, any> & {
   setThreads(n: number): void;
 };
 
+/** The file the addon was loaded from (caches key their content on it: the engine's bits). */
+export let nativeFile = '';
+
 function loadCpu(): NativeAddon {
   // WST_DASH_ADDON points at a specific build (e.g. a side build directory during development).
-  if (process.env.WST_DASH_ADDON) return require(path.resolve(process.env.WST_DASH_ADDON));
+  if (process.env.WST_DASH_ADDON) return require((nativeFile = path.resolve(process.env.WST_DASH_ADDON)));
   const local = path.join(packageRoot, 'build', 'Release', 'wst_dash.node');
-  if (existsSync(local)) return require(local);
-  const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+  if (existsSync(local)) return require((nativeFile = local));
+  const nodeGypBuild = require('node-gyp-build') as ((dir: string) => NativeAddon) & { resolve?: (dir: string) => string };
   try {
+    nativeFile = nodeGypBuild.resolve?.(packageRoot) ?? '';
     return nodeGypBuild(packageRoot);
   } catch (err) {
     throw new Error(
@@ -40,7 +44,9 @@ function loadCuda(): NativeAddon | undefined {
   if (!existsSync(file)) return undefined;
   try {
     const addon = require(file) as NativeAddon & { deviceCount(): number };
-    return addon.deviceCount() > 0 ? addon : undefined;
+    if (addon.deviceCount() <= 0) return undefined;
+    nativeFile = file;
+    return addon;
   } catch {
     return undefined;
   }

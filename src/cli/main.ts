@@ -21,13 +21,13 @@ const trainOptions: Command['options'] = {
 
 const commands: Record<string, Command> = {
   demo: {
-    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR] [--device cpu|cuda]',
-    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' } },
+    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR] [--device cpu|cuda] [--refresh: rebuild the cached warm-up]',
+    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' } },
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3]',
-    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' } },
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3] [--refresh: rebuild the cached warm-up]',
+    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' }, refresh: { type: 'boolean' } },
     run: (values) => benchDashCommand(values),
   },
   'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },

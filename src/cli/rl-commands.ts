@@ -134,7 +134,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   if (!demo && values.control) arms.push('dash_control');
   if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');
   const r = await runRace({
-    ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values),
+    ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values), refresh: Boolean(values.refresh),
     tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau as number),
     // bench: 3 interleaved runs, median times (this VM's load varies ±15 % within minutes); demo: one.
     repeat: values.repeat === undefined ? (demo ? 1 : 3) : parseIntArg(values.repeat as string, '--repeat', 1),

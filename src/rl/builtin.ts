@@ -1,12 +1,12 @@
 // The built-in default: a small character-level Llama for the `arith` task, warm-started by SFT
 // and cached, so that `wst-dash demo` and `bench dash` run anywhere without downloads.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { parseConfig, type ModelConfig } from '../models/config.js';
 import { Model, type Device } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
+import { contentKey, SFT_MODULES } from './cache-key.js';
 import { ARITH_VOCAB, createArithTask, type ArithFlaw } from './tasks/arith.js';
 import { evaluate, trainSft } from './trainer.js';
 
@@ -67,10 +67,11 @@ export function builtinSftEntry(options: Partial<BuiltinSftOptions> & { device?:
     flawedRate: options.flawedRate ?? BUILTIN_SFT.flawedRate, flawedKind: options.flawedKind ?? BUILTIN_SFT.flawedKind,
   };
   const config = builtinConfig();
-  // A warm-up trained on the GPU differs in the last bits from the CPU one: its own cache entry
-  // (the CPU key is unchanged, so existing caches stay valid).
-  const device = options.device === 'cuda' ? { device: 'cuda' } : {};
-  const key = createHash('sha256').update(JSON.stringify({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, v: 1, ...device })).digest('hex').slice(0, 12);
+  // Keyed by content: the options, the code that makes the corpus and trains (this module, arith,
+  // the trainer and model), the engine binary and its ISA path. The ISA matters: the AVX2 and
+  // AVX-512 kernels round differently, and 1800 SFT steps carry that into different models.
+  const key = contentKey({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, device: options.device ?? 'cpu' },
+    ['rl/builtin', 'rl/tasks/arith', ...SFT_MODULES]);
   return { sft, config, dir: path.join(cacheDir(), `arith-sft-${key}`) };
 }
 

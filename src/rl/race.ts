@@ -44,6 +44,8 @@ export interface RaceOptions {
   sft?: Partial<BuiltinSftOptions>;
   /** Where the models live (default cpu). */
   device?: Device;
+  /** Rebuild the built-in SFT warm-up even when its cache entry exists. */
+  refresh?: boolean;
   /** DASH's filter threshold τ: completions with |A| <= τ are dropped before the training forward. */
   tau?: number;
   /**
@@ -161,7 +163,7 @@ function sftCorpus(over: Partial<BuiltinSftOptions> = {}): string | undefined {
 export async function runRace(o: RaceOptions): Promise<RaceResult> {
   await mkdir(o.outDir, { recursive: true });
   const task = builtinTask;
-  const sft = await builtinSftModel({ ...o.sft, log: o.log, device: o.device });
+  const sft = await builtinSftModel({ ...o.sft, log: o.log, device: o.device, refresh: o.refresh });
   o.log(sft.cached ? `using the cached SFT model ${sft.dir}` : `SFT warm-up took ${sft.seconds.toFixed(1)} s (cached in ${sft.dir})`);
   const evalExamples = task.examples('test', { seed: 12345, limit: o.evalProblems });
   const trainExamples = task.examples('train', { seed: 777, limit: 20000 });
