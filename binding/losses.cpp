@@ -123,7 +123,8 @@ Napi::Value GrpoLoss(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "clipLow must be in [0, 1)");
   if (p.clip_high < 0) throw Napi::RangeError::New(env, "clipHigh must be >= 0");
   if (p.beta < 0) throw Napi::RangeError::New(env, "beta must be >= 0");
-  if (p.filter_threshold < 0) throw Napi::RangeError::New(env, "filterThreshold must be >= 0");
+  // -1: no filtering (src/kernels/losses.ts maps null / omitted to it); any other negative is an error.
+  if (p.filter_threshold < 0 && p.filter_threshold != -1.0f) throw Napi::RangeError::New(env, "filterThreshold must be >= 0 (or -1: no filtering)");
   if (p.loss_type == GrpoLossType::dapo && !(p.normalizer > 0))
     throw Napi::RangeError::New(env, "normalizer must be > 0 for dapo");
   size_t st = checked_size(env, {S, T});

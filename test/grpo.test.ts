@@ -20,7 +20,7 @@ function refGrpo(a: GrpoArgs, lp: ArrayLike<number> = a.logprobs): Ref {
   // the kernel takes the clip epsilons as float32
   const lo = 1 - Math.fround(a.clipLow ?? 0.2), hi = 1 + Math.fround(a.clipHigh ?? a.clipLow ?? 0.2);
   const beta = Math.fround(a.beta ?? 0), useKl = !!a.refLogprobs && beta !== 0;
-  const thr = Math.fround(a.filterThreshold ?? 0), type = a.lossType ?? 'grpo';
+  const thr = a.filterThreshold == null ? -1 : Math.fround(a.filterThreshold), type = a.lossType ?? 'grpo';
   const keep: boolean[] = [], ntok: number[] = [];
   let kept = 0, keptTokens = 0;
   for (let s = 0; s < S; s++) {

@@ -115,13 +115,13 @@ describe('trainRl', () => {
   it('DASH trains exactly the kept sequences; the baselines train all of them', async () => {
     // reward = parity of the completion's length: mixed groups are likely, uniform ones possible
     const reward: RewardFn = (_p, c) => c.length % 2;
-    for (const [generation, tau] of [['preemptive', 0], ['decoupled', -1]] as const) {
+    for (const [generation, tau] of [['preemptive', 0], ['decoupled', null]] as const) {
       const policy = tinyModel();
       const { calls } = recordMicroBatches(policy);
       const r = await trainRl(base(policy, { steps: 3, promptsPerStep: 4, groupSize: 4, microBatch: 4, generation, filterThreshold: tau, reward }));
       const trained = calls.flatMap((c) => [...c.options.advantages]);
       const total = r.steps.length * 16;
-      if (tau >= 0) {
+      if (tau !== null) {
         expect(trained.every((a) => Math.abs(a) > 0)).toBe(true);
         expect(trained.length).toBe(Math.round(r.steps.reduce((a, s) => a + s.keptFraction * 16, 0)));
       } else expect(trained.length).toBe(total);
@@ -135,7 +135,7 @@ describe('trainRl', () => {
       const gen = vi.spyOn(policy, 'generate');
       const { calls, manySpy } = recordMicroBatches(policy);
       // 6 prompts × G 2 with micro-batch 4 (2 prompts each): 3 micro-batches per step
-      await trainRl(base(policy, { steps: 2, promptsPerStep: 6, groupSize: 2, microBatch: 4, generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
+      await trainRl(base(policy, { steps: 2, promptsPerStep: 6, groupSize: 2, microBatch: 4, generation, filterThreshold: null, reward: (_p, c) => c.length % 2 }));
       counts[generation] = gen.mock.calls.length;
       for (const call of gen.mock.calls) expect(call[0].length).toBe(generation === 'per-microbatch' ? 4 : 12);
       expect(calls.length).toBe(2 * 3);
@@ -164,7 +164,7 @@ describe('trainRl', () => {
     for (const [generation, want] of [['preemptive', true], ['decoupled', false], ['per-microbatch', false]] as const) {
       const policy = tinyModel();
       const { calls } = recordMicroBatches(policy);
-      await trainRl(base(policy, { generation, filterThreshold: -1, reward: (_p, c) => c.length % 2 }));
+      await trainRl(base(policy, { generation, filterThreshold: null, reward: (_p, c) => c.length % 2 }));
       expect(calls.length).toBeGreaterThan(0);
       for (const call of calls) expect(call.options.sharePrefix).toBe(want);
     }

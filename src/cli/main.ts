@@ -17,6 +17,7 @@ const trainOptions: Command['options'] = {
   'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
   'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
   'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' }, 'share-prefix': { type: 'string' },
+  iterations: { type: 'string' },
 };
 
 const commands: Record<string, Command> = {

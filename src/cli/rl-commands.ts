@@ -28,6 +28,11 @@ export function progressLine(): { update: (text: string) => void; done: () => vo
   };
 }
 
+function nonNegative(x: number, name: string): number {
+  if (x < 0) throw new UsageError(`${name} must be >= 0, got ${x}`);
+  return x;
+}
+
 async function taskFor(name: string | undefined) {
   const { getTask } = await import('../rl/tasks/index.js');
   const { builtinTask } = await import('../rl/builtin.js');
@@ -52,7 +57,8 @@ export async function evalCommand(values: Record<string, unknown>): Promise<void
 
 export async function trainCommand(algo: string | undefined, values: Record<string, unknown>): Promise<void> {
   const { Model } = await import('../models/model.js');
-  const { trainRl, trainSft, DASH_TAU } = await import('../rl/trainer.js');
+  const { trainRl, trainSft } = await import('../rl/trainer.js');
+  const { PRESETS, TASK_MAX_NEW_TOKENS } = await import('../rl/presets.js');
   const { builtinSftModel, builtinConfig, builtinTokenizer } = await import('../rl/builtin.js');
   if (algo !== 'sft' && algo !== 'grpo' && algo !== 'dash') throw new UsageError('usage: wst-dash train sft|grpo|dash --task arith|gsm8k|math500 [--model DIR] --out DIR');
   const out = values.out as string | undefined;
@@ -85,10 +91,13 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     return;
   }
   const dash = algo === 'dash';
-  const generation = dash ? 'preemptive' : ((values.generation as string | undefined) ?? 'per-microbatch');
-  if (generation !== 'per-microbatch' && generation !== 'decoupled' && generation !== 'preemptive')
-    throw new UsageError('--generation must be per-microbatch, decoupled or preemptive');
-  const beta = parseFloatArg(values.beta as string | undefined, '--beta', dash ? 0 : 0.04);
+  const generationArg = values.generation as string | undefined;
+  if (generationArg !== undefined && (dash || (generationArg !== 'per-microbatch' && generationArg !== 'decoupled')))
+    throw new UsageError(dash ? '--generation is for train grpo (DASH always samples preemptively)' : `--generation must be per-microbatch or decoupled, got "${generationArg}"`);
+  // The same settings as the race (src/rl/presets.ts), each overridable.
+  const preset = PRESETS[dash ? 'dash' : generationArg === 'decoupled' ? 'grpo_decoupled' : 'grpo'];
+  const generation = preset.generation;
+  const beta = parseFloatArg(values.beta as string | undefined, '--beta', preset.beta);
   const shareArg = values['share-prefix'] as string | undefined;
   if (shareArg !== undefined && shareArg !== 'on' && shareArg !== 'off') throw new UsageError(`--share-prefix must be on or off, got ${shareArg}`);
   // Default: on for DASH, off for GRPO (TRL computes every sequence in full).
@@ -98,14 +107,15 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (!resume) await writeFileAtomic(metricsFile, '');
   const res = await trainRl({
     task, policy: model, reference, steps, seed,
-    promptsPerStep: values.prompts === undefined ? 16 : parseIntArg(values.prompts as string, '--prompts'),
-    groupSize: values.group === undefined ? 8 : parseIntArg(values.group as string, '--group'),
-    microBatch: values['micro-batch'] === undefined ? 8 : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
-    generation, beta, sharePrefix,
-    filterThreshold: parseFloatArg(values.tau as string | undefined, '--tau', dash ? DASH_TAU : -1),
-    lr: parseFloatArg(values.lr as string | undefined, '--lr', 2e-4),
-    maxNewTokens: values['max-new-tokens'] === undefined ? 40 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
-    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 1),
+    promptsPerStep: values.prompts === undefined ? preset.promptsPerStep : parseIntArg(values.prompts as string, '--prompts'),
+    groupSize: values.group === undefined ? preset.groupSize : parseIntArg(values.group as string, '--group'),
+    microBatch: values['micro-batch'] === undefined ? preset.microBatch : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
+    generation, beta, sharePrefix: sharePrefix ?? preset.sharePrefix,
+    filterThreshold: values.tau === undefined ? preset.filterThreshold : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
+    iterations: values.iterations === undefined ? 1 : parseIntArg(values.iterations as string, '--iterations'),
+    lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
+    maxNewTokens: values['max-new-tokens'] === undefined ? TASK_MAX_NEW_TOKENS[task.name] ?? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
+    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
     evalExamples: task.examples('test', { seed: 12345, limit: values['eval-problems'] === undefined ? 200 : parseIntArg(values['eval-problems'] as string, '--eval-problems') }),
     evalEvery: values['eval-every'] === undefined ? 0 : parseIntArg(values['eval-every'] as string, '--eval-every'),
     metricsFile,

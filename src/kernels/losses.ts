@@ -190,8 +190,8 @@ export interface GrpoArgs {
   clipHigh?: number;
   /** KL penalty weight, >= 0 (default 0). */
   beta?: number;
-  /** Sequences with |advantage| <= filterThreshold are dropped (default 0: drops A == 0). */
-  filterThreshold?: number;
+  /** Sequences with |advantage| <= filterThreshold (>= 0) are dropped; null or omitted keeps every sequence. */
+  filterThreshold?: number | null;
   /** Normalisation (default "grpo"). */
   lossType?: GrpoLossType;
   /** dapo only (required there, finite > 0): the global count of unmasked tokens. */
@@ -218,8 +218,8 @@ export interface GrpoResult {
  * For token t of sequence s with mask 1, r = exp(logprobs - oldLogprobs) and
  *   obj = min(r A_s, clip(r, 1 - clipLow, 1 + clipHigh) A_s) - beta KL,
  *   KL  = exp(ref - logprobs) - (ref - logprobs) - 1   (0 when beta = 0 or without refLogprobs).
- * Sequences with |A_s| <= filterThreshold are dropped: they add nothing, get zero gradient and
- * count in no normaliser; `kept` counts the rest. loss = -sum obj / N, where by lossType:
+ * With filterThreshold τ (a number >= 0), sequences with |A_s| <= τ are dropped: they add nothing, get zero gradient and
+ * count in no normaliser (null or omitted: none is dropped); `kept` counts the rest. loss = -sum obj / N, where by lossType:
  * - `grpo`: per kept sequence, the sum over its unmasked tokens / max(1, its unmasked count);
  *   then the mean over kept sequences (a kept sequence with no unmasked token adds 0 but counts).
  * - `bnpo`: N = unmasked tokens of the kept sequences in this call (at least 1).
@@ -251,7 +251,8 @@ export const grpo = defineOp((args: GrpoArgs) => {
   if (clipLow >= 1) throw new RangeError(`clipLow must be a finite number in [0, 1), got ${clipLow}`);
   const clipHigh = v.optionalFinite(o.clipHigh, 'clipHigh', clipLow, 0);
   const beta = v.optionalFinite(o.beta, 'beta', 0, 0);
-  const filterThreshold = v.optionalFinite(o.filterThreshold, 'filterThreshold', 0, 0);
+  // null / omitted: no filtering (-1 natively: |A| <= -1 never holds).
+  const filterThreshold = o.filterThreshold === null || o.filterThreshold === undefined ? -1 : v.finite(o.filterThreshold, 'filterThreshold', 0);
   const lossType = v.oneOf(o.lossType, 'lossType', lossTypes, 'grpo');
   let normalizer = 1;
   if (lossType === 'dapo') {

@@ -100,7 +100,8 @@ export interface GrpoStepOptions {
   clipLow?: number;
   clipHigh?: number;
   beta?: number;
-  filterThreshold?: number;
+  /** Drop sequences with |A| <= τ (a number >= 0); null or omitted keeps every sequence (as kernels.grpo). */
+  filterThreshold?: number | null;
   lossType?: 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
   normalizer?: number;
   /** Multiplies this micro-batch's loss and gradient (weighting for gradient accumulation). Default 1. */
@@ -134,6 +135,13 @@ export interface OptimizerOptions {
 }
 
 const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
+
+/** The one "no filtering" convention: null/undefined keeps all (-1 natively); τ must be >= 0. */
+function filterThresholdArg(tau: number | null | undefined): number {
+  if (tau === undefined || tau === null) return -1;
+  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < 0) throw new RangeError(`filterThreshold must be a number >= 0 (or null: no filtering), got ${String(tau)}`);
+  return tau;
+}
 
 /**
  * Where a model lives: 'cpu' (default) or 'cuda' — weights, KV caches, activations and AdamW state
@@ -565,7 +573,7 @@ export class Model {
       clipLow: options.clipLow ?? 0.2,
       clipHigh: options.clipHigh ?? 0.2,
       beta: options.beta ?? 0,
-      filterThreshold: options.filterThreshold ?? -1,
+      filterThreshold: filterThresholdArg(options.filterThreshold),
       lossType: LOSS_TYPES[lossType],
       normalizer: options.normalizer ?? 0,
       lossScale: options.lossScale ?? 1,

@@ -6,7 +6,8 @@ import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, BUILTIN_SFT, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
-import { DASH_TAU, evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
+import { DASH_TAU, PRESETS, type AlgorithmPreset } from './presets.js';
+import { evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
 export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control' | 'dash_unshared' | 'dash_exact';
 
@@ -69,17 +70,17 @@ export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   // 64 steps × 16 prompts × G 8 (1,024 prompts): enough for DASH to select the right final answer over the
   // flawed one the SFT corpus taught (bench/NOTES.md, "RL as selection"); DASH ~9 s at 2 threads.
   steps: 64,
-  promptsPerStep: 16,
-  groupSize: 8,
-  microBatch: 8,
+  promptsPerStep: PRESETS.dash.promptsPerStep,
+  groupSize: PRESETS.dash.groupSize,
+  microBatch: PRESETS.dash.microBatch,
   evalProblems: 500,
   evalEvery: 16,
   // Measured on the built-in SFT model (29.0 / 31.4 % on the held-out sets of seed 12345 / 54321), DASH,
   // 64 steps, lr 3e-4, T 0.7: +27.0 / +25.4 points (RL seed 2: +26.6 / +28.4); the random-reward control
   // -4.8 / -7.0 (seed 2: +4.4 / +6.2). On a 2400-step SFT model: T 0.7 +27.2 / +22.0, T 1 +22.6 / +16.8,
   // lr 1e-4 T 1 +19.6 / +13.0. On a clean-corpus SFT model (78.8 %) DASH lowered accuracy (-5.4 / -9.2).
-  lr: 3e-4,
-  temperature: 0.7,
+  lr: PRESETS.dash.lr,
+  temperature: PRESETS.dash.temperature,
   // Difficulty-1 solutions are at most 16 characters + EOS ("10+9=19. #### 19").
   maxNewTokens: 24,
   seed: 1,
@@ -122,25 +123,24 @@ export interface RaceResult {
 }
 
 function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward' | 'sharePrefix'> & { description: string } {
+  const tau = o.tau ?? DASH_TAU;
+  const dash: AlgorithmPreset = { ...PRESETS.dash, filterThreshold: tau };
+  const pick = (p: AlgorithmPreset) => ({ generation: p.generation, filterThreshold: p.filterThreshold, beta: p.beta, sharePrefix: p.sharePrefix });
   switch (name) {
     case 'grpo':
-      return { generation: 'per-microbatch', filterThreshold: -1, beta: 0.04,
-        description: 'GRPO, per-micro-batch generation (TRL 0.16): each micro-batch of ' + o.microBatch + ' completions generates for its own prompts, beta 0.04 (reference forward), no filtering' };
+      return { ...pick(PRESETS.grpo), description: `GRPO, per-micro-batch generation (TRL 0.16): each micro-batch of ${o.microBatch} completions generates for its own prompts, beta ${PRESETS.grpo.beta} (reference forward), no filtering` };
     case 'grpo_decoupled':
-      return { generation: 'decoupled', filterThreshold: -1, beta: 0.04,
-        description: 'GRPO, decoupled generation (TRL >= 0.18 / verl): one generation per optimizer step, beta 0.04, no filtering' };
+      return { ...pick(PRESETS.grpo_decoupled), description: PRESETS.grpo_decoupled.description };
     case 'dash':
-      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0,
-        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= ' + (o.tau ?? DASH_TAU) + ' dropped before the forward) + no KL + each prompt computed once per group in the training forward' };
+      return { ...pick(dash),
+        description: 'DASH: preemptive sampling (one inference batch of all ' + o.promptsPerStep * o.groupSize + ' completions per step) + gradient filtering (|A| <= ' + tau + ' dropped before the forward) + no KL + each prompt computed once per group in the training forward' };
     case 'dash_unshared':
-      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0, sharePrefix: false,
-        description: 'ablation: the DASH arm with every training sequence computed in full (no shared prompt prefixes)' };
+      return { ...pick(dash), sharePrefix: false, description: 'ablation: the DASH arm with every training sequence computed in full (no shared prompt prefixes)' };
     case 'dash_exact':
-      return { generation: 'preemptive', filterThreshold: 0, beta: 0,
-        description: 'ablation: the DASH arm at τ = 0 (only |A| = 0 dropped: the exact GRPO gradient without KL)' };
+      return { ...pick(dash), filterThreshold: 0, description: 'ablation: the DASH arm at τ = 0 (only |A| = 0 dropped: the exact GRPO gradient without KL)' };
     case 'dash_control': {
       const p = o.controlRewardRate ?? 0.2;
-      return { generation: 'preemptive', filterThreshold: o.tau ?? DASH_TAU, beta: 0, reward: randomReward(p, o.seed + 7919),
+      return { ...pick(dash), reward: randomReward(p, o.seed + 7919),
         description: `control: the DASH arm with a random reward (Bernoulli(${p}), ignores the completion)` };
     }
   }

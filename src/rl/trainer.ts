@@ -8,42 +8,45 @@
 //                                gradient filtering (|A| <= τ never reaches the training forward) +
 //                                no KL (no reference forward), and the prompt shared in the
 //                                training forward (computed once per group; sharePrefix).
-// The policy being trained and the model producing rewards may differ: rewards are pluggable async
-// functions, so a frozen (possibly remote) student can be the judge (WST).
+// One step: rollout (the policy generates) → the environment scores the step's completions at once
+// (src/rl/environment.ts: a task's answer checker, or WST's frozen student) → update. The policy
+// being trained and whatever produces the rewards are different objects.
+// The algorithms' settings live in one place: src/rl/presets.ts.
 import { existsSync } from 'node:fs';
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { GrpoStepOptions, Model, StepResult, TrainBatch } from '../models/model.js';
+import { isEnvironment, taskEnvironment, type Environment, type RewardFn, type Rollout } from './environment.js';
 import type { Example, Task } from './tasks/common.js';
 
-export type RewardFn = (prompt: string, completion: string, example: Example) => number | Promise<number>;
+export type { RewardFn } from './environment.js';
 
 /** 1 when the task's checker accepts the completion's final answer, else 0. */
 export function correctnessReward(task: Task): RewardFn {
   return (_prompt, completion, example) => (task.isCorrect(completion, example) ? 1 : 0);
 }
 
-/**
- * DASH's default filter threshold τ (completions with |A| <= τ never reach the training forward).
- * With binary rewards and G = 8, |A| is 0.35 / 2.47 for one correct of eight (or one wrong), 0.54 /
- * 1.62 for two, 0.72 / 1.21 for three, 0.94 for four. τ = 0.4 drops, besides every uniform group,
- * the seven majority completions of groups with a single outlier (their |A| is the smallest a mixed
- * group has) and trains on the rest. τ = 0 drops only uniform groups: the exact GRPO gradient
- * without KL. On the built-in task (one seed, one 500-problem set: differences of ~2 points are
- * noise) τ = 0.4 kept τ = 0's held-out accuracy (57.8 vs 56.0 %) for 2-13 % less time (9.4 vs 9.6 s
- * in the race, 9.2 vs 10.6 s alone); τ = 0.6 lost 7 points (bench/NOTES.md, "The race on the new
- * built-in task").
- */
-export const DASH_TAU = 0.4;
+/** |A| <= τ is dropped when τ is a number >= 0; null or undefined keeps every sequence. */
+export function checkFilterThreshold(tau: number | null | undefined, name = 'filterThreshold'): number | null {
+  if (tau === undefined || tau === null) return null;
+  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < 0) throw new RangeError(`${name} must be a number >= 0 (or null: no filtering), got ${String(tau)}`);
+  return tau;
+}
+
+export { DASH_TAU } from './presets.js';
 
 export type GenerationMode = 'per-microbatch' | 'decoupled' | 'preemptive';
 export type LossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
 
 export interface RlOptions {
-  task: Task;
+  /** What the policy acts in and is scored by (default: taskEnvironment(task, { reward })). */
+  environment?: Environment;
+  /** A task whose answer checker scores the policy's own answers (when no environment is given). */
+  task?: Task;
   policy: Model;
   /** Frozen reference for the KL term (needed when beta > 0). */
   reference?: Model;
+  /** With `task`: the reward of one completion (default: correctness). */
   reward?: RewardFn;
   steps: number;
   promptsPerStep: number;
@@ -61,8 +64,14 @@ export interface RlOptions {
    * sequence in full).
    */
   sharePrefix?: boolean;
-  /** Drop sequences with |A| <= τ before the training forward (DASH); < 0 keeps all. */
-  filterThreshold: number;
+  /** Drop sequences with |A| <= τ before the training forward (DASH); null or omitted keeps all. */
+  filterThreshold?: number | null;
+  /**
+   * Updates per generated batch (PPO-style reuse, TRL's num_iterations, μ): each is an optimizer
+   * step with the clipped ratio against the log-probs the policy gave the batch before the first
+   * update. Default 1 (ratio 1, no extra scoring pass). Not with per-micro-batch generation.
+   */
+  iterations?: number;
   beta: number;
   clipLow?: number;
   clipHigh?: number;
@@ -118,12 +127,16 @@ export interface StepMetrics {
   gradNorm: number;
   lr: number;
   seconds: { generate: number; score: number; train: number; total: number };
+  /** The environment's own metrics for the step (e.g. the student's tokens and accuracy). */
+  env?: Record<string, number>;
   /** Wall time of training so far (evaluation excluded). */
   elapsed: number;
 }
 
 export interface EvalResult {
   accuracy: number;
+  /** Mean reward (equals accuracy for 0/1 rewards). */
+  reward: number;
   n: number;
   seconds: number;
 }
@@ -210,25 +223,39 @@ export function packGroups<T>(items: readonly T[], size: number, groupOf: (item:
   return bins;
 }
 
-/** Greedy accuracy of `model` on `examples` (batched). */
-export async function evaluate(model: Model, task: Task, examples: readonly Example[], options: { maxNewTokens: number; batchSize?: number }): Promise<EvalResult> {
+/**
+ * Greedy accuracy of `model` on `examples` (batched): the policy writes one completion per example
+ * and the environment (or the task's checker) scores them all at once.
+ */
+export async function evaluate(model: Model, on: Task | Environment, examples: readonly Example[], options: { maxNewTokens: number; batchSize?: number; seed?: number }): Promise<EvalResult> {
+  const env = isEnvironment(on) ? on : taskEnvironment(on);
   const t0 = now();
-  const gens = await model.generate(examples.map((e) => task.prompt(e)), {
-    maxNewTokens: options.maxNewTokens, temperature: 0, batchSize: options.batchSize ?? 128, stop: task.stop as string[], stepsPerCall: 64,
+  const prompts = examples.map((e) => env.prompt(e));
+  const gens = await model.generate(prompts, {
+    maxNewTokens: options.maxNewTokens, temperature: 0, batchSize: options.batchSize ?? 128, stop: env.stop as string[], stepsPerCall: 64,
   });
-  let correct = 0;
-  gens.forEach((g, i) => (correct += task.isCorrect(g.text ?? '', examples[i]) ? 1 : 0));
-  return { accuracy: examples.length ? correct / examples.length : 0, n: examples.length, seconds: now() - t0 };
+  const rollouts = gens.map((g, i) => ({ example: examples[i], prompt: prompts[i], completion: g.text ?? '', group: i }));
+  const r = examples.length ? await env.score(rollouts, { step: -1, seed: options.seed ?? 0 }) : { rewards: [] };
+  const n = examples.length || 1;
+  const reward = r.rewards.reduce((a, b) => a + b, 0) / n;
+  const accuracy = r.correct ? r.correct.filter(Boolean).length / n : reward;
+  return { accuracy: examples.length ? accuracy : 0, reward: examples.length ? reward : 0, n: examples.length, seconds: now() - t0 };
 }
 
 export async function trainRl(opts: RlOptions): Promise<RlResult> {
-  const { task, policy } = opts;
+  const { policy } = opts;
+  if (!opts.environment && !opts.task) throw new Error('trainRl needs an environment or a task');
+  const env: Environment = opts.environment ?? taskEnvironment(opts.task!, { reward: opts.reward });
   if (opts.beta > 0 && !opts.reference) throw new Error('beta > 0 needs a reference model');
   if (opts.generation === 'per-microbatch' && opts.microBatch % opts.groupSize !== 0)
     throw new RangeError(`microBatch (${opts.microBatch}) must be a multiple of groupSize (${opts.groupSize}) for per-micro-batch generation`);
-  const reward = opts.reward ?? correctnessReward(task);
+  const tau = checkFilterThreshold(opts.filterThreshold);
+  const iterations = opts.iterations ?? 1;
+  if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError(`iterations must be a positive integer, got ${iterations}`);
+  if (iterations > 1 && opts.generation === 'per-microbatch') throw new RangeError('iterations > 1 needs decoupled or preemptive generation');
   const sharePrefix = opts.sharePrefix ?? opts.generation === 'preemptive';
-  const train = opts.trainExamples ?? task.examples('train', { seed: opts.seed });
+  const train = opts.trainExamples ?? opts.task?.examples('train', { seed: opts.seed });
+  if (!train) throw new Error('trainExamples are required with an environment');
   if (train.length === 0) throw new Error('no training examples');
   const result: RlResult = { steps: [], evals: [], seconds: 0 };
   let trainSeconds = 0;
@@ -244,7 +271,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   };
   const runEval = async (step: number) => {
     if (!opts.evalExamples?.length) return;
-    const e = await evaluate(policy, task, opts.evalExamples, { maxNewTokens: opts.maxNewTokens });
+    const e = await evaluate(policy, env, opts.evalExamples, { maxNewTokens: opts.maxNewTokens, seed: opts.seed });
     const rec = { ...e, step, trainSeconds };
     result.evals.push(rec);
     opts.onEval?.(rec);
@@ -263,33 +290,40 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     return out;
   };
 
-  // Generates G completions for each example and scores them (rewards, advantages).
+  // Generates G completions for each example and has the environment score them all at once
+  // (rewards, advantages).
+  const envMetrics: Record<string, number> = {};
   const rollout = async (examples: Example[], step: number, batch: number, t: { generate: number; score: number }) => {
     const t0 = now();
     const prompts: string[] = [], exs: Example[] = [];
     for (const ex of examples) {
-      const prompt = task.prompt(ex);
+      const prompt = env.prompt(ex);
       for (let g = 0; g < opts.groupSize; g++) { prompts.push(prompt); exs.push(ex); }
     }
     const seeds = prompts.map((_, i) => opts.seed * 1_000_003 + step * 10_007 + i + cursor * 131);
     // With shared prefixes, the training step that follows (same weights) takes the prompts'
     // activations from this generation's prefill instead of recomputing them (CPU).
-    const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: task.stop as string[], keepPromptActivations: sharePrefix });
+    const gens = await policy.generate(prompts, { ...sampling, maxNewTokens: opts.maxNewTokens, seed: seeds, batchSize: batch, stop: env.stop as string[], keepPromptActivations: sharePrefix });
     const t1 = now();
     t.generate += t1 - t0;
-    const rewards = await Promise.all(gens.map((g, i) => reward(prompts[i], g.text ?? '', exs[i])));
+    const rollouts: Rollout[] = gens.map((g, i) => ({ example: exs[i], prompt: prompts[i], completion: g.text ?? '', group: Math.floor(i / opts.groupSize) }));
+    const scored = await env.score(rollouts, { step, seed: opts.seed * 1_000_003 + step * 10_007 + cursor * 131 });
+    const rewards = scored.rewards;
+    if (!Array.isArray(rewards) || rewards.length !== gens.length) throw new Error(`environment ${env.name} returned ${rewards?.length} rewards for ${gens.length} completions`);
+    rewards.forEach((r, i) => { if (typeof r !== 'number' || !Number.isFinite(r)) throw new Error(`environment ${env.name}: reward ${i} is ${String(r)}, not a finite number`); });
+    for (const [k, v] of Object.entries(scored.metrics ?? {})) envMetrics[k] = (envMetrics[k] ?? 0) + v;
     const adv = groupAdvantages(rewards, opts.groupSize, opts.scaleRewards ?? true);
     t.score += now() - t1;
     return gens.map<Sample>((g, i) => ({
-      group: Math.floor(i / opts.groupSize), example: exs[i], prompt: prompts[i], promptIds: g.promptIds, ids: g.ids, completion: g.text ?? '',
-      reward: rewards[i], correct: task.isCorrect(g.text ?? '', exs[i]), advantage: adv[i],
+      group: rollouts[i].group, example: exs[i], prompt: prompts[i], promptIds: g.promptIds, ids: g.ids, completion: rollouts[i].completion,
+      reward: rewards[i], correct: scored.correct ? scored.correct[i] : rewards[i] > 0, advantage: adv[i],
     }));
   };
 
   // Backprop on micro-batches of samples (already filtered); gradients accumulate. The micro-batches
   // given together go to the engine in one call (Model.trainGrpoMany: on the CPU they run
   // concurrently in lanes); per-micro-batch generation hands them over one at a time.
-  const backprop = async (microBatches: Sample[][], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }) => {
+  const backprop = async (microBatches: Sample[][], lossScale: (mb: Sample[]) => number, t: { score: number; train: number }, old?: Map<Sample, Float32Array>) => {
     const calls: { batch: TrainBatch; options: GrpoStepOptions }[] = [];
     for (const mb of microBatches) {
       const sequences = mb.map((s) => [...s.promptIds, ...s.ids]);
@@ -304,8 +338,9 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
         batch: { sequences, from },
         options: {
           advantages: mb.map((s) => s.advantage), refLogprobs: ref, beta: opts.beta,
+          oldLogprobs: old ? mb.map((s) => old.get(s)!) : undefined,
           clipLow: opts.clipLow ?? 0.2, clipHigh: opts.clipHigh ?? 0.2, lossType: opts.lossType ?? 'grpo',
-          filterThreshold: opts.filterThreshold, lossScale: lossScale(mb), sharePrefix,
+          filterThreshold: tau, lossScale: lossScale(mb), sharePrefix,
         },
       });
     }
@@ -316,11 +351,20 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     return stats;
   };
 
-  const keptOf = (samples: Sample[]) => samples.filter((s) => Math.abs(s.advantage) > opts.filterThreshold);
+  const optimize = async (step: number, t: { train: number }) => {
+    const t0 = now();
+    const g = await policy.optimizerStep({ lr: learningRate(opts, step), weightDecay: opts.weightDecay ?? 0, maxGradNorm: opts.maxGradNorm ?? 1 });
+    t.train += now() - t0;
+    return g;
+  };
+
+  const keptOf = (samples: Sample[]) => (tau === null ? samples : samples.filter((s) => Math.abs(s.advantage) > tau));
 
   for (let step = firstStep; step < opts.steps; step++) {
     const tStart = now();
     const t = { generate: 0, score: 0, train: 0 };
+    for (const k of Object.keys(envMetrics)) delete envMetrics[k];
+    let gradNorm = 0;
     const examples = nextPrompts(opts.promptsPerStep);
     let all: Sample[] = [];
     let stats: StepResult[] = [];
@@ -350,12 +394,22 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       const microBatches = sharePrefix
         ? packGroups(kept, opts.microBatch, (s) => s.group).map((mb) => ({ mb, n: tokensOf(mb) })).sort((a, b) => b.n - a.n).map((x) => x.mb)
         : sliceMicroBatches(kept.sort((a, b) => a.promptIds.length + a.ids.length - (b.promptIds.length + b.ids.length)), opts.microBatch);
-      if (total > 0) stats = await backprop(microBatches, (mb) => keptOf(mb).length / total, t);
+      // μ > 1 (PPO-style reuse): the ratio of every update is taken against the log-probs the
+      // policy gave the batch before the first update (TRL's old_per_token_logps).
+      let old: Map<Sample, Float32Array> | undefined;
+      if (iterations > 1 && total > 0) {
+        const t0 = now();
+        const scoredOld = await policy.score(kept.map((s) => [...s.promptIds, ...s.ids]), { from: kept.map((s) => s.promptIds.length), batchSize: opts.microBatch, sharePrefix });
+        old = new Map(kept.map((s, i) => [s, scoredOld.logprobs[i]]));
+        t.train += now() - t0;
+      }
+      for (let it = 0; it < iterations; it++) {
+        if (total > 0) stats = await backprop(microBatches, (mb) => keptOf(mb).length / total, t, old);
+        if (it + 1 < iterations) gradNorm = await optimize(step, t);
+      }
     }
-    const t0 = now();
     const lr = learningRate(opts, step);
-    const gradNorm = await policy.optimizerStep({ lr, weightDecay: opts.weightDecay ?? 0, maxGradNorm: opts.maxGradNorm ?? 1 });
-    t.train += now() - t0;
+    gradNorm = await optimize(step, t);
     const total = now() - tStart;
     trainSeconds += total;
     const tokensScored = stats.reduce((a, s) => a + s.tokens, 0) || 1;
@@ -374,6 +428,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       lr,
       seconds: { ...t, total },
       elapsed: trainSeconds,
+      ...(Object.keys(envMetrics).length ? { env: { ...envMetrics } } : {}),
     };
     result.steps.push(m);
     opts.onStep?.(m);
