@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
 import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
+import { demoWstCommand, evalWstCommand, trainWstCommand } from './wst-commands.js';
 
 interface Command {
   summary: string;
@@ -30,6 +31,31 @@ const commands: Record<string, Command> = {
     summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3] [--refresh: rebuild the cached warm-up]',
     options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' }, refresh: { type: 'boolean' } },
     run: (values) => benchDashCommand(values),
+  },
+  'demo wst': {
+    summary: 'the embedded WST default: built-in student and teacher (cached warm-ups), the teacher trained by DASH (and per-micro-batch GRPO for time), every teacher evaluated, report folder [--out DIR] [--json] [--steps N] [--eval-queries N] [--seed S] [--device cpu|cuda] [--refresh]',
+    options: { out: { type: 'string' }, json: { type: 'boolean' }, steps: { type: 'string' }, 'eval-queries': { type: 'string' }, seed: { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' } },
+    run: (values) => demoWstCommand(values),
+  },
+  'train wst': {
+    summary: 'train a teacher on a frozen student\'s outcome: --out DIR [--task ops|arith|gsm8k|math500] [--teacher DIR] [--student DIR] [--algo dash|grpo|grpo_decoupled] [--steps N] [--samples K] [--student-temperature T] [--iterations μ] [--checkpoint-every N] [--resume] [--device cpu|cuda] (ops: the built-in models by default)',
+    options: {
+      task: { type: 'string' }, teacher: { type: 'string' }, student: { type: 'string' }, out: { type: 'string' }, algo: { type: 'string' }, steps: { type: 'string' },
+      seed: { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' }, 'micro-batch': { type: 'string' }, samples: { type: 'string' },
+      'student-temperature': { type: 'string' }, iterations: { type: 'string' }, lr: { type: 'string' }, temperature: { type: 'string' },
+      'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, 'eval-queries': { type: 'string' }, 'eval-every': { type: 'string' },
+      'train-queries': { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' },
+    },
+    run: (values) => trainWstCommand(values),
+  },
+  'eval wst': {
+    summary: 'the student\'s accuracy alone and under each teacher, with misleading / helped fractions: [--task ops|arith|gsm8k|math500] [--student DIR] [--teacher DIR (trained)] [--untrained DIR] [--strong DIR] [--fixed TEXT]... [--limit N] [--file PATH] [--queries OUT.jsonl] [--json] [--device cpu|cuda]',
+    options: {
+      task: { type: 'string' }, student: { type: 'string' }, teacher: { type: 'string' }, untrained: { type: 'string' }, strong: { type: 'string' },
+      fixed: { type: 'string', multiple: true }, limit: { type: 'string' }, file: { type: 'string' }, queries: { type: 'string' }, json: { type: 'boolean' },
+      'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, device: { type: 'string' },
+    },
+    run: (values) => evalWstCommand(values),
   },
   'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
   'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('grpo', v) },

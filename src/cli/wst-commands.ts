@@ -1,0 +1,136 @@
+// CLI commands for WST: demo wst, train wst, eval wst.
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from '../models/atomic.js';
+import type { Model } from '../models/model.js';
+import type { Example, Task } from '../rl/tasks/common.js';
+import { UsageError, parseDevice, parseIntArg } from './args.js';
+import { parseFloatArg } from './model-commands.js';
+import { progressLine } from './rl-commands.js';
+
+const int = (values: Record<string, unknown>, key: string, fallback: number, min = 1) =>
+  values[key] === undefined ? fallback : parseIntArg(values[key] as string, `--${key}`, min);
+
+export async function demoWstCommand(values: Record<string, unknown>): Promise<void> {
+  const { runWstDemo, wstDemoTable, DEFAULT_WST_DEMO } = await import('../wst/demo.js');
+  const bar = progressLine();
+  const outDir = (values.out as string | undefined) ?? 'wst-dash-demo-wst';
+  const r = await runWstDemo({
+    ...DEFAULT_WST_DEMO, outDir, device: parseDevice(values), refresh: Boolean(values.refresh),
+    steps: int(values, 'steps', DEFAULT_WST_DEMO.steps),
+    evalQueries: int(values, 'eval-queries', DEFAULT_WST_DEMO.evalQueries),
+    seed: int(values, 'seed', DEFAULT_WST_DEMO.seed, 0),
+    log: (l) => { bar.done(); console.error(l); },
+    progress: (t) => bar.update(t),
+  });
+  bar.done();
+  if (values.json) console.log(JSON.stringify(r));
+  else console.log(`${wstDemoTable(r)}\n\nreport: ${r.files.report}`);
+}
+
+interface WstSetup {
+  task: Task<Example>;
+  templates: import('../wst/templates.js').WstTemplates;
+  student: Model;
+  teacherDir: string;
+  maxStudentTokens: number;
+  maxInstructionTokens: number;
+}
+
+/** The task, templates, student and teacher of train wst / eval wst (built-ins for --task ops). */
+async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 'untrained'): Promise<WstSetup> {
+  const { Model } = await import('../models/model.js');
+  const device = parseDevice(values);
+  const name = (values.task as string | undefined) ?? 'ops';
+  if (name === 'ops') {
+    const { opsTask, builtinStudent, builtinTeacher } = await import('../wst/builtin.js');
+    const { BUILTIN_TEMPLATES } = await import('../wst/templates.js');
+    const log = (l: string) => console.error(l);
+    const student = values.student ? await Model.load(values.student as string, { device }) : (await builtinStudent({ device, log })).model;
+    const teacherDir = (values[teacherKey] as string | undefined) ?? (await builtinTeacher({ device, log })).dir;
+    return { task: opsTask as Task<Example>, templates: BUILTIN_TEMPLATES, student, teacherDir, maxStudentTokens: int(values, 'max-student-tokens', 24), maxInstructionTokens: int(values, 'max-instruction-tokens', 32) };
+  }
+  if (name !== 'arith' && name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be ops, arith, gsm8k or math500, got "${name}"`);
+  if (!values.student) throw new UsageError(`--student DIR is required with --task ${name}`);
+  if (!values[teacherKey] && teacherKey === 'teacher') throw new UsageError(`--teacher DIR is required with --task ${name}`);
+  const { getTask } = await import('../rl/tasks/index.js');
+  const { TEXT_TEMPLATES } = await import('../wst/templates.js');
+  const student = await Model.load(values.student as string, { device });
+  return { task: getTask(name), templates: TEXT_TEMPLATES, student, teacherDir: (values[teacherKey] as string | undefined) ?? '', maxStudentTokens: int(values, 'max-student-tokens', 256), maxInstructionTokens: int(values, 'max-instruction-tokens', 48) };
+}
+
+export async function trainWstCommand(values: Record<string, unknown>): Promise<void> {
+  const { Model } = await import('../models/model.js');
+  const { trainRl } = await import('../rl/trainer.js');
+  const { PRESETS } = await import('../rl/presets.js');
+  const { wstEnvironment } = await import('../wst/environment.js');
+  const { localStudent } = await import('../wst/student.js');
+  const out = values.out as string | undefined;
+  if (!out) throw new UsageError('--out DIR is required');
+  const algo = (values.algo as string | undefined) ?? 'dash';
+  if (algo !== 'dash' && algo !== 'grpo' && algo !== 'grpo_decoupled') throw new UsageError(`--algo must be dash, grpo or grpo_decoupled, got "${algo}"`);
+  const preset = PRESETS[algo];
+  const s = await wstSetup(values, 'teacher');
+  const device = parseDevice(values);
+  const resume = Boolean(values.resume);
+  const checkpointDir = path.join(out, 'checkpoint');
+  if (resume && !existsSync(path.join(checkpointDir, 'trainer_state.json'))) throw new UsageError(`--resume: ${checkpointDir} holds no checkpoint (trainer_state.json)`);
+  const policy = await Model.load(resume ? checkpointDir : s.teacherDir, { device });
+  const reference = preset.beta > 0 ? await Model.load(s.teacherDir, { device }) : undefined;
+  const samples = int(values, 'samples', 1);
+  const studentTemperature = parseFloatArg(values['student-temperature'] as string | undefined, '--student-temperature', samples > 1 ? 0.7 : 0);
+  if (studentTemperature < 0) throw new UsageError(`--student-temperature must be >= 0, got ${studentTemperature}`);
+  const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
+  const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens });
+  const steps = int(values, 'steps', 20);
+  const seed = int(values, 'seed', 0, 0);
+  await mkdir(out, { recursive: true });
+  const metricsFile = path.join(out, 'metrics.jsonl');
+  if (!resume) await writeFileAtomic(metricsFile, '');
+  const evalLimit = int(values, 'eval-queries', 100, 0);
+  const bar = progressLine();
+  const res = await trainRl({
+    environment: env, policy, reference, steps, seed,
+    promptsPerStep: int(values, 'prompts', preset.promptsPerStep), groupSize: int(values, 'group', preset.groupSize),
+    microBatch: int(values, 'micro-batch', preset.microBatch), generation: preset.generation, beta: preset.beta,
+    sharePrefix: preset.sharePrefix, filterThreshold: preset.filterThreshold, iterations: int(values, 'iterations', 1),
+    lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
+    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
+    maxNewTokens: s.maxInstructionTokens,
+    trainExamples: s.task.examples('train', { seed, limit: values['train-queries'] === undefined ? undefined : int(values, 'train-queries', 0) }),
+    evalExamples: evalLimit > 0 ? s.task.examples('test', { seed: 12345, limit: evalLimit }) : [],
+    evalEvery: int(values, 'eval-every', 0, 0), metricsFile, checkpointDir, checkpointEvery: int(values, 'checkpoint-every', 0, 0), resume,
+    onStep: (m) => bar.update(`wst ${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
+    onEval: (e) => { bar.done(); console.error(`step ${e.step}: student accuracy under the teacher ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries)`); },
+  });
+  bar.done();
+  const modelDir = path.join(out, 'teacher');
+  await policy.save(modelDir);
+  const last = res.evals[res.evals.length - 1];
+  console.log(JSON.stringify({ algo, steps, seconds: res.seconds, student_accuracy: last?.accuracy ?? null, teacher: modelDir, metrics: metricsFile }));
+}
+
+export async function evalWstCommand(values: Record<string, unknown>): Promise<void> {
+  const { Model } = await import('../models/model.js');
+  const { evaluateWst, wstTable } = await import('../wst/evaluate.js');
+  const { localStudent } = await import('../wst/student.js');
+  const s = await wstSetup(values, 'untrained');
+  const device = parseDevice(values);
+  const teachers: Record<string, import('../wst/evaluate.js').TeacherSpec> = {};
+  for (const text of (values.fixed as string[] | undefined) ?? []) {
+    if (!text.trim()) throw new UsageError('--fixed needs a non-empty instruction');
+    teachers[`fixed: ${text}`] = { kind: 'fixed', instruction: text };
+  }
+  if (s.teacherDir) teachers.untrained = { kind: 'model', model: await Model.load(s.teacherDir, { device }) };
+  // The strong teacher: any model reachable as a student backend; by default the student itself.
+  if (values.strong !== undefined || (values.task ?? 'ops') === 'ops') teachers.strong = { kind: 'model', model: values.strong ? await Model.load(values.strong as string, { device }) : s.student };
+  if (values.teacher) teachers.trained = { kind: 'model', model: await Model.load(values.teacher as string, { device }) };
+  const limit = int(values, 'limit', 500);
+  const examples = s.task.examples('test', { seed: 12345, limit, file: values.file as string | undefined });
+  const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
+  const r = await evaluateWst({ task: s.task, student, templates: s.templates, examples, teachers, maxStudentTokens: s.maxStudentTokens, maxInstructionTokens: s.maxInstructionTokens });
+  if (values.queries) await writeFileAtomic(values.queries as string, r.queries.map((q) => JSON.stringify(q)).join('\n') + '\n');
+  if (values.json) console.log(JSON.stringify({ task: s.task.name, n: examples.length, teachers: r.teachers, seconds: r.seconds }));
+  else console.log(wstTable(r));
+}

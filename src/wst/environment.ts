@@ -1,0 +1,73 @@
+// WST as an environment of the trainer: the teacher's completion is an instruction; the frozen
+// student answers the query under it; the reward is the student's outcome. The whole step's
+// requests go to the student at once (one batched generate for a local student, a concurrent
+// pool for a remote one).
+import type { Environment, EnvironmentResult, Rollout } from '../rl/environment.js';
+import type { Example, Task } from '../rl/tasks/common.js';
+import type { Student } from './student.js';
+import { checkTemplates, parseInstruction, teacherPrompt, type WstTemplates } from './templates.js';
+
+export interface WstEnvironmentOptions<E extends Example> {
+  /** Whose answers are checked (its examples' questions are the queries). */
+  task: Task<E>;
+  student: Student;
+  templates: WstTemplates;
+  /** Student answers per instruction (K); the reward is their mean correctness. Default 1. */
+  samples?: number;
+  /** Student sampling temperature (default 0: greedy; K > 1 needs > 0 to differ). */
+  temperature?: number;
+  /** Most tokens of a student answer. */
+  maxStudentTokens?: number;
+  /** Longest instruction kept, in characters (default 200). */
+  maxInstructionChars?: number;
+  /**
+   * The reward of one student answer (default: 1 when the task's checker accepts it, else 0):
+   * reward models and judges plug in here.
+   */
+  scorer?: (answer: string, example: E, instruction: string) => number | Promise<number>;
+}
+
+/** The environment in which a teacher's instructions are scored by a frozen student's outcome. */
+export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): Environment<E> {
+  const templates = checkTemplates(o.templates);
+  const samples = o.samples ?? 1;
+  return {
+    name: `wst:${o.task.name}`,
+    stop: ['\n'],
+    prompt: (example) => teacherPrompt(templates, example.question),
+    async score(rollouts: readonly Rollout<E>[], context): Promise<EnvironmentResult> {
+      const instructions = rollouts.map((r) => parseInstruction(r.completion, o.maxInstructionChars));
+      const before = { ...o.student.stats };
+      const answers = await o.student.answer(
+        rollouts.map((r, i) => ({ instruction: instructions[i] || null, query: r.example.question })),
+        { samples, temperature: o.temperature ?? 0, seed: context.seed, maxTokens: o.maxStudentTokens },
+      );
+      const rewards: number[] = [], correct: boolean[] = [];
+      let right = 0;
+      for (let i = 0; i < rollouts.length; i++) {
+        let sum = 0, ok = 0;
+        for (const a of answers[i]) {
+          const c = o.task.isCorrect(a.text, rollouts[i].example);
+          ok += c ? 1 : 0;
+          sum += o.scorer ? await o.scorer(a.text, rollouts[i].example, instructions[i]) : c ? 1 : 0;
+        }
+        rewards.push(sum / answers[i].length);
+        correct.push(ok * 2 >= answers[i].length);
+        right += ok;
+      }
+      const s = o.student.stats;
+      return {
+        rewards, correct,
+        metrics: {
+          student_answers: rollouts.length * samples,
+          student_correct: right,
+          student_prompt_tokens: s.promptTokens - before.promptTokens,
+          student_completion_tokens: s.completionTokens - before.completionTokens,
+          student_deduplicated: s.deduplicated - before.deduplicated,
+          student_seconds: s.seconds - before.seconds,
+          instruction_chars: instructions.reduce((a, x) => a + x.length, 0),
+        },
+      };
+    },
+  };
+}
