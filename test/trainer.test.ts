@@ -221,6 +221,19 @@ describe('randomReward (the control arm)', () => {
   });
 });
 
+describe('meanInterval (the 95 % t-interval of a paired difference)', () => {
+  it('matches a hand computation and degenerates to the mean for one sample', async () => {
+    const { meanInterval, sampleSd } = await import('../src/rl/race.js');
+    const xs = [0.02, -0.01, 0.04];
+    const m = 0.05 / 3, sd = Math.sqrt(((0.02 - m) ** 2 + (-0.01 - m) ** 2 + (0.04 - m) ** 2) / 2);
+    expect(sampleSd(xs)).toBeCloseTo(sd, 12);
+    const r = meanInterval(xs);
+    expect(r.mean).toBeCloseTo(m, 12);
+    expect(r.high - r.mean).toBeCloseTo((4.303 * sd) / Math.sqrt(3), 12);
+    expect(meanInterval([0.3])).toEqual({ mean: 0.3, low: 0.3, high: 0.3, n: 1 });
+  });
+});
+
 describe('runRace', () => {
   it('writes the bench JSON (arms, time reductions), the SVG and per-arm metrics on a tiny run', async () => {
     const prev = process.env.WST_DASH_CACHE;
@@ -230,7 +243,7 @@ describe('runRace', () => {
       const outDir = path.join(tmp, 'race');
       const r = await runRace({
         arms: ['grpo', 'grpo_decoupled', 'dash', 'dash_control'], steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 2, evalProblems: 8,
-        evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined, repeat: 3,
+        evalEvery: 0, lr: 1e-4, maxNewTokens: 8, seed: 1, sft: { steps: 2, batchSize: 2 }, outDir, log: () => undefined, repeat: 3, seeds: 2,
       });
       const json = JSON.parse(readFileSync(path.join(outDir, 'bench-dash.json'), 'utf8'));
       for (const name of ['grpo', 'grpo_decoupled', 'dash']) {
@@ -240,10 +253,18 @@ describe('runRace', () => {
         expect(json.arms[name].phases).toHaveProperty('generate');
         // Three interleaved runs (same final accuracy, checked inside), the median reported.
         const runs = [...json.arms[name].secondsRuns].sort((a: number, b: number) => a - b);
-        expect(runs.length).toBe(3);
-        expect(json.arms[name].seconds).toBe(runs[1]);
+        expect(runs.length).toBe(4); // 3 runs of seed 1, 1 of seed 2
+        expect(json.arms[name].seconds).toBe((runs[1] + runs[2]) / 2);
       }
       expect(json.settings.repeat).toBe(3);
+      // two RL seeds: per arm both seeds' accuracies on the two held-out sets, mean ± sd, the paired difference
+      for (const name of ['grpo', 'dash']) {
+        expect(json.arms[name].seeds.map((x: { seed: number }) => x.seed)).toEqual([1, 2]);
+        const per = json.arms[name].seeds.map((x: { accuracy: number; accuracyB: number }) => (x.accuracy + x.accuracyB) / 2);
+        expect(json.arms[name].accuracy_mean).toBeCloseTo((per[0] + per[1]) / 2, 12);
+      }
+      expect(json.accuracy_diff_vs_grpo.n).toBe(2);
+      expect(json.accuracy_diff_vs_grpo.low).toBeLessThanOrEqual(json.accuracy_diff_vs_grpo.mean);
       expect(json.time_reduction_vs_grpo).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo.seconds, 12);
       expect(json.time_reduction_vs_decoupled).toBeCloseTo(1 - json.arms.dash.seconds / json.arms.grpo_decoupled.seconds, 12);
       expect(json.accuracy_gain_dash_vs_control).toBeCloseTo(json.arms.dash.accuracy - json.arms.dash_control.accuracy, 12);

@@ -23,13 +23,13 @@ const trainOptions: Command['options'] = {
 
 const commands: Record<string, Command> = {
   demo: {
-    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race, report folder [--out DIR] [--device cpu|cuda] [--refresh: rebuild the cached warm-up]',
-    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' } },
+    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race over RL seeds, report folder [--out DIR] [--seeds N (default 3)] [--device cpu|cuda] [--refresh: rebuild the cached warm-up]',
+    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' }, seeds: { type: 'string' } },
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3] [--refresh: rebuild the cached warm-up]',
-    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' }, refresh: { type: 'boolean' } },
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3, 1 with --seeds] [--seeds N: RL seeds per arm, accuracy mean ± sd and DASH − GRPO with a 95% interval] [--refresh: rebuild the cached warm-up]',
+    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' }, refresh: { type: 'boolean' }, seeds: { type: 'string' } },
     run: (values) => benchDashCommand(values),
   },
   'demo wst': {

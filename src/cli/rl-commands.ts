@@ -147,7 +147,8 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values), refresh: Boolean(values.refresh),
     tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau as number),
     // bench: 3 interleaved runs, median times (this VM's load varies ±15 % within minutes); demo: one.
-    repeat: values.repeat === undefined ? (demo ? 1 : 3) : parseIntArg(values.repeat as string, '--repeat', 1),
+    repeat: values.repeat === undefined ? (demo || values.seeds !== undefined ? 1 : 3) : parseIntArg(values.repeat as string, '--repeat', 1),
+    seeds: values.seeds === undefined ? (demo ? 3 : 1) : parseIntArg(values.seeds as string, '--seeds', 1),
     evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),

@@ -56,6 +56,12 @@ export interface RaceOptions {
    * equal the first run's (the same seeds give the same bits).
    */
   repeat?: number;
+  /**
+   * RL seeds per arm (default 1): seeds seed, seed+1, ... change the rollouts' sampling and the
+   * prompt order, not the SFT model. Every seed's final accuracy is measured on two held-out sets;
+   * the result carries per arm mean ± sd and the paired difference DASH − GRPO with a 95 % interval.
+   */
+  seeds?: number;
   /** The success rate of the dash_control arm's random reward (default 0.2). */
   controlRewardRate?: number;
   outDir: string;
@@ -107,6 +113,19 @@ export interface ArmResult {
   referenceForwards: number;
   curve: { seconds: number; accuracy: number; step: number }[];
   steps: StepMetrics[];
+  /** Per RL seed: final held-out accuracy on set A (seed 12345) and set B (seed 54321). */
+  seeds: { seed: number; accuracy: number; accuracyB: number }[];
+  /** Mean and sd over seeds of each seed's accuracy averaged over the two held-out sets. */
+  accuracy_mean: number;
+  accuracy_sd: number;
+}
+
+/** A mean with its 95 % t-interval (low = high = mean with one sample). */
+export interface Interval {
+  mean: number;
+  low: number;
+  high: number;
+  n: number;
 }
 
 export interface RaceResult {
@@ -119,6 +138,8 @@ export interface RaceResult {
   accuracy_gain_dash?: number;
   /** DASH's accuracy minus the random-reward control's (when the dash_control arm ran). */
   accuracy_gain_dash_vs_control?: number;
+  /** Paired over seeds: DASH's accuracy (mean of the two held-out sets) minus per-micro-batch GRPO's. */
+  accuracy_diff_vs_grpo?: Interval;
   files: { json: string; svg: string; metrics: string[] };
 }
 
@@ -146,6 +167,25 @@ function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation'
   }
 }
 
+// Two-sided 95 % Student t quantiles, df 1..30 (beyond: 1.96 + a small correction).
+const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+
+/** Sample standard deviation (n − 1); 0 for fewer than two values. */
+export function sampleSd(xs: readonly number[]): number {
+  if (xs.length < 2) return 0;
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
+}
+
+/** The mean of `xs` with its 95 % t-interval. */
+export function meanInterval(xs: readonly number[]): Interval {
+  const n = xs.length, mean = xs.reduce((a, b) => a + b, 0) / Math.max(1, n);
+  if (n < 2) return { mean, low: mean, high: mean, n };
+  const t = n - 1 <= 30 ? T975[n - 2] : 1.96 + 2.4 / (n - 1);
+  const h = (t * sampleSd(xs)) / Math.sqrt(n);
+  return { mean, low: mean - h, high: mean + h, n };
+}
+
 function median(xs: readonly number[]): number {
   const v = [...xs].sort((a, b) => a - b);
   const h = Math.floor(v.length / 2);
@@ -166,6 +206,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   const sft = await builtinSftModel({ ...o.sft, log: o.log, device: o.device, refresh: o.refresh });
   o.log(sft.cached ? `using the cached SFT model ${sft.dir}` : `SFT warm-up took ${sft.seconds.toFixed(1)} s (cached in ${sft.dir})`);
   const evalExamples = task.examples('test', { seed: 12345, limit: o.evalProblems });
+  const evalExamplesB = task.examples('test', { seed: 54321, limit: o.evalProblems });
   const trainExamples = task.examples('train', { seed: 777, limit: 20000 });
   const start = await evaluate(sft.model, task, evalExamples, { maxNewTokens: o.maxNewTokens });
   o.log(`SFT model: held-out accuracy ${(100 * start.accuracy).toFixed(1)}% on ${start.n} problems`);
@@ -174,27 +215,32 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     task: `arith (difficulty ${BUILTIN_DIFFICULTY})`,
     settings: { steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize, microBatch: o.microBatch,
       evalProblems: o.evalProblems, lr: o.lr, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature, lossType: 'grpo',
-      tau: o.tau ?? DASH_TAU, repeat: o.repeat ?? 1 },
+      tau: o.tau ?? DASH_TAU, repeat: o.repeat ?? 1, seeds: o.seeds ?? 1, heldOutSets: ['arith test seed 12345', 'arith test seed 54321'] },
     sft: { dir: sft.dir, cached: sft.cached, seconds: sft.seconds, accuracy: start.accuracy, corpus: sftCorpus(o.sft) },
     arms: {},
     files: { json: '', svg: '', metrics: [] },
   };
   const repeat = o.repeat ?? 1;
   if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`repeat must be a positive integer, got ${repeat}`);
+  const nSeeds = o.seeds ?? 1;
+  if (!Number.isInteger(nSeeds) || nSeeds < 1) throw new RangeError(`seeds must be a positive integer, got ${nSeeds}`);
   // One training run of an arm from fresh copies of the SFT model; `extra` holds what differs
   // between the first run (evaluations, metrics) and the repeats.
-  const runArm = async (name: ArmName, extra: Partial<RlOptions>): Promise<RlResult> => {
+  const runArm = async (name: ArmName, extra: Partial<RlOptions>, seed = o.seed): Promise<RlResult & { accuracyB: number }> => {
     const arm = armOptions(name, o);
     const policy = await Model.load(sft.dir, { device: o.device });
     const reference = arm.beta > 0 ? await Model.load(sft.dir, { device: o.device }) : undefined;
-    return trainRl({
+    const run = await trainRl({
       task, policy, reference, steps: o.steps, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
       microBatch: o.microBatch, generation: arm.generation,
       filterThreshold: arm.filterThreshold, beta: arm.beta, reward: arm.reward, sharePrefix: arm.sharePrefix,
-      lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed: o.seed, temperature: o.temperature ?? DEFAULT_RACE.temperature,
+      lr: o.lr, warmupSteps: 0, maxNewTokens: o.maxNewTokens, seed, temperature: o.temperature ?? DEFAULT_RACE.temperature,
       trainExamples, evalExamples, ...extra,
     });
+    const b = await evaluate(policy, task, evalExamplesB, { maxNewTokens: o.maxNewTokens });
+    return { ...run, accuracyB: b.accuracy };
   };
+  const finalAccuracy = (run: RlResult) => run.evals[run.evals.length - 1]?.accuracy ?? 0;
   for (let rep = 0; rep < repeat; rep++) {
     for (const name of o.arms) {
       const arm = armOptions(name, o);
@@ -204,7 +250,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
           evalEvery: 0,
           onStep: (m) => o.progress?.(`[${name}] run ${rep + 1}/${repeat}  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
         });
-        const acc = again.evals[again.evals.length - 1]?.accuracy ?? 0;
+        const acc = finalAccuracy(again);
         if (acc !== first.accuracy) throw new Error(`[${name}] run ${rep + 1} ended at accuracy ${acc}, the first at ${first.accuracy}: the runs are not deterministic`);
         first.secondsRuns.push(again.seconds);
         o.log(`[${name}] run ${rep + 1}/${repeat}: ${again.seconds.toFixed(1)} s`);
@@ -235,17 +281,41 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
         referenceForwards: arm.beta > 0 ? o.steps * o.promptsPerStep * o.groupSize : 0,
         curve: run.evals.map((e) => ({ seconds: e.trainSeconds, accuracy: e.accuracy, step: e.step })),
         steps: run.steps,
+        seeds: [{ seed: o.seed, accuracy: last?.accuracy ?? 0, accuracyB: run.accuracyB }], accuracy_mean: 0, accuracy_sd: 0,
       };
       result.files.metrics.push(metricsFile);
       o.log(`[${name}] ${run.seconds.toFixed(1)} s (generate ${phases.generate.toFixed(1)}, score ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)}), accuracy ${(100 * (last?.accuracy ?? 0)).toFixed(1)}%`);
     }
   }
-  for (const arm of Object.values(result.arms)) arm!.seconds = median(arm!.secondsRuns);
+  // More RL seeds: each arm again with seed + k (interleaved), final accuracies on both sets.
+  for (let k = 1; k < nSeeds; k++) {
+    for (const name of o.arms) {
+      const arm = result.arms[name]!;
+      const again = await runArm(name, {
+        evalEvery: 0,
+        onStep: (m) => o.progress?.(`[${name}] seed ${o.seed + k} (${k + 1}/${nSeeds})  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
+      }, o.seed + k);
+      arm.secondsRuns.push(again.seconds);
+      arm.seeds.push({ seed: o.seed + k, accuracy: finalAccuracy(again), accuracyB: again.accuracyB });
+      o.log(`[${name}] seed ${o.seed + k}: ${again.seconds.toFixed(1)} s, accuracy ${(100 * finalAccuracy(again)).toFixed(1)}% / ${(100 * again.accuracyB).toFixed(1)}%`);
+    }
+  }
+  const perSeed = (a: ArmResult) => a.seeds.map((x) => (x.accuracy + x.accuracyB) / 2);
+  for (const arm of Object.values(result.arms)) {
+    arm!.seconds = median(arm!.secondsRuns);
+    const xs = perSeed(arm!);
+    arm!.accuracy_mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+    arm!.accuracy_sd = sampleSd(xs);
+  }
   const { grpo, grpo_decoupled: dec, dash } = result.arms;
   if (dash && grpo) result.time_reduction_vs_grpo = 1 - dash.seconds / grpo.seconds;
   if (dash && dec) result.time_reduction_vs_decoupled = 1 - dash.seconds / dec.seconds;
   if (dash) result.accuracy_gain_dash = dash.accuracy - start.accuracy;
   if (dash && result.arms.dash_control) result.accuracy_gain_dash_vs_control = dash.accuracy - result.arms.dash_control.accuracy;
+  if (dash && grpo) {
+    const d = perSeed(dash), g = perSeed(grpo);
+    result.accuracy_diff_vs_grpo = meanInterval(d.map((x, i) => x - g[i]));
+  }
   const json = path.join(o.outDir, 'bench-dash.json');
   const svg = path.join(o.outDir, 'accuracy-vs-time.svg');
   result.files.json = json;
@@ -266,6 +336,15 @@ export function raceTable(r: RaceResult): string {
       `${(100 * a!.accuracy).toFixed(1)}%`, `${(100 * a!.keptFraction).toFixed(0)}%`].join(' | '));
   const lines = rows.map((x) => `| ${x} |`);
   lines.push('');
+  const nSeeds = Object.values(r.arms)[0]?.seeds.length ?? 1;
+  if (nSeeds > 1) {
+    lines.push(`Held-out accuracy over ${nSeeds} RL seeds (each seed: the mean of two 500-problem sets), mean ± sd:`);
+    for (const a of Object.values(r.arms)) lines.push(`- ${a!.name}: ${(100 * a!.accuracy_mean).toFixed(1)} ± ${(100 * a!.accuracy_sd).toFixed(1)}% (seeds: ${a!.seeds.map((x) => `${(100 * x.accuracy).toFixed(1)}/${(100 * x.accuracyB).toFixed(1)}`).join(', ')})`);
+  }
+  if (r.accuracy_diff_vs_grpo) {
+    const d = r.accuracy_diff_vs_grpo;
+    lines.push(`DASH − per-micro-batch GRPO accuracy: ${(100 * d.mean).toFixed(1)} points` + (d.n > 1 ? ` (95% interval ${(100 * d.low).toFixed(1)} to ${(100 * d.high).toFixed(1)}, ${d.n} seeds)` : ' (one seed: no interval)'));
+  }
   lines.push(`SFT start accuracy: ${(100 * r.sft.accuracy).toFixed(1)}%`);
   if (r.time_reduction_vs_grpo !== undefined) lines.push(`DASH time reduction vs per-micro-batch GRPO: ${(100 * r.time_reduction_vs_grpo).toFixed(1)}%`);
   if (r.time_reduction_vs_decoupled !== undefined) lines.push(`DASH time reduction vs decoupled GRPO: ${(100 * r.time_reduction_vs_decoupled).toFixed(1)}%`);

@@ -52,18 +52,18 @@ const SYMBOL: Record<OpsKind, string> = { add: '+', sub: '-', mul: '*' };
 
 /** The teacher's repertoire: three methods, a neutral line and a misleading one. */
 export const REPERTOIRE = {
-  add: 'Add the two numbers.',
-  sub: 'Subtract the second number.',
-  mul: 'Multiply the two numbers.',
+  add: 'Add.',
+  sub: 'Subtract.',
+  mul: 'Multiply.',
   neutral: 'Think step by step.',
-  last: 'Answer with the last number.',
+  last: 'Give the last number.',
 } as const;
 export const REPERTOIRE_LIST: readonly string[] = Object.values(REPERTOIRE);
 
 /** Every character of the world's texts (the tokenizer's alphabet). */
 export const OPS_VOCAB: string = (() => {
   const parts = [...NAMES.flat(), ...ITEMS, ...Object.values(VERBS).flat(), ...REPERTOIRE_LIST, ...Object.values(BUILTIN_TEMPLATES),
-    ' has . How many now?', '0123456789', '+-*=.# ', '\n'];
+    ' has . How many?', '0123456789', '+-*=.# ', '\n'];
   return [...new Set(parts.join('').replace(/\{[a-z]+\}/g, ''))].sort().join('');
 })();
 
@@ -80,7 +80,7 @@ export function generateOps(o: { seed: number; count: number; split: Split }): O
     const a = 5 + pick(5), n = 2 + pick(4);
     const verbIndex = pick(3);
     const verb = VERBS[kind][verbIndex].replace('{n}', String(n));
-    const question = `${NAMES[name][0]} has ${a} ${ITEMS[item]}. ${NAMES[name][1]} ${verb}. How many now?`;
+    const question = `${NAMES[name][0]} has ${a} ${ITEMS[item]}. ${NAMES[name][1]} ${verb}. How many?`;
     if ((fnv1a(question) % 10 === 0) !== (o.split === 'test')) continue;
     const v = apply(kind, a, n);
     out.push({ id: `ops-${o.split}-${o.seed}-${out.length}`, question, answer: String(v), solution: `${a}${SYMBOL[kind]}${n}=${v}. #### ${v}`, kind, a, n, name, item, verb: verbIndex });
@@ -155,7 +155,7 @@ export interface WarmupOptions {
   seed: number;
 }
 
-export const STUDENT_WARMUP: WarmupOptions = { steps: 900, batchSize: 16, lr: 5e-3, seed: 0 };
+export const STUDENT_WARMUP: WarmupOptions = { steps: 1200, batchSize: 16, lr: 5e-3, seed: 0 };
 export const TEACHER_WARMUP: WarmupOptions = { steps: 400, batchSize: 16, lr: 5e-3, seed: 0 };
 
 /** Corpus rows as examples of a pass-through task (question = the prompt, solution = the completion). */
@@ -163,13 +163,19 @@ const passThrough: Task = {
   name: 'corpus', stop: [], examples: () => [], prompt: (e) => e.question, reference: (e) => e.solution, answer: () => '', extract: () => null, isCorrect: () => false,
 };
 
-/** The student's warm-up corpus: 75 % answers under a drawn instruction (or none), 25 % strong-teacher lines. */
+/**
+ * The student's warm-up corpus: 85 % answers under a drawn instruction (none 10 %, "Think…" 10 %,
+ * "Add." 15 %, "Subtract." 25 %, "Multiply." 25 %, "Give the last…" 15 %: each operation's facts
+ * about equally often), 15 % strong-teacher lines.
+ */
+const STUDENT_INSTRUCTIONS: readonly [string | null, number][] = [[null, 0.1], [REPERTOIRE.neutral, 0.1], [REPERTOIRE.add, 0.15], [REPERTOIRE.sub, 0.25], [REPERTOIRE.mul, 0.25], [REPERTOIRE.last, 0.15]];
 export function studentCorpus(count: number, seed = 1): Example[] {
   const r = makeRng(seed * 7919 + 13);
   return generateOps({ seed, count, split: 'train' }).map((ex, i) => {
-    if (r() < 0.25) return { id: `s${i}`, question: teacherPrompt(BUILTIN_TEMPLATES, ex.question), solution: strongInstruction(ex), answer: '' };
-    const k = Math.floor(r() * (REPERTOIRE_LIST.length + 1));
-    const instruction = k === REPERTOIRE_LIST.length ? null : REPERTOIRE_LIST[k];
+    if (r() < 0.15) return { id: `s${i}`, question: teacherPrompt(BUILTIN_TEMPLATES, ex.question), solution: strongInstruction(ex), answer: '' };
+    let u = r(), k = 0;
+    while (k < STUDENT_INSTRUCTIONS.length - 1 && u >= STUDENT_INSTRUCTIONS[k][1]) u -= STUDENT_INSTRUCTIONS[k++][1];
+    const instruction = STUDENT_INSTRUCTIONS[k][0];
     return { id: `s${i}`, question: studentPrompt(BUILTIN_TEMPLATES, instruction, ex.question), solution: studentBehaviour(instruction, ex), answer: '' };
   });
 }

@@ -35,12 +35,12 @@ export interface WstDemoOptions {
 }
 
 export const DEFAULT_WST_DEMO: Omit<WstDemoOptions, 'outDir' | 'log'> = {
-  steps: 40, promptsPerStep: PRESETS.dash.promptsPerStep, groupSize: PRESETS.dash.groupSize,
-  evalQueries: 500, curveQueries: 200, evalEvery: 10, arms: ['dash', 'grpo'], seed: 1,
+  steps: 80, promptsPerStep: PRESETS.dash.promptsPerStep, groupSize: PRESETS.dash.groupSize,
+  evalQueries: 500, curveQueries: 200, evalEvery: 20, arms: ['dash', 'grpo'], seed: 1,
 };
 
-/** Instructions are at most 28 characters ("Answer with the last number.") + the line end. */
-const MAX_INSTRUCTION_TOKENS = 32;
+/** Instructions are at most 21 characters ("Give the last number.") + the line end. */
+const MAX_INSTRUCTION_TOKENS = 24;
 /** Student answers are at most 16 characters ("9*5=45. #### 45") + EOS. */
 const MAX_STUDENT_TOKENS = 24;
 
