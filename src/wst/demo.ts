@@ -10,7 +10,7 @@ import { Model, type Device } from '../models/model.js';
 import { accuracySvg } from '../rl/plot.js';
 import { PRESETS, type Algorithm } from '../rl/presets.js';
 import { trainRl, type RlResult } from '../rl/trainer.js';
-import { builtinStudent, builtinTeacher, generateOps, opsTask, OPS_KINDS, REPERTOIRE, REPERTOIRE_LIST, type OpsExample, type OpsKind } from './builtin.js';
+import { builtinStudent, builtinTeacher, generateOps, opsTask, OPS_KINDS, REPERTOIRE, REPERTOIRE_LIST, type OpsExample, type OpsKind, type WarmupOptions } from './builtin.js';
 import { wstEnvironment } from './environment.js';
 import { evaluateWst, type TeacherScore, type TeacherSpec, type WstEvalResult } from './evaluate.js';
 import { localStudent } from './student.js';
@@ -30,6 +30,8 @@ export interface WstDemoOptions {
   seed: number;
   device?: Device;
   refresh?: boolean;
+  /** Overrides of the built-in warm-ups (tests use a few steps). */
+  warmups?: { student?: Partial<WarmupOptions>; teacher?: Partial<WarmupOptions> };
   log: (line: string) => void;
   progress?: (text: string) => void;
 }
@@ -78,9 +80,9 @@ export interface WstDemoResult {
 export async function runWstDemo(o: WstDemoOptions): Promise<WstDemoResult> {
   const t0 = performance.now();
   await mkdir(o.outDir, { recursive: true });
-  const student = await builtinStudent({ device: o.device, refresh: o.refresh, log: o.log });
+  const student = await builtinStudent({ device: o.device, refresh: o.refresh, log: o.log, warmup: o.warmups?.student });
   o.log(student.cached ? `using the cached student ${student.dir}` : `student warm-up took ${student.seconds.toFixed(1)} s`);
-  const teacher = await builtinTeacher({ device: o.device, refresh: o.refresh, log: o.log });
+  const teacher = await builtinTeacher({ device: o.device, refresh: o.refresh, log: o.log, warmup: o.warmups?.teacher });
   o.log(teacher.cached ? `using the cached teacher ${teacher.dir}` : `teacher warm-up took ${teacher.seconds.toFixed(1)} s`);
   const frozen = localStudent(student.model, { templates: BUILTIN_TEMPLATES, stop: ['\n'], maxTokens: MAX_STUDENT_TOKENS });
   const evalExamples = generateOps({ seed: 12345, count: o.evalQueries, split: 'test' });
@@ -123,6 +125,7 @@ export async function runWstDemo(o: WstDemoOptions): Promise<WstDemoResult> {
       studentTokens: run.steps.reduce((a, s) => a + (s.env?.student_prompt_tokens ?? 0) + (s.env?.student_completion_tokens ?? 0), 0),
     };
     policies[name] = policy;
+    await policy.save(path.join(o.outDir, `teacher-${name}`));
     o.log(`[${name}] ${run.seconds.toFixed(1)} s (teacher generate ${phases.generate.toFixed(1)}, student ${phases.score.toFixed(1)}, train ${phases.train.toFixed(1)})`);
   }
 
@@ -246,7 +249,7 @@ function wstReport(r: WstDemoResult): string {
     '## Per kind of query', '', '| kind (queries) | alone | untrained | strong | trained | trained teacher\'s instructions (count) |', '| --- | ---: | ---: | ---: | ---: | --- |', ...kinds, '',
     '## Teacher training', '', '| arm | wall s | teacher generate | student | train | kept | student tokens | student accuracy |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |', ...arms, '',
     '![accuracy vs time](accuracy-vs-time.svg)', '', '![misleading and helped](misleading-helped.svg)', '',
-    'Files: wst-demo.json (everything above), queries.jsonl (every query, teacher, instruction and student answer), metrics-*.jsonl (per training step).', '',
+    'Files: wst-demo.json (everything above), queries.jsonl (every query, teacher, instruction and student answer), metrics-*.jsonl (per training step), teacher-dash/ and teacher-grpo/ (the trained teachers: `wst-dash eval wst --task ops --teacher teacher-dash --json`).', '',
   ].join('\n');
 }
 

@@ -1,0 +1,118 @@
+// WST end to end: `train wst` / `eval wst` on GSM8K with tiny local HF-folder models (a child
+// process, as a user runs it), and the embedded `demo wst` on shortened warm-ups.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/models/config.js';
+import { Model } from '../src/models/model.js';
+import { CharTokenizer } from '../src/models/tokenizer.js';
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const shared = path.resolve(process.env.WST_DASH_SHARED ?? path.join(root, '../shared'));
+const gsm8kTrain = path.join(shared, 'data/gsm8k.train.jsonl');
+const tmp = mkdtempSync(path.join(tmpdir(), 'wst-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), ...args], { cwd: root, maxBuffer: 1 << 26, env: { ...process.env, WST_DASH_DATA: path.join(shared, 'data') } });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout: string; stderr: string; code: number };
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
+  }
+}
+
+/** A tiny char-level Llama over printable ASCII, saved as an HF folder. */
+async function tinyFolder(name: string, hidden: number, seed: number): Promise<string> {
+  const chars = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).concat(['\n']);
+  const tok = new CharTokenizer(chars);
+  const config = parseConfig({
+    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: hidden, intermediate_size: 2 * hidden, num_hidden_layers: 1,
+    num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
+    tie_word_embeddings: true, bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
+  });
+  const dir = path.join(tmp, name);
+  await Model.create(config, { seed, std: 0.2, tokenizer: tok }).save(dir);
+  return dir;
+}
+
+describe('train wst / eval wst with local HF-folder models', () => {
+  it('rejects a missing student or teacher with a one-line usage error', async () => {
+    const r = await cli('train', 'wst', '--task', 'gsm8k', '--out', path.join(tmp, 'x'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--student DIR is required with --task gsm8k/);
+    const t = await cli('train', 'wst', '--task', 'nope', '--out', path.join(tmp, 'x'));
+    expect(t.code).toBe(2);
+    expect(t.stderr).toMatch(/--task must be ops, arith, gsm8k or math500/);
+    const a = await cli('train', 'wst', '--algo', 'ppo', '--out', path.join(tmp, 'x'));
+    expect(a.code).toBe(2);
+    expect(a.stderr).toMatch(/--algo must be dash, grpo or grpo_decoupled/);
+  });
+
+  it.skipIf(!existsSync(gsm8kTrain))('train wst --task gsm8k runs end to end, checkpoints, resumes; eval wst prints the table (skips without ../shared/data)', async () => {
+    const teacher = await tinyFolder('teacher', 16, 1), student = await tinyFolder('student', 32, 2);
+    const out = path.join(tmp, 'run');
+    const args = ['train', 'wst', '--task', 'gsm8k', '--teacher', teacher, '--student', student, '--out', out, '--prompts', '2', '--group', '2',
+      '--micro-batch', '2', '--max-student-tokens', '6', '--max-instruction-tokens', '6', '--eval-queries', '2', '--checkpoint-every', '1', '--train-queries', '50'];
+    const r = await cli(...args, '--steps', '2');
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(res.algo).toBe('dash');
+    expect(existsSync(path.join(res.teacher, 'model.safetensors'))).toBe(true);
+    const steps = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
+    expect(steps.length).toBe(2);
+    for (const s of steps) {
+      expect(s.env.student_answers).toBe(4);
+      expect(s.env.student_prompt_tokens).toBeGreaterThan(0);
+      expect(s.seconds.score).toBeGreaterThan(0);
+    }
+    const resumed = await cli(...args, '--steps', '3', '--resume');
+    expect(resumed.code, resumed.stderr).toBe(0);
+    const all = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'step');
+    expect(all.map((s) => s.step)).toEqual([1, 2, 3]);
+    const e = await cli('eval', 'wst', '--task', 'gsm8k', '--student', student, '--untrained', teacher, '--teacher', res.teacher, '--fixed', "Let's think step by step.", '--limit', '3', '--max-student-tokens', '4', '--max-instruction-tokens', '4', '--json');
+    expect(e.code, e.stderr).toBe(0);
+    const table = JSON.parse(e.stdout);
+    expect(Object.keys(table.teachers)).toEqual(['none', "fixed: Let's think step by step.", 'untrained', 'trained']);
+    for (const t of Object.values(table.teachers) as { accuracy: number; misleading: number; helped: number }[])
+      for (const k of ['accuracy', 'misleading', 'helped'] as const) expect(t[k]).toBeGreaterThanOrEqual(0);
+  }, 120_000);
+});
+
+describe('demo wst (shortened warm-ups)', () => {
+  it('writes the report, plots, per-query JSONL and a JSON with every teacher, the gain and both trainings', async () => {
+    const prev = process.env.WST_DASH_CACHE;
+    process.env.WST_DASH_CACHE = path.join(tmp, 'cache');
+    try {
+      const { runWstDemo, wstDemoTable } = await import('../src/wst/demo.js');
+      const outDir = path.join(tmp, 'demo');
+      const r = await runWstDemo({
+        outDir, steps: 2, promptsPerStep: 2, groupSize: 4, evalQueries: 12, curveQueries: 6, evalEvery: 1, arms: ['dash', 'grpo'], seed: 1,
+        warmups: { student: { steps: 3 }, teacher: { steps: 3 } }, log: () => undefined,
+      });
+      for (const k of ['none', 'fixed_best', 'untrained', 'strong', 'trained'] as const) {
+        expect(r.teachers[k].accuracy).toBeGreaterThanOrEqual(0);
+        expect(r.teachers[k].n).toBe(12);
+      }
+      expect(r.time_reduction_vs_grpo).toBeCloseTo(1 - r.arms.dash!.seconds / r.arms.grpo!.seconds, 12);
+      expect(r.accuracy_dash).toBe(r.teachers.trained.accuracy);
+      expect(typeof r.accuracy_grpo).toBe('number');
+      expect(r.arms.dash!.curve.map((c) => c.step)).toEqual([0, 1, 2]);
+      for (const f of Object.values(r.files)) expect(existsSync(f), f).toBe(true);
+      expect(readFileSync(r.files.bars, 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>$/);
+      expect(readFileSync(r.files.queries, 'utf8').trim().split('\n').length).toBe(12 * (1 + 5 + 2 + 2));
+      expect(wstDemoTable(r)).toMatch(/DASH time reduction vs per-micro-batch GRPO/);
+      expect(existsSync(path.join(outDir, 'teacher-dash', 'model.safetensors'))).toBe(true);
+    } finally {
+      if (prev === undefined) delete process.env.WST_DASH_CACHE;
+      else process.env.WST_DASH_CACHE = prev;
+    }
+  }, 120_000);
+});
