@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // llama.cpp CPU decode speed on a GGUF file, through node-llama-cpp 3.21.1 (its prebuilt CPU binary),
-// for the side-by-side model benchmark (bench/NOTES.md, "Model speed"). node-llama-cpp is NOT a
+// for the side-by-side model benchmark (bench/archive/NOTES-2026-11.md, "Model speed"). node-llama-cpp is NOT a
 // dependency: install it apart, e.g. `mkdir -p /tmp/nlc && cd /tmp/nlc && npm i --no-save
 // node-llama-cpp@3.21.1`, and point NODE_LLAMA_CPP at its dist/index.js (default: that /tmp/nlc path,
 // then a plain `node-llama-cpp` import).

@@ -1,5 +1,5 @@
 // Side-by-side model speed: the engine vs llama.cpp (decode, batch 1) and vs PyTorch (training step),
-// interleaved repetition by repetition in one run, medians and ratios. See bench/NOTES.md "Model speed".
+// interleaved repetition by repetition in one run, medians and ratios. See bench/archive/NOTES-2026-11.md "Model speed".
 //
 //   npx tsx bench/model_compare.ts [--what decode,train,tiny] [--threads 1,2] [--reps 5] [--json]
 //        [--openblas-core SkylakeX]  (OPENBLAS_CORETYPE for torch; "" = OpenBLAS auto-detection, which

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU reference for the training-step benchmark (bench/NOTES.md, "Model speed").
+"""PyTorch CPU reference for the training-step benchmark (bench/archive/NOTES-2026-11.md, "Model speed").
 
 The same Llama architecture as the engine (RMSNorm, rotate-half RoPE, GQA causal attention,
 SwiGLU MLP, tied or untied LM head), in plain torch (no transformers), trained with the same

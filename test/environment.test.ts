@@ -2,26 +2,17 @@
 // mapLimit's bounded concurrency; PPO-style reuse (iterations); one "no filtering" convention.
 import { describe, expect, it, vi } from 'vitest';
 import { kernels } from '../src/index.js';
-import { parseConfig } from '../src/models/config.js';
 import { Model } from '../src/models/model.js';
-import { CharTokenizer } from '../src/models/tokenizer.js';
 import { mapLimit, taskEnvironment, type Environment } from '../src/rl/environment.js';
 import { PRESETS } from '../src/rl/presets.js';
-import { ARITH_VOCAB, createArithTask } from '../src/rl/tasks/arith.js';
+import { createArithTask } from '../src/rl/tasks/arith.js';
 import { evaluate, trainRl, type RlOptions } from '../src/rl/trainer.js';
+import { tinyArithModel } from './tiny-models.js';
 
 const task = createArithTask({ difficulty: 1 });
 const train = task.examples('train', { seed: 5, limit: 64 });
 
-function tinyModel(seed = 3): Model {
-  const tok = new CharTokenizer([...ARITH_VOCAB]);
-  const config = parseConfig({
-    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256, rms_norm_eps: 1e-5,
-    rope_theta: 10000, tie_word_embeddings: true, bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
-  });
-  return Model.create(config, { seed, std: 0.3, tokenizer: tok });
-}
+const tinyModel = tinyArithModel;
 
 /** A toy environment: the reward is the number of '1' characters in the completion; it records its calls. */
 function countingEnvironment() {

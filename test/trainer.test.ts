@@ -4,11 +4,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { parseConfig } from '../src/models/config.js';
 import { Model, type GrpoStepOptions, type TrainBatch } from '../src/models/model.js';
-import { CharTokenizer } from '../src/models/tokenizer.js';
 import { groupAdvantages, learningRate, packGroups, trainRl, type RewardFn, type RlOptions } from '../src/rl/trainer.js';
-import { ARITH_VOCAB, createArithTask } from '../src/rl/tasks/arith.js';
+import { createArithTask } from '../src/rl/tasks/arith.js';
+import { tinyArithModel } from './tiny-models.js';
 
 const task = createArithTask({ difficulty: 1 });
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-trainer-'));
@@ -29,16 +28,7 @@ function recordMicroBatches(policy: Model) {
   return { calls, manySpy };
 }
 
-/** A very small char-level Llama over the arith alphabet (random weights). */
-function tinyModel(seed = 3): Model {
-  const tok = new CharTokenizer([...ARITH_VOCAB]);
-  const config = parseConfig({
-    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256, rms_norm_eps: 1e-5,
-    rope_theta: 10000, tie_word_embeddings: true, bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
-  });
-  return Model.create(config, { seed, std: 0.3, tokenizer: tok });
-}
+const tinyModel = tinyArithModel;
 
 const train = task.examples('train', { seed: 5, limit: 64 });
 

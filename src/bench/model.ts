@@ -3,7 +3,7 @@
 //           through the public Model.generate; batch-64 / batch-1 scaling.
 //   train:  one SFT micro-batch (forward + backward) + AdamW step: ms/step, tokens/s, achieved
 //           GFLOP/s against the measured FMA peak, peak RSS, saved-activation bytes per token.
-// Side-by-side comparisons with llama.cpp and PyTorch: bench/model_compare.ts (see bench/NOTES.md).
+// Side-by-side comparisons with llama.cpp and PyTorch: bench/model_compare.ts (see bench/archive/NOTES-2026-11.md).
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { native, packageRoot } from '../native.js';

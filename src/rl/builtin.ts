@@ -22,7 +22,7 @@ export interface BuiltinSftOptions {
   /**
    * Fraction of the SFT corpus's reference solutions that come from a flawed solver (arith's
    * flawedRate / flawedKind): a realistically imperfect warm-up corpus, so that the SFT model has
-   * learned a right and a wrong behaviour and RL has something to select (bench/NOTES.md). Evaluation
+   * learned a right and a wrong behaviour and RL has something to select (bench/archive/NOTES-2026-11.md). Evaluation
    * and rewards use the true answers.
    */
   flawedRate: number;
@@ -34,7 +34,7 @@ export interface BuiltinSftOptions {
  * corpus: 78.8 % greedy held-out; 300 steps: it guesses). Half of the references are drawn from the flawed
  * solver, which answers with the last amount mentioned (when that differs from the result: ~47 % of the
  * corpus in all), so the SFT model gives that wrong answer on ~43 % of held-out problems and the right
- * one on ~30 %; DASH then selects the right behaviour (+27 points in 64 steps, bench/NOTES.md).
+ * one on ~30 %; DASH then selects the right behaviour (+27 points in 64 steps, bench/archive/NOTES-2026-11.md).
  */
 export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand' };
 
@@ -44,7 +44,7 @@ export function builtinTokenizer(): CharTokenizer {
 
 /**
  * A 0.38M-parameter Llama (hidden 128, 2 layers, GQA 4/2) over the arith characters. Two layers copy the
- * operands and learn the sums faster per second of SFT than four (bench/NOTES.md).
+ * operands and learn the sums faster per second of SFT than four (bench/archive/NOTES-2026-11.md).
  */
 export function builtinConfig(vocabSize = builtinTokenizer().vocabSize): ModelConfig {
   return parseConfig({

@@ -14,7 +14,7 @@ export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control' | 'das
 /**
  * The control for an RL gain: a reward that ignores the completion (Bernoulli(p), seeded), run
  * through the same DASH loop. Any accuracy change it shows is what the optimiser does without
- * signal; a real gain must beat it (bench/NOTES.md "Why RL does not lift…").
+ * signal; a real gain must beat it (bench/archive/NOTES-2026-11.md "Why RL does not lift…").
  */
 export function randomReward(p: number, seed: number): RewardFn {
   let s = (seed >>> 0) || 1;
@@ -74,7 +74,7 @@ export interface RaceOptions {
 export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   arms: ['grpo', 'grpo_decoupled', 'dash'],
   // 64 steps × 16 prompts × G 8 (1,024 prompts): enough for DASH to select the right final answer over the
-  // flawed one the SFT corpus taught (bench/NOTES.md, "RL as selection"); DASH ~9 s at 2 threads.
+  // flawed one the SFT corpus taught (bench/archive/NOTES-2026-11.md, "RL as selection"); DASH ~9 s at 2 threads.
   steps: 64,
   promptsPerStep: PRESETS.dash.promptsPerStep,
   groupSize: PRESETS.dash.groupSize,

@@ -191,7 +191,7 @@ export interface ArithOptions {
    * 'operand' works correctly but answers with the last amount mentioned instead of the result. At
    * rate 0.5, 'opposite' leaves the keyword no signal about the operation (the model learns a coin
    * flip, which RL did not fix in 128 steps), while 'operand' teaches one global choice after "####"
-   * that DASH selects within 64 steps (bench/NOTES.md).
+   * that DASH selects within 64 steps (bench/archive/NOTES-2026-11.md).
    */
   flawedKind?: ArithFlaw;
 }
