@@ -27,6 +27,8 @@ export interface BuiltinSftOptions {
    */
   flawedRate: number;
   flawedKind: ArithFlaw;
+  /** arith's flawedSkew: the flawed rate is flawedRate ± flawedSkew by item. */
+  flawedSkew: number;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface BuiltinSftOptions {
  * corpus in all), so the SFT model gives that wrong answer on ~43 % of held-out problems and the right
  * one on ~30 %; DASH then selects the right behaviour (+27 points in 64 steps, bench/archive/NOTES-2026-11.md).
  */
-export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand' };
+export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand', flawedSkew: 0 };
 
 export function builtinTokenizer(): CharTokenizer {
   return new CharTokenizer([...ARITH_VOCAB]);
@@ -65,6 +67,7 @@ export function builtinSftEntry(options: Partial<BuiltinSftOptions> & { device?:
     steps: options.steps ?? BUILTIN_SFT.steps, batchSize: options.batchSize ?? BUILTIN_SFT.batchSize,
     lr: options.lr ?? BUILTIN_SFT.lr, seed: options.seed ?? BUILTIN_SFT.seed,
     flawedRate: options.flawedRate ?? BUILTIN_SFT.flawedRate, flawedKind: options.flawedKind ?? BUILTIN_SFT.flawedKind,
+    flawedSkew: options.flawedSkew ?? BUILTIN_SFT.flawedSkew,
   };
   const config = builtinConfig();
   // Keyed by content: the options, the code that makes the corpus and trains (this module, arith,
@@ -85,7 +88,7 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   const log = options.log ?? (() => undefined);
   log(`SFT warm-up of the built-in model (${(model.numParams / 1e6).toFixed(2)}M params): ${sft.steps} steps × ${sft.batchSize}` +
     (sft.flawedRate > 0 ? `, ${Math.round(100 * sft.flawedRate)}% of references from a flawed solver (${sft.flawedKind})` : ''));
-  const train = builtinTask.examples('train', { seed: 1, limit: 20000, flawedRate: sft.flawedRate, flawedKind: sft.flawedKind });
+  const train = builtinTask.examples('train', { seed: 1, limit: 20000, flawedRate: sft.flawedRate, flawedKind: sft.flawedKind, flawedSkew: sft.flawedSkew });
   const res = await trainSft({
     task: builtinTask, model, steps: sft.steps, batchSize: sft.batchSize, lr: sft.lr, warmupSteps: 20, schedule: 'cosine',
     seed: sft.seed, trainExamples: train,

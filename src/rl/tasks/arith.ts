@@ -97,9 +97,10 @@ interface WorkStep {
 }
 
 /** One problem drawn from the stream `r`. */
-function drawProblem(r: () => number, lv: Level): { question: string; solution: string; answer: number; steps: number; work: WorkStep[] } {
+function drawProblem(r: () => number, lv: Level): { question: string; solution: string; answer: number; steps: number; work: WorkStep[]; item: number } {
   const [name, pronoun] = pick(r, NAMES);
   const items = pick(r, ITEMS);
+  const item = ITEMS.indexOf(items);
   const steps = int(r, lv.minSteps, lv.maxSteps);
   let v = int(r, 1, lv.startMax);
   const sentences = [fill(OPENING, { N: name, n: v, items })];
@@ -125,7 +126,7 @@ function drawProblem(r: () => number, lv: Level): { question: string; solution: 
     v = next;
   }
   sentences.push(fill(QUESTION, { items, p: pronoun }));
-  return { question: sentences.join(' '), solution: work.join(' ') + ANSWER_MARK + v, answer: v, steps, work: trace };
+  return { question: sentences.join(' '), solution: work.join(' ') + ANSWER_MARK + v, answer: v, steps, work: trace, item };
 }
 
 const OPPOSITE: Record<Op, Op> = { '+': '-', '-': '+', '*': '/', '/': '*' };
@@ -194,6 +195,13 @@ export interface ArithOptions {
    * that DASH selects within 64 steps (bench/archive/NOTES-2026-11.md).
    */
   flawedKind?: ArithFlaw;
+  /**
+   * Skews the flawed rate by item (default 0): problems about the even-numbered items (apples,
+   * cards, eggs, cups) use flawedRate + flawedSkew, the others flawedRate − flawedSkew. A solver
+   * careless in some contexts more than others: the model learns a preference per context with a
+   * margin, instead of one global coin flip that rounding can tip either way.
+   */
+  flawedSkew?: number;
 }
 
 function isTestQuestion(question: string): boolean {
@@ -214,8 +222,9 @@ export function generateArith(opts: ArithOptions = {}): ArithExample[] {
   if (split !== 'all' && split !== 'train' && split !== 'test') throw new RangeError(`split must be 'train', 'test' or 'all', got ${String(split)}`);
   const lv = level(difficulty);
   const streamSeed = (Math.floor(seed) * 0x2545f491 + difficulty * 0x3c6ef372 + (split === 'test' ? 0x68e31da4 : split === 'train' ? 0x1b873593 : 0)) >>> 0;
-  const flawedRate = opts.flawedRate ?? 0;
+  const flawedRate = opts.flawedRate ?? 0, skew = opts.flawedSkew ?? 0;
   if (!(flawedRate >= 0 && flawedRate <= 1)) throw new RangeError(`flawedRate must be within 0..1, got ${flawedRate}`);
+  if (!(flawedRate - Math.abs(skew) >= 0 && flawedRate + Math.abs(skew) <= 1)) throw new RangeError(`flawedRate ± flawedSkew must stay within 0..1, got ${flawedRate} ± ${skew}`);
   if (opts.flawedKind !== undefined && opts.flawedKind !== 'opposite' && opts.flawedKind !== 'operand')
     throw new RangeError(`flawedKind must be 'opposite' or 'operand', got ${String(opts.flawedKind)}`);
   const r = makeRng(streamSeed);
@@ -225,7 +234,7 @@ export function generateArith(opts: ArithOptions = {}): ArithExample[] {
     if (tries > 100 * count + 1000) throw new Error(`arith: could not draw ${count} ${split} problems at difficulty ${difficulty}`);
     const p = drawProblem(r, lv);
     if (split !== 'all' && isTestQuestion(p.question) !== (split === 'test')) continue;
-    const flawed = flawedRate > 0 && rf() < flawedRate
+    const flawed = flawedRate > 0 && rf() < flawedRate + (p.item % 2 === 0 ? skew : -skew)
       ? (opts.flawedKind ?? 'opposite') === 'operand' ? operandSolution(p.work, p.solution) : flawedSolution(p.work, lv)
       : null;
     out.push({
@@ -243,8 +252,9 @@ export function generateArith(opts: ArithOptions = {}): ArithExample[] {
 
 export interface ArithExampleOptions extends ExampleOptions {
   difficulty?: number;
-  /** generateArith's flawedRate / flawedKind (an imperfect SFT corpus; answers stay true). */
+  /** generateArith's flawedRate / flawedKind / flawedSkew (an imperfect SFT corpus; answers stay true). */
   flawedRate?: number;
+  flawedSkew?: number;
   flawedKind?: ArithFlaw;
 }
 
@@ -263,7 +273,7 @@ export function createArithTask(options: ArithTaskOptions = {}): Task<ArithExamp
       if (split !== 'train' && split !== 'test') throw new RangeError(`split must be 'train' or 'test', got ${String(split)}`);
       const count = opts.limit ?? (split === 'train' ? options.trainCount ?? 5000 : options.testCount ?? 500);
       return generateArith({ seed: opts.seed ?? 0, count, difficulty: opts.difficulty ?? options.difficulty ?? ARITH_DEFAULT_DIFFICULTY, split,
-        flawedRate: opts.flawedRate, flawedKind: opts.flawedKind });
+        flawedRate: opts.flawedRate, flawedKind: opts.flawedKind, flawedSkew: opts.flawedSkew });
     },
     prompt: (ex) => PROMPT_PREFIX + ex.question + PROMPT_SUFFIX,
     reference: (ex) => ex.solution,
