@@ -54,6 +54,15 @@ describe('train wst / eval wst with local HF-folder models', () => {
     const a = await cli('train', 'wst', '--algo', 'ppo', '--out', path.join(tmp, 'x'));
     expect(a.code).toBe(2);
     expect(a.stderr).toMatch(/--algo must be dash, grpo or grpo_decoupled/);
+    const steps = await cli('demo', 'wst', '--steps', '0');
+    expect(steps.code).toBe(2);
+    expect(steps.stderr).toMatch(/--steps must be an integer >= 1/);
+    const seeds = await cli('bench', 'dash', '--seeds', 'x');
+    expect(seeds.code).toBe(2);
+    expect(seeds.stderr).toMatch(/--seeds must be an integer >= 1/);
+    const help = await cli('eval', 'wst', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/misleading/);
   });
 
   it.skipIf(!existsSync(gsm8kTrain))('train wst --task gsm8k runs end to end, checkpoints, resumes; eval wst prints the table (skips without ../shared/data)', async () => {

@@ -33,12 +33,14 @@ export interface BuiltinSftOptions {
 
 /**
  * 1800 steps × 16 at lr 5e-3 (cosine) teach the 2-layer model most of the arithmetic (2400 steps on a clean
- * corpus: 78.8 % greedy held-out; 300 steps: it guesses). Half of the references are drawn from the flawed
- * solver, which answers with the last amount mentioned (when that differs from the result: ~47 % of the
- * corpus in all), so the SFT model gives that wrong answer on ~43 % of held-out problems and the right
- * one on ~30 %; DASH then selects the right behaviour (+27 points in 64 steps, bench/archive/NOTES-2026-11.md).
+ * corpus: 78.8 % greedy held-out). Half of the references come from the flawed solver, which answers with the
+ * last amount mentioned: 75 % of those about apples, cards, eggs and cups, 25 % of the others (flawedSkew
+ * 0.25). With one global 50 % rate the model's choice of ending was a coin that last-bit rounding tipped:
+ * 29.0 % held-out accuracy on the AVX-512 path, 59.4 % on the AVX2 path, from the same code. With the skew
+ * the model prefers an ending per item with a margin: 36.6 % (AVX-512) and 26.8 % (AVX2), and DASH and GRPO
+ * both lift it by ~39 points in 64 steps on either path (bench/RESULTS.md).
  */
-export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand', flawedSkew: 0 };
+export const BUILTIN_SFT: BuiltinSftOptions = { steps: 1800, batchSize: 16, lr: 5e-3, seed: 0, flawedRate: 0.5, flawedKind: 'operand', flawedSkew: 0.25 };
 
 export function builtinTokenizer(): CharTokenizer {
   return new CharTokenizer([...ARITH_VOCAB]);

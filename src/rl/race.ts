@@ -81,10 +81,7 @@ export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
   microBatch: PRESETS.dash.microBatch,
   evalProblems: 500,
   evalEvery: 16,
-  // Measured on the built-in SFT model (29.0 / 31.4 % on the held-out sets of seed 12345 / 54321), DASH,
-  // 64 steps, lr 3e-4, T 0.7: +27.0 / +25.4 points (RL seed 2: +26.6 / +28.4); the random-reward control
-  // -4.8 / -7.0 (seed 2: +4.4 / +6.2). On a 2400-step SFT model: T 0.7 +27.2 / +22.0, T 1 +22.6 / +16.8,
-  // lr 1e-4 T 1 +19.6 / +13.0. On a clean-corpus SFT model (78.8 %) DASH lowered accuracy (-5.4 / -9.2).
+  // Measured on the built-in SFT model with 3 RL seeds, two held-out sets: bench/RESULTS.md.
   lr: PRESETS.dash.lr,
   temperature: PRESETS.dash.temperature,
   // Difficulty-1 solutions are at most 16 characters + EOS ("10+9=19. #### 19").
@@ -196,8 +193,10 @@ function median(xs: readonly number[]): number {
 function sftCorpus(over: Partial<BuiltinSftOptions> = {}): string | undefined {
   const rate = over.flawedRate ?? BUILTIN_SFT.flawedRate, kind = over.flawedKind ?? BUILTIN_SFT.flawedKind;
   if (!(rate > 0)) return undefined;
+  const skew = over.flawedSkew ?? BUILTIN_SFT.flawedSkew;
   const what = kind === 'operand' ? 'work correctly but answer with the last amount mentioned ("4+5=9. #### 5")' : 'apply the opposite operation';
-  return `reference solutions of which ${Math.round(100 * rate)}% come from a flawed solver: they ${what}`;
+  const by = skew ? ` (${Math.round(100 * (rate + skew))}% of those about apples, cards, eggs and cups, ${Math.round(100 * (rate - skew))}% of the others)` : '';
+  return `reference solutions of which ${Math.round(100 * rate)}% come from a flawed solver${by}: they ${what}`;
 }
 
 export async function runRace(o: RaceOptions): Promise<RaceResult> {
