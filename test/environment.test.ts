@@ -138,3 +138,12 @@ describe('one "no filtering" convention', () => {
     expect(PRESETS.dash.filterThreshold).toBeGreaterThan(0);
   });
 });
+
+describe('the package entry', () => {
+  it('exports the trainer, environments, presets and WST', async () => {
+    const pkg = await import('../src/index.js');
+    for (const name of ['trainRl', 'evaluate', 'taskEnvironment', 'mapLimit', 'trainSft', 'groupAdvantages'] as const) expect(typeof pkg[name]).toBe('function');
+    expect(pkg.PRESETS.dash.generation).toBe('preemptive');
+    for (const name of ['wstEnvironment', 'localStudent', 'evaluateWst', 'runWstDemo', 'builtinStudent'] as const) expect(typeof pkg.wst[name]).toBe('function');
+  });
+});
