@@ -37,8 +37,8 @@ export interface WstDemoOptions {
 }
 
 export const DEFAULT_WST_DEMO: Omit<WstDemoOptions, 'outDir' | 'log'> = {
-  steps: 120, promptsPerStep: PRESETS.dash.promptsPerStep, groupSize: PRESETS.dash.groupSize,
-  evalQueries: 500, curveQueries: 200, evalEvery: 30, arms: ['dash', 'grpo'], seed: 1,
+  steps: 160, promptsPerStep: PRESETS.dash.promptsPerStep, groupSize: PRESETS.dash.groupSize,
+  evalQueries: 500, curveQueries: 200, evalEvery: 40, arms: ['dash', 'grpo'], seed: 1,
 };
 
 /** Instructions are at most 21 characters ("Give the last number.") + the line end. */
