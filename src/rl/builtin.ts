@@ -89,7 +89,8 @@ export async function builtinSftModel(options: Partial<BuiltinSftOptions> & { lo
   const model = Model.create(config, { seed: sft.seed, std: 0.02, tokenizer: builtinTokenizer(), device: options.device });
   const log = options.log ?? (() => undefined);
   log(`SFT warm-up of the built-in model (${(model.numParams / 1e6).toFixed(2)}M params): ${sft.steps} steps × ${sft.batchSize}` +
-    (sft.flawedRate > 0 ? `, ${Math.round(100 * sft.flawedRate)}% of references from a flawed solver (${sft.flawedKind})` : ''));
+    (sft.flawedRate > 0 ? `, ${Math.round(100 * sft.flawedRate)}% of references from a flawed solver (${sft.flawedKind}` +
+      (sft.flawedSkew ? `, ${Math.round(100 * (sft.flawedRate + sft.flawedSkew))} / ${Math.round(100 * (sft.flawedRate - sft.flawedSkew))}% by item)` : ')') : ''));
   const train = builtinTask.examples('train', { seed: 1, limit: 20000, flawedRate: sft.flawedRate, flawedKind: sft.flawedKind, flawedSkew: sft.flawedSkew });
   const res = await trainSft({
     task: builtinTask, model, steps: sft.steps, batchSize: sft.batchSize, lr: sft.lr, warmupSteps: 20, schedule: 'cosine',
