@@ -65,6 +65,26 @@ describe('train wst / eval wst with local HF-folder models', () => {
     expect(help.stdout).toMatch(/misleading/);
   });
 
+  it('help per command group, --version, negative numbers range-checked, stray arguments and --group 1 refused', async () => {
+    const help = await cli('train', '--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/train dash/);
+    expect(help.stdout).toMatch(/train wst/);
+    const v = await cli('--version');
+    expect(v.code).toBe(0);
+    expect(v.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version);
+    const neg = await cli('train', 'dash', '--steps', '-5', '--out', path.join(tmp, 'n'));
+    expect(neg.code).toBe(2);
+    expect(neg.stderr).toMatch(/--steps must be an integer >= 1, got "-5"/);
+    const stray = await cli('eval', 'wst', 'extra');
+    expect(stray.code).toBe(2);
+    expect(stray.stderr).toMatch(/unexpected argument "extra"/);
+    const teacher = await tinyFolder('g-teacher', 16, 1), student = await tinyFolder('g-student', 16, 2);
+    const g1 = await cli('train', 'wst', '--task', 'gsm8k', '--teacher', teacher, '--student', student, '--group', '1', '--out', path.join(tmp, 'g'));
+    expect(g1.code).toBe(2);
+    expect(g1.stderr).toMatch(/--group must be an integer >= 2/);
+  });
+
   it.skipIf(!existsSync(gsm8kTrain))('train wst --task gsm8k runs end to end, checkpoints, resumes; eval wst prints the table (skips without ../shared/data)', async () => {
     const teacher = await tinyFolder('teacher', 16, 1), student = await tinyFolder('student', 32, 2);
     const out = path.join(tmp, 'run');

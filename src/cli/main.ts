@@ -1,4 +1,6 @@
 // wst-dash CLI. Results go to stdout (JSON with --json); progress and logs go to stderr.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { UsageError, parseDevice, parseIntArg } from './args.js';
@@ -139,13 +141,47 @@ function usage(): string {
   return lines.join('\n');
 }
 
+/** The package version (package.json beside src/ or dist/). */
+function version(): string {
+  const file = fileURLToPath(new URL('../../package.json', import.meta.url));
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+/**
+ * `--steps -5` would be read by parseArgs as an unknown option "-5" ("ambiguous"): a value that
+ * looks like a negative number after a string option is joined to it (`--steps=-5`), so that the
+ * range check names the option and what it expects.
+ */
+export function joinNegativeValues(args: readonly string[], options: Command['options']): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i], next = args[i + 1];
+    const opt = a.startsWith('--') && !a.includes('=') ? options[a.slice(2)] : undefined;
+    if (opt?.type === 'string' && next !== undefined && /^-\d|^-\.\d|^-Infinity$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     console.log(usage());
     return argv.length === 0 ? 1 : 0;
   }
+  if (argv[0] === '--version' || argv[0] === '-v') {
+    console.log(version());
+    return 0;
+  }
   const name = [argv.slice(0, 2).join(' '), argv[0]].find((n) => n in commands);
   if (!name) {
+    // A command group with --help or nothing after it (`wst-dash train --help`): its sub-commands.
+    const group = Object.keys(commands).filter((c) => c.startsWith(argv[0] + ' '));
+    if (group.length > 0 && (argv.length === 1 || argv[1] === '--help' || argv[1] === '-h')) {
+      console.log(`wst-dash ${argv[0]} <sub-command>:\n\n${group.map((c) => `  ${c.padEnd(18)} ${commands[c].summary}`).join('\n')}`);
+      return argv.length === 1 ? 2 : 0;
+    }
     console.error(`wst-dash: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${usage()}`);
     return 2;
   }
@@ -157,7 +193,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const { values, positionals } = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: joinNegativeValues(rest, command.options), options: command.options, allowPositionals: true, strict: true });
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --; see wst-dash ${name} --help)`);
     await command.run(values, positionals);
     return 0;
   } catch (err) {

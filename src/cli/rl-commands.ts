@@ -108,7 +108,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   const res = await trainRl({
     task, policy: model, reference, steps, seed,
     promptsPerStep: values.prompts === undefined ? preset.promptsPerStep : parseIntArg(values.prompts as string, '--prompts'),
-    groupSize: values.group === undefined ? preset.groupSize : parseIntArg(values.group as string, '--group'),
+    groupSize: values.group === undefined ? preset.groupSize : parseIntArg(values.group as string, '--group', 2),
     microBatch: values['micro-batch'] === undefined ? preset.microBatch : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
     generation, beta, sharePrefix: sharePrefix ?? preset.sharePrefix,
     filterThreshold: values.tau === undefined ? preset.filterThreshold : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
@@ -149,7 +149,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
     // bench: 3 interleaved runs, median times (this VM's load varies ±15 % within minutes); demo: one.
     repeat: values.repeat === undefined ? (demo || values.seeds !== undefined ? 1 : 3) : parseIntArg(values.repeat as string, '--repeat', 1),
     seeds: values.seeds === undefined ? (demo ? 3 : 1) : parseIntArg(values.seeds as string, '--seeds', 1),
-    evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 500),
+    evalProblems: values['eval-problems'] === undefined ? DEFAULT_RACE.evalProblems : parseIntArg(values['eval-problems'] as string, '--eval-problems', 1),
     log: (l) => { bar.done(); console.error(l); },
     progress: (t) => bar.update(t),
   });

@@ -92,7 +92,7 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const bar = progressLine();
   const res = await trainRl({
     environment: env, policy, reference, steps, seed,
-    promptsPerStep: int(values, 'prompts', preset.promptsPerStep), groupSize: int(values, 'group', preset.groupSize),
+    promptsPerStep: int(values, 'prompts', preset.promptsPerStep), groupSize: int(values, 'group', preset.groupSize, 2),
     microBatch: int(values, 'micro-batch', preset.microBatch), generation: preset.generation, beta: preset.beta,
     sharePrefix: preset.sharePrefix, filterThreshold: preset.filterThreshold, iterations: int(values, 'iterations', 1),
     lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),

@@ -247,6 +247,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   if (!opts.environment && !opts.task) throw new Error('trainRl needs an environment or a task');
   const env: Environment = opts.environment ?? taskEnvironment(opts.task!, { reward: opts.reward });
   if (opts.beta > 0 && !opts.reference) throw new Error('beta > 0 needs a reference model');
+  if (!Number.isInteger(opts.groupSize) || opts.groupSize < 2) throw new RangeError(`groupSize must be an integer >= 2 (group advantages compare a prompt's completions), got ${opts.groupSize}`);
   if (opts.generation === 'per-microbatch' && opts.microBatch % opts.groupSize !== 0)
     throw new RangeError(`microBatch (${opts.microBatch}) must be a multiple of groupSize (${opts.groupSize}) for per-micro-batch generation`);
   const tau = checkFilterThreshold(opts.filterThreshold);
