@@ -10,6 +10,8 @@ mkdir -p "$OUT"
 export WST_DASH_CACHE
 WST_DASH_CACHE=$(mktemp -d)
 trap 'rm -rf "$WST_DASH_CACHE"' EXIT
+# The CLI runs dist/ when it exists: compile it from the current src/ first.
+npm run --silent build:ts
 cli() { node bin/wst-dash.js "$@"; }
 echo "[reproduce] empty cache $WST_DASH_CACHE; results in $OUT" >&2
 cli bench dash --seeds 3 --json --out "$OUT/dash" > "$OUT/dash.json"

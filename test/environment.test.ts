@@ -93,6 +93,17 @@ describe('the trainer with an environment', () => {
   });
 });
 
+describe('evaluation scores with the answer checker, never the training reward', () => {
+  it('a task run with a custom reward: evaluations do not call it, so a stateful reward is not consumed by them', async () => {
+    let calls = 0;
+    const reward = () => { calls++; return 1; };
+    const policy = tinyModel(4);
+    const evalExamples = train.slice(0, 10);
+    await trainRl({ ...base(policy), environment: undefined, task, reward, steps: 2, evalExamples, evalEvery: 1 });
+    expect(calls).toBe(2 * 16); // the two steps' completions, none of the three evaluations'
+  });
+});
+
 describe('iterations (PPO-style reuse of a generated batch)', () => {
   it('μ = 2 takes two optimizer steps per batch, the second with the clipped ratio against the first log-probs', async () => {
     const env: Environment = { name: 'parity', stop: ['\n'], prompt: (ex) => ex.question, score: async (rs) => ({ rewards: rs.map((r) => r.completion.length % 2) }) };

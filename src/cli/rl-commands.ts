@@ -67,6 +67,14 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   const steps = values.steps === undefined ? (algo === 'sft' ? 300 : 20) : parseIntArg(values.steps as string, '--steps');
   const seed = values.seed === undefined ? 0 : parseIntArg(values.seed as string, '--seed', 0);
   const device = parseDevice(values);
+  // Options checked before any model is loaded or warmed up (a usage error costs nothing).
+  const early = {
+    group: values.group === undefined ? undefined : parseIntArg(values.group as string, '--group', 2),
+    iterations: values.iterations === undefined ? 1 : parseIntArg(values.iterations as string, '--iterations'),
+    tau: values.tau === undefined ? undefined : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
+  };
+  if (early.iterations > 1 && (algo === 'sft' || (algo === 'grpo' && values.generation !== 'decoupled')))
+    throw new UsageError('--iterations > 1 needs decoupled or preemptive generation (train grpo --generation decoupled, or train dash)');
   const bar = progressLine();
   let model;
   const resume = Boolean(values.resume);
@@ -102,17 +110,17 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (shareArg !== undefined && shareArg !== 'on' && shareArg !== 'off') throw new UsageError(`--share-prefix must be on or off, got ${shareArg}`);
   // Default: on for DASH, off for GRPO (TRL computes every sequence in full).
   const sharePrefix = shareArg === undefined ? undefined : shareArg === 'on';
-  const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel()).dir, { device }) : undefined;
+  const reference = beta > 0 ? await Model.load(values.model ? (values.model as string) : (await builtinSftModel({ device })).dir, { device }) : undefined;
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
   const res = await trainRl({
     task, policy: model, reference, steps, seed,
     promptsPerStep: values.prompts === undefined ? preset.promptsPerStep : parseIntArg(values.prompts as string, '--prompts'),
-    groupSize: values.group === undefined ? preset.groupSize : parseIntArg(values.group as string, '--group', 2),
+    groupSize: early.group ?? preset.groupSize,
     microBatch: values['micro-batch'] === undefined ? preset.microBatch : parseIntArg(values['micro-batch'] as string, '--micro-batch'),
     generation, beta, sharePrefix: sharePrefix ?? preset.sharePrefix,
-    filterThreshold: values.tau === undefined ? preset.filterThreshold : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
-    iterations: values.iterations === undefined ? 1 : parseIntArg(values.iterations as string, '--iterations'),
+    filterThreshold: early.tau ?? preset.filterThreshold,
+    iterations: early.iterations,
     lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
     maxNewTokens: values['max-new-tokens'] === undefined ? TASK_MAX_NEW_TOKENS[task.name] ?? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
     temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
@@ -145,7 +153,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');
   const r = await runRace({
     ...DEFAULT_RACE, arms: [...arms], steps, outDir, device: parseDevice(values), refresh: Boolean(values.refresh),
-    tau: parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau as number),
+    tau: nonNegative(parseFloatArg(values.tau as string | undefined, '--tau', DEFAULT_RACE.tau as number), '--tau'),
     // bench: 3 interleaved runs, median times (this VM's load varies ±15 % within minutes); demo: one.
     repeat: values.repeat === undefined ? (demo || values.seeds !== undefined ? 1 : 3) : parseIntArg(values.repeat as string, '--repeat', 1),
     seeds: values.seeds === undefined ? (demo ? 3 : 1) : parseIntArg(values.seeds as string, '--seeds', 1),

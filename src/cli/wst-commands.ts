@@ -55,9 +55,11 @@ async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' |
   if (!values.student) throw new UsageError(`--student DIR is required with --task ${name}`);
   if (!values[teacherKey] && teacherKey === 'teacher') throw new UsageError(`--teacher DIR is required with --task ${name}`);
   const { getTask } = await import('../rl/tasks/index.js');
+  const { builtinTask } = await import('../rl/builtin.js');
   const { TEXT_TEMPLATES } = await import('../wst/templates.js');
   const student = await Model.load(values.student as string, { device });
-  return { task: getTask(name), templates: TEXT_TEMPLATES, student, teacherDir: (values[teacherKey] as string | undefined) ?? '', maxStudentTokens: int(values, 'max-student-tokens', 256), maxInstructionTokens: int(values, 'max-instruction-tokens', 48) };
+  // arith: the built-in difficulty, as `train` and `eval` use it.
+  return { task: name === 'arith' ? builtinTask : getTask(name), templates: TEXT_TEMPLATES, student, teacherDir: (values[teacherKey] as string | undefined) ?? '', maxStudentTokens: int(values, 'max-student-tokens', 256), maxInstructionTokens: int(values, 'max-instruction-tokens', 48) };
 }
 
 export async function trainWstCommand(values: Record<string, unknown>): Promise<void> {
@@ -71,36 +73,46 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const algo = (values.algo as string | undefined) ?? 'dash';
   if (algo !== 'dash' && algo !== 'grpo' && algo !== 'grpo_decoupled') throw new UsageError(`--algo must be dash, grpo or grpo_decoupled, got "${algo}"`);
   const preset = PRESETS[algo];
-  const s = await wstSetup(values, 'teacher');
   const device = parseDevice(values);
   const resume = Boolean(values.resume);
   const checkpointDir = path.join(out, 'checkpoint');
   if (resume && !existsSync(path.join(checkpointDir, 'trainer_state.json'))) throw new UsageError(`--resume: ${checkpointDir} holds no checkpoint (trainer_state.json)`);
+  // Options checked before any model is loaded or warmed up.
+  const early = {
+    samples: int(values, 'samples', 1), group: int(values, 'group', preset.groupSize, 2), prompts: int(values, 'prompts', preset.promptsPerStep),
+    microBatch: int(values, 'micro-batch', preset.microBatch), iterations: int(values, 'iterations', 1), steps: int(values, 'steps', 20), seed: int(values, 'seed', 0, 0),
+    evalQueries: int(values, 'eval-queries', 100, 0), evalEvery: int(values, 'eval-every', 0, 0), checkpointEvery: int(values, 'checkpoint-every', 0, 0),
+    trainQueries: values['train-queries'] === undefined ? undefined : int(values, 'train-queries', 0),
+    lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr), temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
+  };
+  if (early.iterations > 1 && preset.generation === 'per-microbatch') throw new UsageError('--iterations > 1 needs --algo dash or grpo_decoupled');
+  if (early.temperature < 0) throw new UsageError(`--temperature must be >= 0, got ${early.temperature}`);
+  const s = await wstSetup(values, 'teacher');
   const policy = await Model.load(resume ? checkpointDir : s.teacherDir, { device });
   const reference = preset.beta > 0 ? await Model.load(s.teacherDir, { device }) : undefined;
-  const samples = int(values, 'samples', 1);
+  const samples = early.samples;
   const studentTemperature = parseFloatArg(values['student-temperature'] as string | undefined, '--student-temperature', samples > 1 ? 0.7 : 0);
   if (studentTemperature < 0) throw new UsageError(`--student-temperature must be >= 0, got ${studentTemperature}`);
   const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
   const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens });
-  const steps = int(values, 'steps', 20);
-  const seed = int(values, 'seed', 0, 0);
+  // Evaluation: the student's greedy answer (K = 1), comparable with eval wst.
+  const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens });
+  const { steps, seed } = early;
   await mkdir(out, { recursive: true });
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
-  const evalLimit = int(values, 'eval-queries', 100, 0);
+  const evalLimit = early.evalQueries;
   const bar = progressLine();
   const res = await trainRl({
-    environment: env, policy, reference, steps, seed,
-    promptsPerStep: int(values, 'prompts', preset.promptsPerStep), groupSize: int(values, 'group', preset.groupSize, 2),
-    microBatch: int(values, 'micro-batch', preset.microBatch), generation: preset.generation, beta: preset.beta,
-    sharePrefix: preset.sharePrefix, filterThreshold: preset.filterThreshold, iterations: int(values, 'iterations', 1),
-    lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
-    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
+    environment: env, evalEnvironment: evalEnv, policy, reference, steps, seed,
+    promptsPerStep: early.prompts, groupSize: early.group,
+    microBatch: early.microBatch, generation: preset.generation, beta: preset.beta,
+    sharePrefix: preset.sharePrefix, filterThreshold: preset.filterThreshold, iterations: early.iterations,
+    lr: early.lr, temperature: early.temperature,
     maxNewTokens: s.maxInstructionTokens,
-    trainExamples: s.task.examples('train', { seed, limit: values['train-queries'] === undefined ? undefined : int(values, 'train-queries', 0) }),
+    trainExamples: s.task.examples('train', { seed, limit: early.trainQueries }),
     evalExamples: evalLimit > 0 ? s.task.examples('test', { seed: 12345, limit: evalLimit }) : [],
-    evalEvery: int(values, 'eval-every', 0, 0), metricsFile, checkpointDir, checkpointEvery: int(values, 'checkpoint-every', 0, 0), resume,
+    evalEvery: early.evalEvery, metricsFile, checkpointDir, checkpointEvery: early.checkpointEvery, resume,
     onStep: (m) => bar.update(`wst ${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
     onEval: (e) => { bar.done(); console.error(`step ${e.step}: student accuracy under the teacher ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries)`); },
   });
@@ -115,6 +127,7 @@ export async function evalWstCommand(values: Record<string, unknown>): Promise<v
   const { Model } = await import('../models/model.js');
   const { evaluateWst, wstTable } = await import('../wst/evaluate.js');
   const { localStudent } = await import('../wst/student.js');
+  const limit = int(values, 'limit', 500);
   const s = await wstSetup(values, 'untrained');
   const device = parseDevice(values);
   const teachers: Record<string, import('../wst/evaluate.js').TeacherSpec> = {};
@@ -126,7 +139,6 @@ export async function evalWstCommand(values: Record<string, unknown>): Promise<v
   // The strong teacher: any model reachable as a student backend; by default the student itself.
   if (values.strong !== undefined || (values.task ?? 'ops') === 'ops') teachers.strong = { kind: 'model', model: values.strong ? await Model.load(values.strong as string, { device }) : s.student };
   if (values.teacher) teachers.trained = { kind: 'model', model: await Model.load(values.teacher as string, { device }) };
-  const limit = int(values, 'limit', 500);
   const examples = s.task.examples('test', { seed: 12345, limit, file: values.file as string | undefined });
   const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
   const r = await evaluateWst({ task: s.task, student, templates: s.templates, examples, teachers, maxStudentTokens: s.maxStudentTokens, maxInstructionTokens: s.maxInstructionTokens });

@@ -21,7 +21,11 @@ export interface EnvironmentResult {
   rewards: number[];
   /** Whether each rollout's outcome was right (for accuracy metrics), when the environment knows. */
   correct?: boolean[];
-  /** Step metrics (summed or averaged by the environment: student tokens, seconds, cache hits...). */
+  /**
+   * Step metrics, additive (counts, tokens, seconds): the trainer sums them over a step's calls
+   * (per-micro-batch generation calls the environment once per micro-batch). Report a rate as its
+   * numerator and denominator.
+   */
   metrics?: Record<string, number>;
 }
 

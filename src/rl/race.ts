@@ -93,11 +93,13 @@ export const DEFAULT_RACE: Omit<RaceOptions, 'outDir' | 'log'> = {
 export interface ArmResult {
   name: ArmName;
   description: string;
-  /** Training wall time (the median of secondsRuns). */
+  /** Training wall time (the median of secondsRuns: every run of every seed). */
   seconds: number;
   /** The training wall time of each run (RaceOptions.repeat). */
   secondsRuns: number[];
+  /** Seconds per phase: the median over the same runs as `seconds`, phase by phase. */
   phases: { generate: number; score: number; train: number };
+  phasesRuns: { generate: number; score: number; train: number }[];
   accuracy: number;
   accuracyStart: number;
   keptFraction: number;
@@ -240,6 +242,11 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     return { ...run, accuracyB: b.accuracy };
   };
   const finalAccuracy = (run: RlResult) => run.evals[run.evals.length - 1]?.accuracy ?? 0;
+  const phasesOf = (run: RlResult) => {
+    const p = { generate: 0, score: 0, train: 0 };
+    for (const s of run.steps) { p.generate += s.seconds.generate; p.score += s.seconds.score; p.train += s.seconds.train; }
+    return p;
+  };
   for (let rep = 0; rep < repeat; rep++) {
     for (const name of o.arms) {
       const arm = armOptions(name, o);
@@ -252,6 +259,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
         const acc = finalAccuracy(again);
         if (acc !== first.accuracy) throw new Error(`[${name}] run ${rep + 1} ended at accuracy ${acc}, the first at ${first.accuracy}: the runs are not deterministic`);
         first.secondsRuns.push(again.seconds);
+        first.phasesRuns.push(phasesOf(again));
         o.log(`[${name}] run ${rep + 1}/${repeat}: ${again.seconds.toFixed(1)} s`);
         continue;
       }
@@ -271,7 +279,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
       }
       const last = run.evals[run.evals.length - 1];
       result.arms[name] = {
-        name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases,
+        name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases, phasesRuns: [phases],
         accuracy: last?.accuracy ?? 0, accuracyStart: start.accuracy,
         keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
         tokensGenerated: run.steps.reduce((a, s) => a + s.tokensGenerated, 0),
@@ -295,6 +303,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
         onStep: (m) => o.progress?.(`[${name}] seed ${o.seed + k} (${k + 1}/${nSeeds})  step ${m.step}/${o.steps}  ${m.elapsed.toFixed(1)} s`),
       }, o.seed + k);
       arm.secondsRuns.push(again.seconds);
+      arm.phasesRuns.push(phasesOf(again));
       arm.seeds.push({ seed: o.seed + k, accuracy: finalAccuracy(again), accuracyB: again.accuracyB });
       o.log(`[${name}] seed ${o.seed + k}: ${again.seconds.toFixed(1)} s, accuracy ${(100 * finalAccuracy(again)).toFixed(1)}% / ${(100 * again.accuracyB).toFixed(1)}%`);
     }
@@ -302,6 +311,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
   const perSeed = (a: ArmResult) => a.seeds.map((x) => (x.accuracy + x.accuracyB) / 2);
   for (const arm of Object.values(result.arms)) {
     arm!.seconds = median(arm!.secondsRuns);
+    const pr = arm!.phasesRuns;
+    arm!.phases = { generate: median(pr.map((p) => p.generate)), score: median(pr.map((p) => p.score)), train: median(pr.map((p) => p.train)) };
     const xs = perSeed(arm!);
     arm!.accuracy_mean = xs.reduce((a, b) => a + b, 0) / xs.length;
     arm!.accuracy_sd = sampleSd(xs);
@@ -327,7 +338,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
 }
 
 export function raceTable(r: RaceResult): string {
-  // Phases are the first run's; wall s the median of the runs.
+  // Wall s and phases: medians over every run (repeats and seeds).
   const rows = [['arm', 'wall s', 'generate', 'score', 'train', 'accuracy', 'kept'].join(' | ')];
   rows.push(['---', '---:', '---:', '---:', '---:', '---:', '---:'].join(' | '));
   for (const a of Object.values(r.arms))
@@ -337,7 +348,7 @@ export function raceTable(r: RaceResult): string {
   lines.push('');
   const nSeeds = Object.values(r.arms)[0]?.seeds.length ?? 1;
   if (nSeeds > 1) {
-    lines.push(`Held-out accuracy over ${nSeeds} RL seeds (each seed: the mean of two 500-problem sets), mean ± sd:`);
+    lines.push(`Held-out accuracy over ${nSeeds} RL seeds (each seed: the mean of two held-out sets of ${String(r.settings.evalProblems)} draws), mean ± sd:`);
     for (const a of Object.values(r.arms)) lines.push(`- ${a!.name}: ${(100 * a!.accuracy_mean).toFixed(1)} ± ${(100 * a!.accuracy_sd).toFixed(1)}% (seeds: ${a!.seeds.map((x) => `${(100 * x.accuracy).toFixed(1)}/${(100 * x.accuracyB).toFixed(1)}`).join(', ')})`);
   }
   if (r.accuracy_diff_vs_grpo) {

@@ -46,8 +46,13 @@ export interface RlOptions {
   policy: Model;
   /** Frozen reference for the KL term (needed when beta > 0). */
   reference?: Model;
-  /** With `task`: the reward of one completion (default: correctness). */
+  /** With `task`: the reward of one completion (default: correctness). Evaluation never calls it. */
   reward?: RewardFn;
+  /**
+   * What evaluations score with (default: the environment, or with a task its answer checker
+   * without `reward`): evaluation must not consume a stateful or costly training reward.
+   */
+  evalEnvironment?: Environment;
   steps: number;
   promptsPerStep: number;
   /** Completions per prompt (G). */
@@ -235,7 +240,9 @@ export async function evaluate(model: Model, on: Task | Environment, examples: r
     maxNewTokens: options.maxNewTokens, temperature: 0, batchSize: options.batchSize ?? 128, stop: env.stop as string[], stepsPerCall: 64,
   });
   const rollouts = gens.map((g, i) => ({ example: examples[i], prompt: prompts[i], completion: g.text ?? '', group: i }));
-  const r = examples.length ? await env.score(rollouts, { step: -1, seed: options.seed ?? 0 }) : { rewards: [] };
+  const r: { rewards: number[]; correct?: boolean[] } = examples.length ? await env.score(rollouts, { step: -1, seed: options.seed ?? 0 }) : { rewards: [] };
+  if (r.rewards.length !== examples.length || (r.correct && r.correct.length !== examples.length))
+    throw new Error(`environment ${env.name} returned ${r.rewards.length} rewards${r.correct ? ` and ${r.correct.length} outcomes` : ''} for ${examples.length} completions`);
   const n = examples.length || 1;
   const reward = r.rewards.reduce((a, b) => a + b, 0) / n;
   const accuracy = r.correct ? r.correct.filter(Boolean).length / n : reward;
@@ -246,6 +253,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   const { policy } = opts;
   if (!opts.environment && !opts.task) throw new Error('trainRl needs an environment or a task');
   const env: Environment = opts.environment ?? taskEnvironment(opts.task!, { reward: opts.reward });
+  const evalEnv: Environment = opts.evalEnvironment ?? opts.environment ?? taskEnvironment(opts.task!);
   if (opts.beta > 0 && !opts.reference) throw new Error('beta > 0 needs a reference model');
   if (!Number.isInteger(opts.groupSize) || opts.groupSize < 2) throw new RangeError(`groupSize must be an integer >= 2 (group advantages compare a prompt's completions), got ${opts.groupSize}`);
   if (opts.generation === 'per-microbatch' && opts.microBatch % opts.groupSize !== 0)
@@ -272,7 +280,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   };
   const runEval = async (step: number) => {
     if (!opts.evalExamples?.length) return;
-    const e = await evaluate(policy, env, opts.evalExamples, { maxNewTokens: opts.maxNewTokens, seed: opts.seed });
+    const e = await evaluate(policy, evalEnv, opts.evalExamples, { maxNewTokens: opts.maxNewTokens, seed: opts.seed });
     const rec = { ...e, step, trainSeconds };
     result.evals.push(rec);
     opts.onEval?.(rec);

@@ -52,7 +52,7 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
           sum += o.scorer ? await o.scorer(a.text, rollouts[i].example, instructions[i]) : c ? 1 : 0;
         }
         rewards.push(sum / answers[i].length);
-        correct.push(ok * 2 >= answers[i].length);
+        correct.push(ok * 2 > answers[i].length); // a strict majority of the K answers
         right += ok;
       }
       const s = o.student.stats;

@@ -53,6 +53,14 @@ export interface LocalStudentOptions {
   maxTokens?: number;
 }
 
+/** A 32-bit seed per (call seed, request, sample): integer mixing, exact for any seed size. */
+function mixSeed(seed: number, i: number, k: number): number {
+  let h = Math.imul((seed % 4294967296) >>> 0 ^ 0x9e3779b9, 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ i ^ (h >>> 15), 0xc2b2ae35) >>> 0;
+  h = Math.imul(h ^ k ^ (h >>> 13), 0x27d4eb2f) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
 /**
  * A frozen local model as the student. Greedy answers of identical prompts are computed once per
  * call (G instructions of a group often coincide), which changes no answer.
@@ -85,7 +93,7 @@ export function localStudent(model: Model, options: LocalStudentOptions): Studen
             mine.push(row);
           } else {
             mine.push(rows.push(p) - 1);
-            seeds.push(((o.seed ?? 0) * 1_000_003 + i * 7919 + k * 104_729) >>> 0);
+            seeds.push(mixSeed(o.seed ?? 0, i, k));
           }
         }
         rowOf.push(mine);
