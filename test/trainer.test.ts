@@ -287,4 +287,19 @@ describe('RL checkpoint and resume', () => {
       expect(Buffer.from(resumed.getTensor(name).buffer).equals(Buffer.from(full.getTensor(name).buffer)), name).toBe(true);
     await expect(trainRl(base(tinyModel(), { steps: 1, reward, resume: true }))).rejects.toThrow(/not loaded from an RL checkpoint/);
   });
+
+  it('resume rewrites the metrics after the checkpoint (no step twice) and refuses changed settings unless forced', async () => {
+    const reward: RewardFn = (_p, c) => c.length % 2;
+    const dir = path.join(tmp, 'rl-ckpt2'), metricsFile = path.join(tmp, 'rl-ckpt2.jsonl');
+    await trainRl(base(tinyModel(12), { steps: 2, reward, checkpointDir: dir, checkpointEvery: 2, metricsFile }));
+    // a run killed after logging step 3 (and half a line) but before its next checkpoint
+    const { appendFileSync } = await import('node:fs');
+    appendFileSync(metricsFile, JSON.stringify({ type: 'step', step: 3 }) + '\n{"type":"st');
+    await expect(trainRl(base(await Model.load(dir), { steps: 4, reward, resume: true, metricsFile, lr: 5e-3 }))).rejects.toThrow(/settings differ from the checkpoint's \(lr 0.001 → 0.005\)/);
+    await trainRl(base(await Model.load(dir), { steps: 4, reward, resume: true, metricsFile }));
+    const steps = readFileSync(metricsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'step').map((r) => r.step);
+    expect(steps).toEqual([1, 2, 3, 4]);
+    const forced = await trainRl(base(await Model.load(dir), { steps: 3, reward, resume: true, lr: 5e-3, resumeForce: true }));
+    expect(forced.steps.map((m) => m.step)).toEqual([3]);
+  });
 });

@@ -85,6 +85,23 @@ describe('train wst / eval wst with local HF-folder models', () => {
     expect(g1.stderr).toMatch(/--group must be an integer >= 2/);
   });
 
+  it('one run per --out: a live lock refuses, a stale one (dead pid) is taken over', async () => {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const out = path.join(tmp, 'locked');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(path.join(out, '.wst-dash.lock'), String(process.pid));
+    const teacher = await tinyFolder('l-teacher', 16, 1), student = await tinyFolder('l-student', 16, 2);
+    const busy = await cli('train', 'wst', '--task', 'gsm8k', '--teacher', teacher, '--student', student, '--out', out, '--steps', '1');
+    expect(busy.code).toBe(2);
+    expect(busy.stderr).toMatch(new RegExp(`in use by another run \\(pid ${process.pid}\\)`));
+    const { lockOutDir } = await import('../src/cli/lock.js');
+    writeFileSync(path.join(out, '.wst-dash.lock'), '999999999');
+    const release = lockOutDir(out);
+    expect(readFileSync(path.join(out, '.wst-dash.lock'), 'utf8')).toBe(String(process.pid));
+    release();
+    expect(existsSync(path.join(out, '.wst-dash.lock'))).toBe(false);
+  });
+
   it.skipIf(!existsSync(gsm8kTrain))('train wst --task gsm8k runs end to end, checkpoints, resumes; eval wst prints the table (skips without ../shared/data)', async () => {
     const teacher = await tinyFolder('teacher', 16, 1), student = await tinyFolder('student', 32, 2);
     const out = path.join(tmp, 'run');

@@ -20,7 +20,7 @@ const trainOptions: Command['options'] = {
   'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
   'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
   'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' }, 'share-prefix': { type: 'string' },
-  iterations: { type: 'string' },
+  iterations: { type: 'string' }, force: { type: 'boolean' },
 };
 
 const commands: Record<string, Command> = {
@@ -40,13 +40,13 @@ const commands: Record<string, Command> = {
     run: (values) => demoWstCommand(values),
   },
   'train wst': {
-    summary: 'train a teacher on a frozen student\'s outcome: --out DIR [--task ops|arith|gsm8k|math500] [--teacher DIR] [--student DIR] [--algo dash|grpo|grpo_decoupled] [--steps N] [--samples K] [--student-temperature T] [--iterations μ] [--checkpoint-every N] [--resume] [--device cpu|cuda] (ops: the built-in models by default)',
+    summary: 'train a teacher on a frozen student\'s outcome: --out DIR [--task ops|arith|gsm8k|math500] [--teacher DIR] [--student DIR] [--algo dash|grpo|grpo_decoupled] [--steps N] [--samples K] [--student-temperature T] [--iterations μ] [--checkpoint-every N (default 10)] [--resume [--force]] [--device cpu|cuda] (ops: the built-in models by default)',
     options: {
       task: { type: 'string' }, teacher: { type: 'string' }, student: { type: 'string' }, out: { type: 'string' }, algo: { type: 'string' }, steps: { type: 'string' },
       seed: { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' }, 'micro-batch': { type: 'string' }, samples: { type: 'string' },
       'student-temperature': { type: 'string' }, iterations: { type: 'string' }, lr: { type: 'string' }, temperature: { type: 'string' },
       'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, 'eval-queries': { type: 'string' }, 'eval-every': { type: 'string' },
-      'train-queries': { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' },
+      'train-queries': { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean' }, device: { type: 'string' },
     },
     run: (values) => trainWstCommand(values),
   },

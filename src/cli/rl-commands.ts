@@ -87,6 +87,9 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer(), device });
   else model = (await builtinSftModel({ log: (l) => console.error(l), device })).model;
   await mkdir(out, { recursive: true });
+  const { lockOutDir } = await import('./lock.js');
+  const release = lockOutDir(out);
+  try {
   if (algo === 'sft') {
     const batchSize = values['batch-size'] === undefined ? 16 : parseIntArg(values['batch-size'] as string, '--batch-size');
     const res = await trainSft({
@@ -129,8 +132,9 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     metricsFile,
     // out/checkpoint: resumable (weights + AdamW + trainer position); out/model: the final model.
     checkpointDir: path.join(out, 'checkpoint'),
-    checkpointEvery: values['checkpoint-every'] === undefined ? 0 : parseIntArg(values['checkpoint-every'] as string, '--checkpoint-every'),
-    resume,
+    // Checkpoints on by default (every 10 steps and at the end); --checkpoint-every 0 turns them off.
+    checkpointEvery: values['checkpoint-every'] === undefined ? 10 : parseIntArg(values['checkpoint-every'] as string, '--checkpoint-every', 0),
+    resume, resumeForce: Boolean(values.force),
     onStep: (m) => bar.update(`${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
     onEval: (e) => { bar.done(); console.error(`step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}%`); },
   });
@@ -141,6 +145,9 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   await model.save(modelDir);
   const last = res.evals[res.evals.length - 1];
   console.log(JSON.stringify({ steps, seconds: res.seconds, accuracy: last?.accuracy ?? null, model: modelDir, metrics: metricsFile }));
+  } finally {
+    release();
+  }
 }
 
 export async function benchDashCommand(values: Record<string, unknown>, demo = false): Promise<void> {

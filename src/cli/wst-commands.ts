@@ -81,7 +81,7 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const early = {
     samples: int(values, 'samples', 1), group: int(values, 'group', preset.groupSize, 2), prompts: int(values, 'prompts', preset.promptsPerStep),
     microBatch: int(values, 'micro-batch', preset.microBatch), iterations: int(values, 'iterations', 1), steps: int(values, 'steps', 20), seed: int(values, 'seed', 0, 0),
-    evalQueries: int(values, 'eval-queries', 100, 0), evalEvery: int(values, 'eval-every', 0, 0), checkpointEvery: int(values, 'checkpoint-every', 0, 0),
+    evalQueries: int(values, 'eval-queries', 100, 0), evalEvery: int(values, 'eval-every', 0, 0), checkpointEvery: int(values, 'checkpoint-every', 10, 0),
     trainQueries: values['train-queries'] === undefined ? undefined : int(values, 'train-queries', 0),
     lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr), temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
   };
@@ -99,6 +99,8 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens });
   const { steps, seed } = early;
   await mkdir(out, { recursive: true });
+  const { lockOutDir } = await import('./lock.js');
+  const release = lockOutDir(out);
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
   const evalLimit = early.evalQueries;
@@ -112,13 +114,14 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
     maxNewTokens: s.maxInstructionTokens,
     trainExamples: s.task.examples('train', { seed, limit: early.trainQueries }),
     evalExamples: evalLimit > 0 ? s.task.examples('test', { seed: 12345, limit: evalLimit }) : [],
-    evalEvery: early.evalEvery, metricsFile, checkpointDir, checkpointEvery: early.checkpointEvery, resume,
+    evalEvery: early.evalEvery, metricsFile, checkpointDir, checkpointEvery: early.checkpointEvery, resume, resumeForce: Boolean(values.force),
     onStep: (m) => bar.update(`wst ${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
     onEval: (e) => { bar.done(); console.error(`step ${e.step}: student accuracy under the teacher ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries)`); },
   });
   bar.done();
   const modelDir = path.join(out, 'teacher');
   await policy.save(modelDir);
+  release();
   const last = res.evals[res.evals.length - 1];
   console.log(JSON.stringify({ algo, steps, seconds: res.seconds, student_accuracy: last?.accuracy ?? null, teacher: modelDir, metrics: metricsFile }));
 }

@@ -13,7 +13,8 @@
 // being trained and whatever produces the rewards are different objects.
 // The algorithms' settings live in one place: src/rl/presets.ts.
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../models/atomic.js';
 import path from 'node:path';
 import type { GrpoStepOptions, Model, StepResult, TrainBatch } from '../models/model.js';
 import { isEnvironment, taskEnvironment, type Environment, type RewardFn, type Rollout } from './environment.js';
@@ -110,12 +111,40 @@ export interface RlOptions {
    * step comes next, so the continuation takes exactly the steps an uninterrupted run would.
    */
   resume?: boolean;
+  /** Resume even when the run's settings differ from the checkpoint's (default false: refused, naming them). */
+  resumeForce?: boolean;
 }
 
 interface RlCheckpointState {
   step: number;
   cursor: number;
   trainSeconds: number;
+  /** The settings that decide the run's bits (checked on resume). */
+  settings?: Record<string, unknown>;
+}
+
+/** What a resumed run must share with the run that wrote the checkpoint. */
+function runSettings(o: RlOptions, env: Environment): Record<string, unknown> {
+  return {
+    environment: env.name, seed: o.seed, generation: o.generation, promptsPerStep: o.promptsPerStep, groupSize: o.groupSize,
+    microBatch: o.microBatch, filterThreshold: o.filterThreshold ?? null, beta: o.beta, lr: o.lr, temperature: o.temperature ?? 1,
+    maxNewTokens: o.maxNewTokens, iterations: o.iterations ?? 1, lossType: o.lossType ?? 'grpo', sharePrefix: o.sharePrefix ?? o.generation === 'preemptive',
+  };
+}
+
+/** Keeps the metrics lines of steps (and evaluations) up to `step`: a resumed run rewrites what followed. */
+async function truncateMetrics(file: string, step: number): Promise<void> {
+  if (!existsSync(file)) return;
+  const lines = (await readFile(file, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+  const keep = lines.filter((l) => {
+    try {
+      const r = JSON.parse(l) as { step?: number };
+      return typeof r.step !== 'number' || r.step <= step;
+    } catch {
+      return false; // a line cut by a kill mid-write
+    }
+  });
+  await writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
 export interface StepMetrics {
@@ -271,6 +300,12 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   let firstStep = 0;
   const saved = opts.resume ? (policy.trainingState?.rl as RlCheckpointState | undefined) : undefined;
   if (opts.resume && !saved) throw new Error('resume: the policy was not loaded from an RL checkpoint (no trainingState.rl)');
+  const settings = runSettings(opts, env);
+  if (saved?.settings && !opts.resumeForce) {
+    const differ = Object.keys(settings).filter((k) => JSON.stringify(settings[k]) !== JSON.stringify(saved.settings![k]));
+    if (differ.length) throw new Error(`resume: the settings differ from the checkpoint's (${differ.map((k) => `${k} ${JSON.stringify(saved.settings![k])} → ${JSON.stringify(settings[k])}`).join(', ')}); resume with the same settings, or force it`);
+  }
+  if (saved && opts.metricsFile) await truncateMetrics(opts.metricsFile, saved.step);
   if (opts.metricsFile) {
     await mkdir(path.dirname(opts.metricsFile), { recursive: true });
     if (!existsSync(opts.metricsFile)) await writeFile(opts.metricsFile, '');
@@ -444,7 +479,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
     await log({ type: 'step', ...m });
     if (opts.evalEvery && (step + 1) % opts.evalEvery === 0 && step + 1 < opts.steps) await runEval(step + 1);
     if (opts.checkpointDir && opts.checkpointEvery && ((step + 1) % opts.checkpointEvery === 0 || step + 1 === opts.steps)) {
-      const rl: RlCheckpointState = { step: step + 1, cursor, trainSeconds };
+      const rl: RlCheckpointState = { step: step + 1, cursor, trainSeconds, settings };
       await policy.save(opts.checkpointDir, { training: { rl } });
     }
   }
