@@ -7,9 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/models/config.js';
-import { Model } from '../src/models/model.js';
-import { CharTokenizer } from '../src/models/tokenizer.js';
+import { tinyTextModelFolder } from './tiny-models.js';
 
 const run = promisify(execFile);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -29,25 +27,13 @@ async function cli(...args: string[]): Promise<{ stdout: string; stderr: string;
   }
 }
 
-/** A tiny char-level Llama over printable ASCII, saved as an HF folder. */
-async function tinyFolder(name: string, hidden: number, seed: number): Promise<string> {
-  const chars = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).concat(['\n']);
-  const tok = new CharTokenizer(chars);
-  const config = parseConfig({
-    model_type: 'llama', vocab_size: tok.vocabSize, hidden_size: hidden, intermediate_size: 2 * hidden, num_hidden_layers: 1,
-    num_attention_heads: 2, num_key_value_heads: 1, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000,
-    tie_word_embeddings: true, bos_token_id: CharTokenizer.BOS, eos_token_id: CharTokenizer.EOS,
-  });
-  const dir = path.join(tmp, name);
-  await Model.create(config, { seed, std: 0.2, tokenizer: tok }).save(dir);
-  return dir;
-}
+const tinyFolder = (name: string, hidden: number, seed: number) => tinyTextModelFolder(tmp, name, hidden, seed);
 
 describe('train wst / eval wst with local HF-folder models', () => {
   it('rejects a missing student or teacher with a one-line usage error', async () => {
     const r = await cli('train', 'wst', '--task', 'gsm8k', '--out', path.join(tmp, 'x'));
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--student DIR is required with --task gsm8k/);
+    expect(r.stderr).toMatch(/--student DIR \(a local model\) or --student-url URL \(a server\) is required with --task gsm8k/);
     const t = await cli('train', 'wst', '--task', 'nope', '--out', path.join(tmp, 'x'));
     expect(t.code).toBe(2);
     expect(t.stderr).toMatch(/--task must be ops, arith, gsm8k or math500/);

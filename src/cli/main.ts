@@ -23,6 +23,12 @@ const trainOptions: Command['options'] = {
   iterations: { type: 'string' }, force: { type: 'boolean' },
 };
 
+/** A student behind OpenAI-compatible servers (train wst, eval wst). */
+const STUDENT_URL_OPTIONS: Command['options'] = {
+  'student-url': { type: 'string' }, 'student-model': { type: 'string' }, 'student-api': { type: 'string' }, 'student-key-env': { type: 'string' },
+  'student-cache': { type: 'string' }, 'student-concurrency': { type: 'string' }, 'student-timeout': { type: 'string' },
+};
+
 const commands: Record<string, Command> = {
   demo: {
     summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race over RL seeds, report folder [--out DIR] [--seeds N (default 3)] [--device cpu|cuda] [--refresh: rebuild the cached warm-up]',
@@ -47,6 +53,7 @@ const commands: Record<string, Command> = {
       'student-temperature': { type: 'string' }, iterations: { type: 'string' }, lr: { type: 'string' }, temperature: { type: 'string' },
       'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, 'eval-queries': { type: 'string' }, 'eval-every': { type: 'string' },
       'train-queries': { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean' }, device: { type: 'string' },
+      ...STUDENT_URL_OPTIONS,
     },
     run: (values) => trainWstCommand(values),
   },
@@ -56,6 +63,7 @@ const commands: Record<string, Command> = {
       task: { type: 'string' }, student: { type: 'string' }, teacher: { type: 'string' }, untrained: { type: 'string' }, strong: { type: 'string' },
       fixed: { type: 'string', multiple: true }, limit: { type: 'string' }, file: { type: 'string' }, queries: { type: 'string' }, json: { type: 'boolean' },
       'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, device: { type: 'string' },
+      ...STUDENT_URL_OPTIONS,
     },
     run: (values) => evalWstCommand(values),
   },

@@ -32,7 +32,8 @@ export async function demoWstCommand(values: Record<string, unknown>): Promise<v
 interface WstSetup {
   task: Task<Example>;
   templates: import('../wst/templates.js').WstTemplates;
-  student: Model;
+  /** The local student (absent with --student-url). */
+  student?: Model;
   teacherDir: string;
   maxStudentTokens: number;
   maxInstructionTokens: number;
@@ -47,19 +48,42 @@ async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' |
     const { opsTask, builtinStudent, builtinTeacher } = await import('../wst/builtin.js');
     const { BUILTIN_TEMPLATES } = await import('../wst/templates.js');
     const log = (l: string) => console.error(l);
-    const student = values.student ? await Model.load(values.student as string, { device }) : (await builtinStudent({ device, log })).model;
+    const student = values['student-url'] ? undefined : values.student ? await Model.load(values.student as string, { device }) : (await builtinStudent({ device, log })).model;
     const teacherDir = (values[teacherKey] as string | undefined) ?? (await builtinTeacher({ device, log })).dir;
     return { task: opsTask as Task<Example>, templates: BUILTIN_TEMPLATES, student, teacherDir, maxStudentTokens: int(values, 'max-student-tokens', 24), maxInstructionTokens: int(values, 'max-instruction-tokens', 32) };
   }
   if (name !== 'arith' && name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be ops, arith, gsm8k or math500, got "${name}"`);
-  if (!values.student) throw new UsageError(`--student DIR is required with --task ${name}`);
+  if (!values.student && !values['student-url']) throw new UsageError(`--student DIR (a local model) or --student-url URL (a server) is required with --task ${name}`);
   if (!values[teacherKey] && teacherKey === 'teacher') throw new UsageError(`--teacher DIR is required with --task ${name}`);
   const { getTask } = await import('../rl/tasks/index.js');
   const { builtinTask } = await import('../rl/builtin.js');
   const { TEXT_TEMPLATES } = await import('../wst/templates.js');
-  const student = await Model.load(values.student as string, { device });
+  const student = values['student-url'] ? undefined : await Model.load(values.student as string, { device });
   // arith: the built-in difficulty, as `train` and `eval` use it.
   return { task: name === 'arith' ? builtinTask : getTask(name), templates: TEXT_TEMPLATES, student, teacherDir: (values[teacherKey] as string | undefined) ?? '', maxStudentTokens: int(values, 'max-student-tokens', 256), maxInstructionTokens: int(values, 'max-instruction-tokens', 48) };
+}
+
+/** The student backend: a local frozen model, or OpenAI-compatible servers (--student-url). */
+async function makeStudent(values: Record<string, unknown>, s: WstSetup): Promise<import('../wst/student.js').Student> {
+  const url = values['student-url'] as string | undefined;
+  if (!url) {
+    const { localStudent } = await import('../wst/student.js');
+    return localStudent(s.student!, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
+  }
+  const model = values['student-model'] as string | undefined;
+  if (!model) throw new UsageError('--student-model NAME is required with --student-url');
+  const api = (values['student-api'] as string | undefined) ?? 'chat';
+  if (api !== 'chat' && api !== 'completions') throw new UsageError(`--student-api must be chat or completions, got "${api}"`);
+  const { httpStudent } = await import('../wst/http-student.js');
+  try {
+    return httpStudent({
+      endpoints: url.split(',').map((u) => u.trim()).filter(Boolean), model, api, templates: s.templates, maxTokens: s.maxStudentTokens,
+      stop: s.task.stop, apiKeyEnv: values['student-key-env'] as string | undefined, cacheDir: values['student-cache'] as string | undefined,
+      concurrency: int(values, 'student-concurrency', 8), timeoutMs: 1000 * int(values, 'student-timeout', 60),
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export async function trainWstCommand(values: Record<string, unknown>): Promise<void> {
@@ -67,7 +91,6 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const { trainRl } = await import('../rl/trainer.js');
   const { PRESETS } = await import('../rl/presets.js');
   const { wstEnvironment } = await import('../wst/environment.js');
-  const { localStudent } = await import('../wst/student.js');
   const out = values.out as string | undefined;
   if (!out) throw new UsageError('--out DIR is required');
   const algo = (values.algo as string | undefined) ?? 'dash';
@@ -93,7 +116,7 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const samples = early.samples;
   const studentTemperature = parseFloatArg(values['student-temperature'] as string | undefined, '--student-temperature', samples > 1 ? 0.7 : 0);
   if (studentTemperature < 0) throw new UsageError(`--student-temperature must be >= 0, got ${studentTemperature}`);
-  const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
+  const student = await makeStudent(values, s);
   const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens });
   // Evaluation: the student's greedy answer (K = 1), comparable with eval wst.
   const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens });
@@ -129,7 +152,6 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
 export async function evalWstCommand(values: Record<string, unknown>): Promise<void> {
   const { Model } = await import('../models/model.js');
   const { evaluateWst, wstTable } = await import('../wst/evaluate.js');
-  const { localStudent } = await import('../wst/student.js');
   const limit = int(values, 'limit', 500);
   const s = await wstSetup(values, 'untrained');
   const device = parseDevice(values);
@@ -140,10 +162,10 @@ export async function evalWstCommand(values: Record<string, unknown>): Promise<v
   }
   if (s.teacherDir) teachers.untrained = { kind: 'model', model: await Model.load(s.teacherDir, { device }) };
   // The strong teacher: any model reachable as a student backend; by default the student itself.
-  if (values.strong !== undefined || (values.task ?? 'ops') === 'ops') teachers.strong = { kind: 'model', model: values.strong ? await Model.load(values.strong as string, { device }) : s.student };
+  if (values.strong !== undefined || ((values.task ?? 'ops') === 'ops' && s.student)) teachers.strong = { kind: 'model', model: values.strong ? await Model.load(values.strong as string, { device }) : s.student! };
   if (values.teacher) teachers.trained = { kind: 'model', model: await Model.load(values.teacher as string, { device }) };
   const examples = s.task.examples('test', { seed: 12345, limit, file: values.file as string | undefined });
-  const student = localStudent(s.student, { templates: s.templates, maxTokens: s.maxStudentTokens, stop: s.task.stop });
+  const student = await makeStudent(values, s);
   const r = await evaluateWst({ task: s.task, student, templates: s.templates, examples, teachers, maxStudentTokens: s.maxStudentTokens, maxInstructionTokens: s.maxInstructionTokens });
   if (values.queries) await writeFileAtomic(values.queries as string, r.queries.map((q) => JSON.stringify(q)).join('\n') + '\n');
   if (values.json) console.log(JSON.stringify({ task: s.task.name, n: examples.length, teachers: r.teachers, seconds: r.seconds }));
