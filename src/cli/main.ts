@@ -116,6 +116,11 @@ const commands: Record<string, Command> = {
     options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' }, device: { type: 'string' } },
     run: (values) => modelBench('train', values),
   },
+  serve: {
+    summary: 'an OpenAI-compatible server over a model folder (GET /v1/models, POST /v1/chat/completions and /v1/completions, SSE): --model DIR [--host 127.0.0.1] [--port 8080] [--name NAME] [--api-key-env VAR] [--max-batch 64] [--max-queue 1024] [--device cpu|cuda]',
+    options: { model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, name: { type: 'string' }, 'api-key-env': { type: 'string' }, 'max-batch': { type: 'string' }, 'max-queue': { type: 'string' }, device: { type: 'string' } },
+    run: async (values) => (await import('./serve-command.js')).serveCommand(values),
+  },
   'bench kernels': {
     summary: 'GFLOP/s of GEMM and attention, tokens/s of sampling, vs the machine FMA peak and OpenBLAS',
     options: {
