@@ -89,7 +89,7 @@ describe('httpStudent', () => {
     expect(out.map((a) => a[0].text)).toEqual(['answer to q1', 'answer to q2', 'answer to q3']);
     expect(student.stats.retries).toBe(7);
     expect(student.stats.failures).toBe(0);
-  }, 20_000);
+  }, 60_000);
 
   it('rests an endpoint that keeps failing and serves from the others', async () => {
     const bad = await fakeServer(() => '500'), good = await fakeServer([]);
@@ -98,7 +98,7 @@ describe('httpStudent', () => {
     const out = await student.answer(many);
     expect(out.map((a) => a[0].text)).toEqual(many.map((r) => `answer to ${r.query}`));
     expect(good.seen.length).toBe(30);
-    expect(bad.seen.length).toBeLessThanOrEqual(6); // rested after 3 failures in a row (2 slots in flight)
+    expect(bad.seen.length).toBeLessThanOrEqual(12); // rested after 3 failures in a row (1 s, then 2 s, ...), not a share of 30
   });
 
   it('after the last attempt: an error naming the endpoint and the cause; 401 is not retried; the key is never printed', async () => {

@@ -78,7 +78,16 @@ describe('serve', () => {
     const small = await serve(model, { port: 0, modelName: 'tiny', maxQueue: 2, maxBatch: 2 });
     try {
       const raw = new OpenAI({ baseURL: small.url, apiKey: 'x', maxRetries: 0 });
-      const results = await Promise.allSettled(Array.from({ length: 12 }, () => raw.completions.create({ model: 'tiny', prompt: 'q', max_tokens: 16, temperature: 0 })));
+      // Batches held back: the first two requests fill the queue, the rest must get 429.
+      let release = small.hold();
+      let refused = 0;
+      const pending = Array.from({ length: 12 }, () => raw.completions.create({ model: 'tiny', prompt: 'q', max_tokens: 16, temperature: 0 })
+        .catch((e: unknown) => {
+          if (++refused === 10) release(); // the queue holds two; the other ten were refused while held
+          throw e;
+        }));
+      const results = await Promise.allSettled(pending);
+      expect(results.filter((r) => r.status === 'fulfilled').length).toBe(2);
       const limited = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
       expect(limited.length).toBeGreaterThan(0);
       for (const e of limited) {
@@ -87,7 +96,9 @@ describe('serve', () => {
       }
       const student = httpStudent({ endpoints: [small.url], model: 'tiny', api: 'completions', templates: TEXT_TEMPLATES, concurrency: 8, backoffMs: 5, maxAttempts: 50, maxTokens: 4 });
       const requests = Array.from({ length: 16 }, (_, i) => ({ instruction: 'Add.', query: `q${i}` }));
-      const answers = await student.answer(requests);
+      release = small.hold();
+      const poll = setInterval(() => { if (student.stats.retries > 0) release(); }, 10);
+      const answers = await student.answer(requests).finally(() => clearInterval(poll));
       expect(answers.length).toBe(16);
       expect(student.stats.failures).toBe(0);
       expect(student.stats.retries).toBeGreaterThan(0);

@@ -87,19 +87,30 @@ const num = (b: Record<string, unknown>, k: string, dflt: number, lo: number, hi
   return v;
 };
 
-export async function serve(model: Model, o: ServeOptions = {}): Promise<{ url: string; server: Server; close: () => Promise<void> }> {
+export interface Serving {
+  url: string;
+  server: Server;
+  /** Stops accepting, answers what is queued or running, then resolves. */
+  close: () => Promise<void>;
+  /** Holds new batches back until the returned function is called (tests fill the queue with it). */
+  hold: () => () => void;
+}
+
+export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving> {
   if (!model.tokenizer) throw new Error('serve: the model folder has no tokenizer (text in, text out)');
   const name = o.modelName ?? 'wst-dash';
   const maxBatch = o.maxBatch ?? 64, maxQueue = o.maxQueue ?? 1024, maxTokensLimit = o.maxTokensLimit ?? 512;
   const log = o.log ?? (() => undefined);
   const queue: Job[] = [];
   let queuedRows = 0, running = false, closing = false, inFlight = 0;
+  let gate: Promise<void> | null = null;
 
   const pump = async () => {
     if (running) return;
     running = true;
     try {
       while (queue.length) {
+        while (gate) await gate;
         const batch: Job[] = [];
         let rows = 0;
         while (queue.length && (batch.length === 0 || rows + queue[0].n <= maxBatch)) {
@@ -231,5 +242,14 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<{ url: 
     await closed;
     while (inFlight > 0 || running) await new Promise((r) => setTimeout(r, 10));
   };
-  return { url, server, close };
+  const hold = () => {
+    let open!: () => void;
+    const g = new Promise<void>((r) => (open = r));
+    gate = g;
+    return () => {
+      if (gate === g) gate = null;
+      open();
+    };
+  };
+  return { url, server, close, hold };
 }
