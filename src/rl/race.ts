@@ -339,7 +339,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
 
 export function raceTable(r: RaceResult): string {
   // Wall s and phases: medians over every run (repeats and seeds).
-  const rows = [['arm', 'wall s', 'generate', 'score', 'train', 'accuracy', 'kept'].join(' | ')];
+  const first = (Object.values(r.arms)[0]?.seeds.length ?? 1) > 1 ? ' (first seed)' : '';
+  const rows = [['arm', 'wall s (median of the runs)', 'generate', 'score', 'train', `accuracy${first}`, 'kept'].join(' | ')];
   rows.push(['---', '---:', '---:', '---:', '---:', '---:', '---:'].join(' | '));
   for (const a of Object.values(r.arms))
     rows.push([a!.name, a!.secondsRuns.length > 1 ? `${a!.seconds.toFixed(1)} (runs ${a!.secondsRuns.map((x) => x.toFixed(1)).join(', ')})` : a!.seconds.toFixed(1), a!.phases.generate.toFixed(1), a!.phases.score.toFixed(1), a!.phases.train.toFixed(1),

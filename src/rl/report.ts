@@ -56,7 +56,7 @@ export async function writeDemoReport(r: RaceResult, outDir: string): Promise<st
     `Each arm starts from the same SFT model and runs the same ${String(r.settings.steps)} optimizer steps with the same seeds and prompts`,
     `(${String(r.settings.promptsPerStep)} prompts × ${String(r.settings.groupSize)} completions per step, backprop micro-batch ${String(r.settings.microBatch)}, ` +
       `learning rate ${String(r.settings.lr)}, sampling temperature ${String(r.settings.temperature)}).`,
-    `Held-out accuracy is greedy, on ${String(r.settings.evalProblems)} unseen problems; evaluation time is not counted as training time.`,
+    `Held-out accuracy is greedy, on ${String(r.settings.evalProblems)} draws of unseen problems (a second set of as many for the seed means); evaluation time is not counted as training time.`,
     '',
     raceTable(r),
     '',
