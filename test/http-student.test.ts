@@ -131,6 +131,14 @@ describe('httpStudent', () => {
     expect(again).toEqual(out);
     expect(student.stats.cacheHits).toBe(4);
     expect(s.seen.length).toBe(4); // nothing paid twice
+    // the WST environment reports the step's retries and cache hits / misses in its metrics
+    const { wstEnvironment } = await import('../src/wst/environment.js');
+    const { createGsm8kTask } = await import('../src/rl/tasks/gsm8k.js');
+    const env = wstEnvironment({ task: createGsm8kTask(), student, templates: BUILTIN_TEMPLATES, samples: 2, temperature: 0.7 });
+    const ex = { id: 'e', question: 'q1', answer: '3', solution: '#### 3' };
+    const m = (await env.score([{ example: ex, prompt: '', completion: 'Add.', group: 0 }], { step: 0, seed: 5 })).metrics!;
+    expect(m.student_cache_hits + m.student_cache_misses).toBe(2);
+    expect(m.student_retries).toBe(0);
   });
 });
 

@@ -56,6 +56,12 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
         right += ok;
       }
       const s = o.student.stats;
+      // Students behind servers also count retries and cache hits (HttpStudentStats): per step too.
+      const extra: Record<string, number> = {};
+      for (const k of ['retries', 'cacheHits', 'cacheMisses', 'failures'] as const) {
+        const now = (s as unknown as Record<string, number | undefined>)[k], was = (before as unknown as Record<string, number | undefined>)[k];
+        if (typeof now === 'number') extra[`student_${k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}`] = now - (was ?? 0);
+      }
       return {
         rewards, correct,
         metrics: {
@@ -66,6 +72,7 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
           student_deduplicated: s.deduplicated - before.deduplicated,
           student_seconds: s.seconds - before.seconds,
           instruction_chars: instructions.reduce((a, x) => a + x.length, 0),
+          ...extra,
         },
       };
     },
