@@ -136,9 +136,9 @@ export interface OptimizerOptions {
 
 const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
 
-/** The one "no filtering" convention: null/undefined keeps all (-1 natively); τ must be >= 0. */
-function filterThresholdArg(tau: number | null | undefined): number {
-  if (tau === undefined || tau === null) return -1;
+/** The one "no filtering" convention: null/undefined keeps every sequence (null here, -1 natively); τ must be >= 0. */
+export function checkFilterThreshold(tau: number | null | undefined): number | null {
+  if (tau === undefined || tau === null) return null;
   if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < 0) throw new RangeError(`filterThreshold must be a number >= 0 (or null: no filtering), got ${String(tau)}`);
   return tau;
 }
@@ -573,7 +573,7 @@ export class Model {
       clipLow: options.clipLow ?? 0.2,
       clipHigh: options.clipHigh ?? 0.2,
       beta: options.beta ?? 0,
-      filterThreshold: filterThresholdArg(options.filterThreshold),
+      filterThreshold: checkFilterThreshold(options.filterThreshold) ?? -1,
       lossType: LOSS_TYPES[lossType],
       normalizer: options.normalizer ?? 0,
       lossScale: options.lossScale ?? 1,

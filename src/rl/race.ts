@@ -7,7 +7,7 @@ import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, BUILTIN_SFT, type BuiltinSftOptions } from './builtin.js';
 import { accuracySvg } from './plot.js';
 import { DASH_TAU, PRESETS, type AlgorithmPreset } from './presets.js';
-import { evaluate, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
+import { evaluate, phasesOf, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
 
 export type ArmName = 'grpo' | 'grpo_decoupled' | 'dash' | 'dash_control' | 'dash_unshared' | 'dash_exact';
 
@@ -242,11 +242,6 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     return { ...run, accuracyB: b.accuracy };
   };
   const finalAccuracy = (run: RlResult) => run.evals[run.evals.length - 1]?.accuracy ?? 0;
-  const phasesOf = (run: RlResult) => {
-    const p = { generate: 0, score: 0, train: 0 };
-    for (const s of run.steps) { p.generate += s.seconds.generate; p.score += s.seconds.score; p.train += s.seconds.train; }
-    return p;
-  };
   for (let rep = 0; rep < repeat; rep++) {
     for (const name of o.arms) {
       const arm = armOptions(name, o);
@@ -271,12 +266,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
         onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
         onEval: (e) => o.log(`[${name}] step ${e.step}: held-out accuracy ${(100 * e.accuracy).toFixed(1)}% after ${e.trainSeconds.toFixed(1)} s of training`),
       });
-      const phases = { generate: 0, score: 0, train: 0 };
-      for (const s of run.steps) {
-        phases.generate += s.seconds.generate;
-        phases.score += s.seconds.score;
-        phases.train += s.seconds.train;
-      }
+      const phases = phasesOf(run);
       const last = run.evals[run.evals.length - 1];
       result.arms[name] = {
         name, description: arm.description, seconds: run.seconds, secondsRuns: [run.seconds], phases, phasesRuns: [phases],

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../models/atomic.js';
 import path from 'node:path';
-import type { GrpoStepOptions, Model, StepResult, TrainBatch } from '../models/model.js';
+import { checkFilterThreshold, type GrpoStepOptions, type Model, type StepResult, type TrainBatch } from '../models/model.js';
 import { isEnvironment, taskEnvironment, type Environment, type RewardFn, type Rollout } from './environment.js';
 import type { Example, Task } from './tasks/common.js';
 
@@ -25,13 +25,6 @@ export type { RewardFn } from './environment.js';
 /** 1 when the task's checker accepts the completion's final answer, else 0. */
 export function correctnessReward(task: Task): RewardFn {
   return (_prompt, completion, example) => (task.isCorrect(completion, example) ? 1 : 0);
-}
-
-/** |A| <= τ is dropped when τ is a number >= 0; null or undefined keeps every sequence. */
-export function checkFilterThreshold(tau: number | null | undefined, name = 'filterThreshold'): number | null {
-  if (tau === undefined || tau === null) return null;
-  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < 0) throw new RangeError(`${name} must be a number >= 0 (or null: no filtering), got ${String(tau)}`);
-  return tau;
 }
 
 export { DASH_TAU } from './presets.js';
@@ -336,7 +329,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
 
   // Generates G completions for each example and has the environment score them all at once
   // (rewards, advantages).
-  const envMetrics: Record<string, number> = {};
+  let envMetrics: Record<string, number> = {};
   const rollout = async (examples: Example[], step: number, batch: number, t: { generate: number; score: number }) => {
     const t0 = now();
     const prompts: string[] = [], exs: Example[] = [];
@@ -407,8 +400,7 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   for (let step = firstStep; step < opts.steps; step++) {
     const tStart = now();
     const t = { generate: 0, score: 0, train: 0 };
-    for (const k of Object.keys(envMetrics)) delete envMetrics[k];
-    let gradNorm = 0;
+    envMetrics = {};
     const examples = nextPrompts(opts.promptsPerStep);
     let all: Sample[] = [];
     let stats: StepResult[] = [];
@@ -449,11 +441,11 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
       }
       for (let it = 0; it < iterations; it++) {
         if (total > 0) stats = await backprop(microBatches, (mb) => keptOf(mb).length / total, t, old);
-        if (it + 1 < iterations) gradNorm = await optimize(step, t);
+        if (it + 1 < iterations) await optimize(step, t);
       }
     }
     const lr = learningRate(opts, step);
-    gradNorm = await optimize(step, t);
+    const gradNorm = await optimize(step, t);
     const total = now() - tStart;
     trainSeconds += total;
     const tokensScored = stats.reduce((a, s) => a + s.tokens, 0) || 1;
@@ -486,6 +478,17 @@ export async function trainRl(opts: RlOptions): Promise<RlResult> {
   await runEval(opts.steps);
   result.seconds = trainSeconds;
   return result;
+}
+
+/** A run's training seconds per phase (evaluation excluded). */
+export function phasesOf(run: RlResult): { generate: number; score: number; train: number } {
+  const p = { generate: 0, score: 0, train: 0 };
+  for (const s of run.steps) {
+    p.generate += s.seconds.generate;
+    p.score += s.seconds.score;
+    p.train += s.seconds.train;
+  }
+  return p;
 }
 
 export interface SftOptions {

@@ -7,12 +7,12 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
-import { accuracySvg } from '../rl/plot.js';
+import { accuracySvg, escapeXml } from '../rl/plot.js';
 import { PRESETS, type Algorithm } from '../rl/presets.js';
-import { trainRl, type RlResult } from '../rl/trainer.js';
+import { phasesOf, trainRl, type RlResult } from '../rl/trainer.js';
 import { builtinStudent, builtinTeacher, generateOps, opsTask, OPS_KINDS, REPERTOIRE, REPERTOIRE_LIST, type OpsExample, type OpsKind, type WarmupOptions } from './builtin.js';
 import { wstEnvironment } from './environment.js';
-import { evaluateWst, type TeacherScore, type TeacherSpec, type WstEvalResult } from './evaluate.js';
+import { evaluateWst, wstTable, type TeacherScore, type TeacherSpec, type WstEvalResult } from './evaluate.js';
 import { localStudent } from './student.js';
 import { BUILTIN_TEMPLATES } from './templates.js';
 
@@ -116,8 +116,7 @@ export async function runWstDemo(o: WstDemoOptions): Promise<WstDemoResult> {
       onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${o.steps}  reward ${m.reward.toFixed(2)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
       onEval: (e) => o.log(`[${name}] step ${e.step}: student accuracy ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries) after ${e.trainSeconds.toFixed(1)} s of teacher training`),
     });
-    const phases = { generate: 0, score: 0, train: 0 };
-    for (const s of run.steps) { phases.generate += s.seconds.generate; phases.score += s.seconds.score; phases.train += s.seconds.train; }
+    const phases = phasesOf(run);
     arms[name] = {
       name, description: preset.description, seconds: run.seconds, phases, accuracy: 0,
       keptFraction: run.steps.reduce((a, s) => a + s.keptFraction, 0) / Math.max(1, run.steps.length),
@@ -185,10 +184,6 @@ function kindTable(examples: OpsExample[], before: WstEvalResult, after: WstEval
   return out;
 }
 
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
 /** Grouped bars: misleading and helped fractions per teacher. */
 export function barsSvg(teachers: Record<string, TeacherScore>): string {
   const names = Object.keys(teachers);
@@ -207,7 +202,7 @@ export function barsSvg(teachers: Record<string, TeacherScore>): string {
       out.push(`<rect x="${(x + bw * 0.15 + k * bw * 0.35).toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw * 0.33).toFixed(1)}" height="${(H - B - y(v)).toFixed(1)}" fill="${color}"/>`);
       out.push(`<text x="${(x + bw * 0.31 + k * bw * 0.35).toFixed(1)}" y="${(y(v) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${(100 * v).toFixed(1)}</text>`);
     }
-    out.push(`<text x="${(x + bw / 2).toFixed(1)}" y="${H - B + 18}" text-anchor="middle">${esc(n)}</text>`);
+    out.push(`<text x="${(x + bw / 2).toFixed(1)}" y="${H - B + 18}" text-anchor="middle">${escapeXml(n)}</text>`);
   });
   out.push(`<rect x="${W - 200}" y="${T}" width="12" height="12" fill="#d62728"/><text x="${W - 182}" y="${T + 10}">misleading</text>`);
   out.push(`<rect x="${W - 110}" y="${T}" width="12" height="12" fill="#2ca02c"/><text x="${W - 92}" y="${T + 10}">helped</text>`);
@@ -218,10 +213,8 @@ export function barsSvg(teachers: Record<string, TeacherScore>): string {
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export function wstDemoTable(r: WstDemoResult): string {
-  const rows = ['| teacher | student accuracy | relative gain | misleading | helped |', '| --- | ---: | ---: | ---: | ---: |'];
-  for (const [name, s] of Object.entries(r.teachers))
-    rows.push(`| ${name}${name === 'fixed_best' ? ` ("${r.fixed_best_instruction}")` : ''} | ${pct(s.accuracy)} | ${s.relative_gain === null ? '—' : `${s.relative_gain >= 0 ? '+' : ''}${(100 * s.relative_gain).toFixed(0)}%`} | ${pct(s.misleading)} | ${pct(s.helped)} |`);
-  const lines = [...rows, ''];
+  const table = wstTable(r, (name) => (name === 'fixed_best' ? `${name} ("${r.fixed_best_instruction}")` : name));
+  const lines = [table, ''];
   if (r.relative_gain !== null) lines.push(`Trained teacher over no instruction: ${r.relative_gain >= 0 ? '+' : ''}${(100 * r.relative_gain).toFixed(0)}% relative; over the best fixed instruction: ${(100 * r.gain_over_fixed_best).toFixed(1)} points`);
   if (r.arms.dash) lines.push(`Teacher training by DASH: ${r.arms.dash.seconds.toFixed(1)} s, student accuracy ${pct(r.arms.dash.accuracy)}`);
   if (r.arms.grpo) lines.push(`Teacher training by per-micro-batch GRPO: ${r.arms.grpo.seconds.toFixed(1)} s, student accuracy ${pct(r.arms.grpo.accuracy)}`);

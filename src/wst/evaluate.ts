@@ -90,11 +90,11 @@ export async function evaluateWst<E extends Example>(o: WstEvalOptions<E>): Prom
   return { teachers, queries, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** A markdown table of an evaluation (teachers in the given order). */
-export function wstTable(r: Pick<WstEvalResult, 'teachers'>): string {
+/** A markdown table of an evaluation (teachers in the given order; `label` names a row). */
+export function wstTable(r: Pick<WstEvalResult, 'teachers'>, label: (name: string) => string = (name) => name): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const rows = ['| teacher | student accuracy | relative gain | misleading | helped |', '| --- | ---: | ---: | ---: | ---: |'];
   for (const [name, s] of Object.entries(r.teachers))
-    rows.push(`| ${name} | ${pct(s.accuracy)} | ${s.relative_gain === null ? '—' : `${s.relative_gain >= 0 ? '+' : ''}${(100 * s.relative_gain).toFixed(0)}%`} | ${pct(s.misleading)} | ${pct(s.helped)} |`);
+    rows.push(`| ${label(name)} | ${pct(s.accuracy)} | ${s.relative_gain === null ? '—' : `${s.relative_gain >= 0 ? '+' : ''}${(100 * s.relative_gain).toFixed(0)}%`} | ${pct(s.misleading)} | ${pct(s.helped)} |`);
   return rows.join('\n');
 }

@@ -18,7 +18,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { writeFileAtomic } from '../models/atomic.js';
 import { mapLimit } from '../rl/environment.js';
-import type { AnswerOptions, Student, StudentAnswer, StudentRequest, StudentStats } from './student.js';
+import { mixSeed, type AnswerOptions, type Student, type StudentAnswer, type StudentRequest, type StudentStats } from './student.js';
 import { studentPrompt, type WstTemplates } from './templates.js';
 
 export interface HttpStudentOptions {
@@ -187,7 +187,7 @@ export function httpStudent(o: HttpStudentOptions): Student & { readonly stats: 
           model: o.model, temperature, max_tokens: a.maxTokens ?? o.maxTokens ?? 256,
           ...(o.topP !== undefined ? { top_p: o.topP } : {}), ...(o.stop?.length ? { stop: [...o.stop] } : {}),
           // Sampled answers carry a seed per (call, request, sample); greedy ones need none.
-          ...(temperature > 0 ? { seed: ((a.seed ?? 0) * 7919 + i * 104_729 + k * 31) % 2_147_483_647 } : {}),
+          ...(temperature > 0 ? { seed: mixSeed(a.seed ?? 0, i, k) } : {}),
         };
         const body: Record<string, unknown> = api === 'chat'
           ? { ...sampling, messages: chatMessages(r, o.instructionAs ?? 'system') }

@@ -54,7 +54,7 @@ export interface LocalStudentOptions {
 }
 
 /** A 32-bit seed per (call seed, request, sample): integer mixing, exact for any seed size. */
-function mixSeed(seed: number, i: number, k: number): number {
+export function mixSeed(seed: number, i: number, k: number): number {
   let h = Math.imul((seed % 4294967296) >>> 0 ^ 0x9e3779b9, 0x85ebca6b) >>> 0;
   h = Math.imul(h ^ i ^ (h >>> 15), 0xc2b2ae35) >>> 0;
   h = Math.imul(h ^ k ^ (h >>> 13), 0x27d4eb2f) >>> 0;
