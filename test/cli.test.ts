@@ -1,31 +1,18 @@
 // The CLI, run as a user runs it (a child process), on the real fixtures when present.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { readGguf } from '../src/models/gguf.js';
 import { loadCheckpoint } from '../src/models/safetensors.js';
 import { referenceLogits } from './reference/llama.js';
+import { runCli, sharedDir } from './run-cli.js';
 
-const run = promisify(execFile);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..');
-const shared = path.resolve(process.env.WST_DASH_SHARED ?? path.join(root, '../shared'));
+const shared = sharedDir;
 const stories = path.join(shared, 'models/stories260K');
 const gsm8k = path.join(shared, 'data/gsm8k.test.jsonl');
 
-async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), ...args], { cwd: root, maxBuffer: 1 << 26 });
-    return { stdout, stderr, code: 0 };
-  } catch (e) {
-    const err = e as { stdout: string; stderr: string; code: number };
-    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
-  }
-}
+const cli = (...args: string[]) => runCli(args);
 
 describe('cli', () => {
   it('prints usage and rejects unknown commands and bad options with exit code 2', async () => {

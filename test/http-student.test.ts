@@ -8,11 +8,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { httpStudent } from '../src/wst/http-student.js';
+import { runCli, sharedDir } from './run-cli.js';
 import { tinyTextModelFolder } from './tiny-models.js';
 import { BUILTIN_TEMPLATES } from '../src/wst/templates.js';
 
@@ -135,22 +133,23 @@ describe('httpStudent', () => {
     const { wstEnvironment } = await import('../src/wst/environment.js');
     const { createGsm8kTask } = await import('../src/rl/tasks/gsm8k.js');
     const env = wstEnvironment({ task: createGsm8kTask(), student, templates: BUILTIN_TEMPLATES, samples: 2, temperature: 0.7 });
-    const ex = { id: 'e', question: 'q1', answer: '3', solution: '#### 3' };
+    const ex = { id: 'e', question: 'q1', answer: '3', solution: '#### 3', line: 1 };
     const m = (await env.score([{ example: ex, prompt: '', completion: 'Add.', group: 0 }], { step: 0, seed: 5 })).metrics!;
     expect(m.student_cache_hits + m.student_cache_misses).toBe(2);
     expect(m.student_retries).toBe(0);
   });
 });
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const shared = path.resolve(process.env.WST_DASH_SHARED ?? path.join(root, '../shared'));
 
 describe('train wst / eval wst with a student behind a server (--student-url)', () => {
-  it.skipIf(!existsSync(path.join(shared, 'data/gsm8k.train.jsonl')))('runs end to end against the fake server (skips without ../shared/data)', async () => {
+  it.skipIf(!existsSync(path.join(sharedDir, 'data/gsm8k.train.jsonl')))('runs end to end against the fake server (skips without ../shared/data)', async () => {
     const s = await fakeServer((n) => (n % 5 === 2 ? '500' : 'ok')); // every fifth request fails once
     const teacher = await tinyTextModelFolder(tmp, 'teacher', 16, 1);
-    const cli = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), ...args],
-      { cwd: root, env: { ...process.env, WST_DASH_DATA: path.join(shared, 'data') } });
+    const cli = async (...args: string[]) => {
+      const r = await runCli(args, { WST_DASH_DATA: path.join(sharedDir, 'data') });
+      expect(r.code, r.stderr).toBe(0);
+      return r;
+    };
     const out = path.join(tmp, 'run');
     const t = await cli('train', 'wst', '--task', 'gsm8k', '--teacher', teacher, '--student-url', s.url, '--student-model', 'm', '--out', out,
       '--steps', '2', '--prompts', '2', '--group', '2', '--micro-batch', '2', '--max-instruction-tokens', '4', '--eval-queries', '2', '--train-queries', '20');

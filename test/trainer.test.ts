@@ -8,6 +8,7 @@ import { Model, type GrpoStepOptions, type TrainBatch } from '../src/models/mode
 import { groupAdvantages, learningRate, packGroups, trainRl, type RewardFn, type RlOptions } from '../src/rl/trainer.js';
 import { createArithTask } from '../src/rl/tasks/arith.js';
 import { tinyArithModel } from './tiny-models.js';
+import { withCacheDir } from './run-cli.js';
 
 const task = createArithTask({ difficulty: 1 });
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-trainer-'));
@@ -226,9 +227,7 @@ describe('meanInterval (the 95 % t-interval of a paired difference)', () => {
 
 describe('runRace', () => {
   it('writes the bench JSON (arms, time reductions), the SVG and per-arm metrics on a tiny run', async () => {
-    const prev = process.env.WST_DASH_CACHE;
-    process.env.WST_DASH_CACHE = path.join(tmp, 'cache');
-    try {
+    await withCacheDir(path.join(tmp, 'cache'), async () => {
       const { runRace, raceTable } = await import('../src/rl/race.js');
       const outDir = path.join(tmp, 'race');
       const r = await runRace({
@@ -265,10 +264,7 @@ describe('runRace', () => {
       const { writeDemoReport } = await import('../src/rl/report.js');
       const md = readFileSync(await writeDemoReport(r, outDir), 'utf8');
       expect(md).toMatch(/## Where the time goes/);
-    } finally {
-      if (prev === undefined) delete process.env.WST_DASH_CACHE;
-      else process.env.WST_DASH_CACHE = prev;
-    }
+    });
   });
 });
 

@@ -1,31 +1,18 @@
 // WST end to end: `train wst` / `eval wst` on GSM8K with tiny local HF-folder models (a child
 // process, as a user runs it), and the embedded `demo wst` on shortened warm-ups.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tinyTextModelFolder } from './tiny-models.js';
+import { repoRoot, runCli, sharedDir, withCacheDir } from './run-cli.js';
 
-const run = promisify(execFile);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..');
-const shared = path.resolve(process.env.WST_DASH_SHARED ?? path.join(root, '../shared'));
+const root = repoRoot, shared = sharedDir;
 const gsm8kTrain = path.join(shared, 'data/gsm8k.train.jsonl');
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), ...args], { cwd: root, maxBuffer: 1 << 26, env: { ...process.env, WST_DASH_DATA: path.join(shared, 'data') } });
-    return { stdout, stderr, code: 0 };
-  } catch (e) {
-    const err = e as { stdout: string; stderr: string; code: number };
-    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
-  }
-}
+const cli = (...args: string[]) => runCli(args, { WST_DASH_DATA: path.join(shared, 'data') });
 
 const tinyFolder = (name: string, hidden: number, seed: number) => tinyTextModelFolder(tmp, name, hidden, seed);
 
@@ -120,9 +107,7 @@ describe('train wst / eval wst with local HF-folder models', () => {
 
 describe('demo wst (shortened warm-ups)', () => {
   it('writes the report, plots, per-query JSONL and a JSON with every teacher, the gain and both trainings', async () => {
-    const prev = process.env.WST_DASH_CACHE;
-    process.env.WST_DASH_CACHE = path.join(tmp, 'cache');
-    try {
+    await withCacheDir(path.join(tmp, 'cache'), async () => {
       const { runWstDemo, wstDemoTable } = await import('../src/wst/demo.js');
       const outDir = path.join(tmp, 'demo');
       const r = await runWstDemo({
@@ -142,9 +127,6 @@ describe('demo wst (shortened warm-ups)', () => {
       expect(readFileSync(r.files.queries, 'utf8').trim().split('\n').length).toBe(12 * (1 + 5 + 2 + 2));
       expect(wstDemoTable(r)).toMatch(/DASH time reduction vs per-micro-batch GRPO/);
       expect(existsSync(path.join(outDir, 'teacher-dash', 'model.safetensors'))).toBe(true);
-    } finally {
-      if (prev === undefined) delete process.env.WST_DASH_CACHE;
-      else process.env.WST_DASH_CACHE = prev;
-    }
+    });
   }, 120_000);
 });
