@@ -73,23 +73,26 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     iterations: values.iterations === undefined ? 1 : parseIntArg(values.iterations as string, '--iterations'),
     tau: values.tau === undefined ? undefined : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
   };
+  const dash = algo === 'dash';
+  const generationArg = values.generation as string | undefined;
+  if (algo !== 'sft' && generationArg !== undefined && (dash || (generationArg !== 'per-microbatch' && generationArg !== 'decoupled')))
+    throw new UsageError(dash ? '--generation is for train grpo (DASH always samples preemptively)' : `--generation must be per-microbatch or decoupled, got "${generationArg}"`);
   if (early.iterations > 1 && (algo === 'sft' || (algo === 'grpo' && values.generation !== 'decoupled')))
     throw new UsageError('--iterations > 1 needs decoupled or preemptive generation (train grpo --generation decoupled, or train dash)');
   const bar = progressLine();
-  let model;
   const resume = Boolean(values.resume);
   if (resume && algo === 'sft') throw new UsageError('--resume is for train grpo|dash');
-  if (resume) {
-    const { existsSync } = await import('node:fs');
-    if (!existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) throw new UsageError(`--resume: ${out}/checkpoint holds no checkpoint (trainer_state.json)`);
-    model = await Model.load(path.join(out, 'checkpoint'), { device });
-  } else if (values.model) model = await Model.load(values.model as string, { device });
-  else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer(), device });
-  else model = (await builtinSftModel({ log: (l) => console.error(l), device })).model;
+  const { existsSync } = await import('node:fs');
+  if (resume && !existsSync(path.join(out, 'checkpoint', 'trainer_state.json'))) throw new UsageError(`--resume: ${out}/checkpoint holds no checkpoint (trainer_state.json)`);
+  // One run per --out (released at exit), taken before any model is loaded or warmed up.
   await mkdir(out, { recursive: true });
   const { lockOutDir } = await import('./lock.js');
   const release = lockOutDir(out);
-  try {
+  let model;
+  if (resume) model = await Model.load(path.join(out, 'checkpoint'), { device });
+  else if (values.model) model = await Model.load(values.model as string, { device });
+  else if (algo === 'sft') model = Model.create(builtinConfig(), { seed, tokenizer: builtinTokenizer(), device });
+  else model = (await builtinSftModel({ log: (l) => console.error(l), device })).model;
   if (algo === 'sft') {
     const batchSize = values['batch-size'] === undefined ? 16 : parseIntArg(values['batch-size'] as string, '--batch-size');
     const res = await trainSft({
@@ -99,12 +102,9 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     bar.done();
     await model.save(out);
     console.log(JSON.stringify({ steps, finalLoss: res.losses[res.losses.length - 1], seconds: res.seconds, out }));
+    release();
     return;
   }
-  const dash = algo === 'dash';
-  const generationArg = values.generation as string | undefined;
-  if (generationArg !== undefined && (dash || (generationArg !== 'per-microbatch' && generationArg !== 'decoupled')))
-    throw new UsageError(dash ? '--generation is for train grpo (DASH always samples preemptively)' : `--generation must be per-microbatch or decoupled, got "${generationArg}"`);
   // The same settings as the race (src/rl/presets.ts), each overridable.
   const preset = PRESETS[dash ? 'dash' : generationArg === 'decoupled' ? 'grpo_decoupled' : 'grpo'];
   const generation = preset.generation;
@@ -145,9 +145,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   await model.save(modelDir);
   const last = res.evals[res.evals.length - 1];
   console.log(JSON.stringify({ steps, seconds: res.seconds, accuracy: last?.accuracy ?? null, model: modelDir, metrics: metricsFile }));
-  } finally {
-    release();
-  }
+  release();
 }
 
 export async function benchDashCommand(values: Record<string, unknown>, demo = false): Promise<void> {

@@ -108,22 +108,23 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
     trainQueries: values['train-queries'] === undefined ? undefined : int(values, 'train-queries', 0),
     lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr), temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
   };
+  const studentTemperature = parseFloatArg(values['student-temperature'] as string | undefined, '--student-temperature', early.samples > 1 ? 0.7 : 0);
+  if (studentTemperature < 0) throw new UsageError(`--student-temperature must be >= 0, got ${studentTemperature}`);
   if (early.iterations > 1 && preset.generation === 'per-microbatch') throw new UsageError('--iterations > 1 needs --algo dash or grpo_decoupled');
   if (early.temperature < 0) throw new UsageError(`--temperature must be >= 0, got ${early.temperature}`);
+  // One run per --out, taken before any model is loaded or warmed up.
+  await mkdir(out, { recursive: true });
+  const { lockOutDir } = await import('./lock.js');
+  const release = lockOutDir(out);
   const s = await wstSetup(values, 'teacher');
   const policy = await Model.load(resume ? checkpointDir : s.teacherDir, { device });
   const reference = preset.beta > 0 ? await Model.load(s.teacherDir, { device }) : undefined;
   const samples = early.samples;
-  const studentTemperature = parseFloatArg(values['student-temperature'] as string | undefined, '--student-temperature', samples > 1 ? 0.7 : 0);
-  if (studentTemperature < 0) throw new UsageError(`--student-temperature must be >= 0, got ${studentTemperature}`);
   const student = await makeStudent(values, s);
   const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens });
   // Evaluation: the student's greedy answer (K = 1), comparable with eval wst.
   const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens });
   const { steps, seed } = early;
-  await mkdir(out, { recursive: true });
-  const { lockOutDir } = await import('./lock.js');
-  const release = lockOutDir(out);
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
   const evalLimit = early.evalQueries;
