@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds the native addon(s) with cmake-js into build/Release. Used by `npm install` when no
-// prebuild matches, by `npm run build:native`, and (through node-gyp-shim.mjs) by prebuildify.
+// prebuild matches, by `npm run build:native`, and by scripts/prebuild.mjs (`npm pack`).
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';

@@ -4,11 +4,10 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-/** Package root: src/ and dist/ both sit one level below it. */
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { packageRoot } from './paths.js';
+export { packageRoot };
 
 // The addon's raw functions; the typed, validated surface is src/kernels.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -40,8 +39,12 @@ function loadCpu(): NativeAddon {
 }
 
 function loadCuda(): NativeAddon | undefined {
-  const file = path.join(packageRoot, 'build', 'Release', 'cuda', 'wst_dash_cuda.node');
-  if (!existsSync(file)) return undefined;
+  // A local build first, else the package's prebuild.
+  const file = [
+    path.join(packageRoot, 'build', 'Release', 'cuda', 'wst_dash_cuda.node'),
+    path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'cuda', 'wst_dash_cuda.node'),
+  ].find((f) => existsSync(f));
+  if (!file) return undefined;
   try {
     const addon = require(file) as NativeAddon & { deviceCount(): number };
     if (addon.deviceCount() <= 0) return undefined;

@@ -1,5 +1,5 @@
 // The CLI, run as a user runs it (a child process), on the real fixtures when present.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import { readGguf } from '../src/models/gguf.js';
 import { loadCheckpoint } from '../src/models/safetensors.js';
 import { referenceLogits } from './reference/llama.js';
 import { runCli, sharedDir } from './run-cli.js';
+import { tinyTextModelFolder } from './tiny-models.js';
 
 const shared = sharedDir;
 const stories = path.join(shared, 'models/stories260K');
@@ -31,6 +32,65 @@ describe('cli', () => {
     const device = await cli('generate', '--model', '/nonexistent', '--ids', '1', '--device', 'gpu');
     expect(device.code).toBe(2);
     expect(device.stderr).toMatch(/--device must be cpu or cuda/);
+  });
+
+  it('help on every command: each option on one line with what it does, only the options the command reads', async () => {
+    const usage = await cli('--help');
+    const names = [...usage.stdout.matchAll(/^  (\S+(?: [a-z]+)?)\s{2,}/gm)].map((m) => m[1]);
+    expect(names.length).toBeGreaterThan(15);
+    for (const name of names) {
+      const h = await cli(...name.split(' '), '--help');
+      expect(h.code, name).toBe(0);
+      const lines = h.stdout.split('\n').filter((l) => l.startsWith('  --'));
+      expect(lines.length, name).toBeGreaterThan(0);
+      for (const l of lines) expect(l, `${name}: ${l}`).toMatch(/^  --[a-z-]+(?: \S+)?(?: \.\.\.)?\s+\S.{8,}/);
+    }
+    const dash = await cli('train', 'dash', '--help');
+    expect(dash.stdout).toMatch(/--tau T\s+gradient filter.*\(default 0\.4/);
+    expect(dash.stdout).toMatch(/--checkpoint-every N\s+.*\(default 10/);
+    expect(dash.stdout).not.toMatch(/--generation|--batch-size/);
+    const sft = await cli('train', 'sft', '--help');
+    expect(sft.stdout).toMatch(/--batch-size N\s+examples per step \(default 16\)/);
+    expect(sft.stdout).not.toMatch(/--tau|--group|--prompts|--resume/);
+    const refused = await cli('train', 'sft', '--tau', '0.3', '--out', '/tmp/never');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/Unknown option '--tau'/);
+  });
+
+  it('meaningless input is a one-line error: an empty data file, a generation past the context, a missing data folder', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'wst-cli-empty-'));
+    try {
+      const empty = path.join(dir, 'empty.jsonl');
+      writeFileSync(empty, '\n');
+      const e = await cli('eval', '--task', 'gsm8k', '--file', empty, '--model', dir);
+      expect(e.code).toBe(1);
+      expect(e.stderr.trim()).toBe(`wst-dash eval: ${empty}: no records (the file is empty)`);
+      const c = await cli('check-answers', '--task', 'math500', '--file', empty);
+      expect(c.code).toBe(1);
+      expect(c.stderr).toMatch(/no records/);
+      const model = await tinyTextModelFolder(dir, 'm', 16, 1); // max_position_embeddings 2048
+      const long = await cli('generate', '--model', model, '--ids', '1,2', '--max-new-tokens', '100000');
+      expect(long.code).toBe(2);
+      expect(long.stderr.trim()).toBe("wst-dash generate: --max-new-tokens 100000 does not fit the model's context of 2048 positions (prompt + new tokens); use at most 2047");
+      const data = await cli('eval', '--task', 'gsm8k', '--model', model, '--data-dir', path.join(dir, 'nope'));
+      expect(data.code).toBe(2);
+      expect(data.stderr).toMatch(/--data-dir .*nope: not a folder/);
+      const missing = await cli('eval', '--task', 'gsm8k', '--model', model, '--data-dir', dir);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/gsm8k\.test\.jsonl not found \(point at the data directory with --data-dir DIR/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('demo says where it writes in its first line (and --out moves it)', async () => {
+    const out = path.join(tmpdir(), 'wst-demo-out-never-written');
+    const r = await cli('demo', '--out', out, '--eval-problems', '0');
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toBe(`wst-dash demo: writing to ${out}`);
+    const w = await cli('demo', 'wst', '--out', out, '--steps', '0');
+    expect(w.stderr.split('\n')[0]).toBe(`wst-dash demo wst: writing to ${out}`);
+    expect(existsSync(out)).toBe(false);
   });
 
   describe.skipIf(!existsSync(stories))('on stories260K', () => {

@@ -231,6 +231,17 @@ describe('generation on a random model', () => {
     });
   });
 
+  it('stops every row at the model context (prompt + new tokens <= max_position_embeddings) and refuses a prompt that fills it', async () => {
+    const context = cfg.maxPositionEmbeddings; // 128
+    const long = randomTokens(context - 5, cfg.vocabSize, 21), short = randomTokens(4, cfg.vocabSize, 22);
+    const gens = await model.generate([long, short], { maxNewTokens: 200, temperature: 1, seed: 9, stop: [], batchSize: 2 });
+    for (const g of gens) {
+      expect(g.promptIds.length + g.ids.length).toBeLessThanOrEqual(context);
+      if (g.finishReason === 'length') expect(g.promptIds.length + g.ids.length).toBe(context);
+    }
+    await expect(model.generate([randomTokens(context, cfg.vocabSize, 23)], { maxNewTokens: 1 })).rejects.toThrow(/prompt 0 has 128 tokens; the model's context is 128 positions/);
+  });
+
   it('batched ragged generation (with continuous batching) equals one-by-one', async () => {
     const seeds = [101, 202, 303, 404, 505];
     const batched = await model.generate(prompts, { maxNewTokens: 10, temperature: 0.8, topK: 20, seed: seeds, batchSize: 3 });

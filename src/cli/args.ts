@@ -13,3 +13,10 @@ export function parseIntArg(text: string, name: string, min = 1): number {
   if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer >= ${min}, got "${text}"`);
   return n;
 }
+
+/** A generation length that fits the model's context (a longer one would be cut without saying so). */
+export function checkMaxNewTokens(n: number, model: { config: { maxPositionEmbeddings: number } }, name = '--max-new-tokens'): number {
+  const context = model.config.maxPositionEmbeddings;
+  if (n >= context) throw new UsageError(`${name} ${n} does not fit the model's context of ${context} positions (prompt + new tokens); use at most ${context - 1}`);
+  return n;
+}

@@ -1,103 +1,59 @@
 // wst-dash CLI. Results go to stdout (JSON with --json); progress and logs go to stderr.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 
 import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
 import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
 import { demoWstCommand, evalWstCommand, trainWstCommand } from './wst-commands.js';
+import {
+  BENCH_DASH_OPTIONS, DASH_OPTIONS, DEMO_OPTIONS, DEMO_WST_OPTIONS, DEVICE, EVAL_OPTIONS, EVAL_WST_OPTIONS, GENERATE_OPTIONS, GRPO_OPTIONS, JSON_OUT,
+  MODEL_BENCH_OPTIONS, SERVE_OPTIONS, SFT_OPTIONS, TRAIN_WST_OPTIONS, flag, optionHelp, parseArgsOptions, str, type OptionSpecs,
+} from './options.js';
 
 interface Command {
   summary: string;
-  options: NonNullable<ParseArgsConfig['options']>;
+  options: OptionSpecs;
   run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
 }
 
-const trainOptions: Command['options'] = {
-  task: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' },
-  lr: { type: 'string' }, 'batch-size': { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' },
-  'micro-batch': { type: 'string' }, generation: { type: 'string' }, beta: { type: 'string' }, tau: { type: 'string' },
-  'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'eval-problems': { type: 'string' }, 'eval-every': { type: 'string' },
-  'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, device: { type: 'string' }, 'share-prefix': { type: 'string' },
-  iterations: { type: 'string' }, force: { type: 'boolean' },
-};
-
-/** A student behind OpenAI-compatible servers (train wst, eval wst). */
-const STUDENT_URL_OPTIONS: Command['options'] = {
-  'student-url': { type: 'string' }, 'student-model': { type: 'string' }, 'student-api': { type: 'string' }, 'student-key-env': { type: 'string' },
-  'student-cache': { type: 'string' }, 'student-concurrency': { type: 'string' }, 'student-timeout': { type: 'string' },
-};
-
 const commands: Record<string, Command> = {
   demo: {
-    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race over RL seeds, report folder [--out DIR] [--seeds N (default 3)] [--device cpu|cuda] [--refresh: rebuild the cached warm-up]',
-    options: { out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' }, seeds: { type: 'string' } },
+    summary: 'the main job: SFT warm-up (cached), DASH vs GRPO race over RL seeds, report folder',
+    options: DEMO_OPTIONS,
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task [--json] [--out DIR] [--device cpu|cuda] [--control: + a random-reward DASH arm] [--ablation: + DASH without shared prompts, + DASH at τ 0] [--tau T] [--repeat N: N interleaved runs of every arm, median wall times; default 3, 1 with --seeds] [--seeds N: RL seeds per arm, accuracy mean ± sd and DASH − GRPO with a 95% interval] [--refresh: rebuild the cached warm-up]',
-    options: { json: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' }, 'eval-problems': { type: 'string' }, device: { type: 'string' }, control: { type: 'boolean' }, ablation: { type: 'boolean' }, tau: { type: 'string' }, repeat: { type: 'string' }, refresh: { type: 'boolean' }, seeds: { type: 'string' } },
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task: time and accuracy side by side',
+    options: BENCH_DASH_OPTIONS,
     run: (values) => benchDashCommand(values),
   },
   'demo wst': {
-    summary: 'the embedded WST default: built-in student and teacher (cached warm-ups), the teacher trained by DASH (and per-micro-batch GRPO for time), every teacher evaluated, report folder [--out DIR] [--json] [--steps N] [--eval-queries N] [--seed S] [--device cpu|cuda] [--refresh]',
-    options: { out: { type: 'string' }, json: { type: 'boolean' }, steps: { type: 'string' }, 'eval-queries': { type: 'string' }, seed: { type: 'string' }, device: { type: 'string' }, refresh: { type: 'boolean' } },
+    summary: 'the embedded WST default: built-in student and teacher (cached), the teacher trained by DASH and GRPO, every teacher evaluated, report folder',
+    options: DEMO_WST_OPTIONS,
     run: (values) => demoWstCommand(values),
   },
-  'train wst': {
-    summary: 'train a teacher on a frozen student\'s outcome: --out DIR [--task ops|arith|gsm8k|math500] [--teacher DIR] [--student DIR] [--algo dash|grpo|grpo_decoupled] [--steps N] [--samples K] [--student-temperature T] [--iterations μ] [--checkpoint-every N (default 10)] [--resume [--force]] [--device cpu|cuda] (ops: the built-in models by default)',
-    options: {
-      task: { type: 'string' }, teacher: { type: 'string' }, student: { type: 'string' }, out: { type: 'string' }, algo: { type: 'string' }, steps: { type: 'string' },
-      seed: { type: 'string' }, prompts: { type: 'string' }, group: { type: 'string' }, 'micro-batch': { type: 'string' }, samples: { type: 'string' },
-      'student-temperature': { type: 'string' }, iterations: { type: 'string' }, lr: { type: 'string' }, temperature: { type: 'string' },
-      'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, 'eval-queries': { type: 'string' }, 'eval-every': { type: 'string' },
-      'train-queries': { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean' }, device: { type: 'string' },
-      ...STUDENT_URL_OPTIONS,
-    },
-    run: (values) => trainWstCommand(values),
-  },
-  'eval wst': {
-    summary: 'the student\'s accuracy alone and under each teacher, with misleading / helped fractions: [--task ops|arith|gsm8k|math500] [--student DIR] [--teacher DIR (trained)] [--untrained DIR] [--strong DIR] [--fixed TEXT]... [--limit N] [--file PATH] [--queries OUT.jsonl] [--json] [--device cpu|cuda]',
-    options: {
-      task: { type: 'string' }, student: { type: 'string' }, teacher: { type: 'string' }, untrained: { type: 'string' }, strong: { type: 'string' },
-      fixed: { type: 'string', multiple: true }, limit: { type: 'string' }, file: { type: 'string' }, queries: { type: 'string' }, json: { type: 'boolean' },
-      'max-student-tokens': { type: 'string' }, 'max-instruction-tokens': { type: 'string' }, device: { type: 'string' },
-      ...STUDENT_URL_OPTIONS,
-    },
-    run: (values) => evalWstCommand(values),
-  },
-  'train sft': { summary: 'supervised warm-up: --task arith|gsm8k|math500 [--model DIR] --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('sft', v) },
-  'train grpo': { summary: 'GRPO (per-micro-batch or --generation decoupled) --out DIR [--device cpu|cuda]', options: trainOptions, run: (v) => trainCommand('grpo', v) },
-  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training --out DIR [--device cpu|cuda] [--tau T (default 0.4; 0: exact)] [--share-prefix on|off]', options: trainOptions, run: (v) => trainCommand('dash', v) },
-  eval: {
-    summary: 'held-out accuracy: --model DIR --task arith|gsm8k|math500 [--file PATH] [--limit N] [--json] [--device cpu|cuda]',
-    options: { model: { type: 'string' }, task: { type: 'string' }, file: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, 'max-new-tokens': { type: 'string' }, device: { type: 'string' } },
-    run: (values) => evalCommand(values),
-  },
-  generate: {
-    summary: 'generate from a model folder: --model DIR (--prompt TEXT | --ids 1,2,3) [--json] [--device cpu|cuda]',
-    options: {
-      model: { type: 'string' }, prompt: { type: 'string' }, ids: { type: 'string' },
-      'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
-      'top-p': { type: 'string' }, 'min-p': { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' },
-      device: { type: 'string' },
-    },
-    run: (values) => generateCommand(values),
-  },
+  'train wst': { summary: 'train a teacher on a frozen student\'s outcome (WST)', options: TRAIN_WST_OPTIONS, run: (values) => trainWstCommand(values) },
+  'eval wst': { summary: 'the student\'s accuracy alone and under each teacher, with misleading / helped fractions', options: EVAL_WST_OPTIONS, run: (values) => evalWstCommand(values) },
+  'train sft': { summary: 'supervised warm-up on a task\'s reference solutions', options: SFT_OPTIONS, run: (v) => trainCommand('sft', v) },
+  'train grpo': { summary: 'GRPO (per-micro-batch or decoupled generation), resumable', options: GRPO_OPTIONS, run: (v) => trainCommand('grpo', v) },
+  'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training, resumable', options: DASH_OPTIONS, run: (v) => trainCommand('dash', v) },
+  eval: { summary: 'held-out accuracy of a model on a task', options: EVAL_OPTIONS, run: (values) => evalCommand(values) },
+  generate: { summary: 'generate from a model folder', options: GENERATE_OPTIONS, run: (values) => generateCommand(values) },
   logits: {
-    summary: 'logits at the last position: --model DIR --ids 1,2,3 [--json] [--device cpu|cuda]',
-    options: { model: { type: 'string' }, ids: { type: 'string' }, json: { type: 'boolean' }, device: { type: 'string' } },
+    summary: 'logits at the last position',
+    options: { model: str('DIR', 'the model folder (required)'), ids: str('1,2,3', 'the token ids (required)'), json: JSON_OUT, device: DEVICE },
     run: (values) => logitsCommand(values),
   },
   'export gguf': {
-    summary: 'export a llama model folder to GGUF: --model DIR --out FILE [--dtype f32|f16]',
-    options: { model: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } },
+    summary: 'export a llama model folder to GGUF',
+    options: { model: str('DIR', 'the model folder (required)'), out: str('FILE', 'the .gguf file to write (required)'), dtype: str('f32|f16', 'weight type (default f32)') },
     run: (values) => exportGgufCommand(values),
   },
   'check-answers': {
-    summary: 'answer-checker self-agreement on a data file: --task gsm8k|math500 --file PATH [--json]',
-    options: { task: { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
+    summary: 'answer-checker self-agreement on a data file (every reference solution must check as correct)',
+    options: { task: str('gsm8k|math500', 'the task (required)'), file: str('PATH', 'the JSONL data file (required)'), json: JSON_OUT },
     run: async (values) => {
       const { runCheckAnswers } = await import('../rl/check-answers.js');
       const task = values.task as string | undefined;
@@ -106,41 +62,32 @@ const commands: Record<string, Command> = {
       runCheckAnswers({ task, file: values.file as string, json: values.json as boolean | undefined });
     },
   },
-  'bench decode': {
-    summary: 'prefill/decode tokens/s at batch 1, 8, 64: [--model DIR] [--batch B] [--seq T] [--threads N] [--json] [--device cpu|cuda]',
-    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' }, device: { type: 'string' } },
-    run: (values) => modelBench('decode', values),
-  },
-  'bench train': {
-    summary: 'training tokens/s, ms/step and peak RSS: [--model DIR] [--batch B] [--seq T] [--threads N] [--json] [--device cpu|cuda]',
-    options: { model: { type: 'string' }, batch: { type: 'string' }, seq: { type: 'string' }, threads: { type: 'string' }, json: { type: 'boolean' }, reps: { type: 'string' }, device: { type: 'string' } },
-    run: (values) => modelBench('train', values),
-  },
+  'bench decode': { summary: 'prefill/decode tokens/s at batch 1, 8, 64', options: MODEL_BENCH_OPTIONS, run: (values) => modelBench('decode', values) },
+  'bench train': { summary: 'training tokens/s, ms/step and peak RSS', options: MODEL_BENCH_OPTIONS, run: (values) => modelBench('train', values) },
   serve: {
-    summary: 'an OpenAI-compatible server over a model folder (GET /v1/models, POST /v1/chat/completions and /v1/completions, SSE): --model DIR [--host 127.0.0.1] [--port 8080] [--name NAME] [--api-key-env VAR] [--max-batch 64] [--max-queue 1024] [--device cpu|cuda]',
-    options: { model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, name: { type: 'string' }, 'api-key-env': { type: 'string' }, 'max-batch': { type: 'string' }, 'max-queue': { type: 'string' }, device: { type: 'string' } },
+    summary: 'an OpenAI-compatible server over a model folder (GET /v1/models, POST /v1/chat/completions and /v1/completions, SSE)',
+    options: SERVE_OPTIONS,
     run: async (values) => (await import('./serve-command.js')).serveCommand(values),
   },
   'bench kernels': {
     summary: 'GFLOP/s of GEMM and attention, tokens/s of sampling, vs the machine FMA peak and OpenBLAS',
     options: {
-      json: { type: 'boolean', default: false },
-      quick: { type: 'boolean', default: false },
-      threads: { type: 'string' },
-      out: { type: 'string' },
+      json: JSON_OUT,
+      quick: flag('fewer sizes and repetitions'),
+      threads: str('N', 'CPU threads (default: 1 and all cores)'),
+      out: str('DIR', 'where the JSON and SVG go (default bench/results)'),
     },
     run: async (values) => {
       const { runKernelBench } = await import('../bench/kernels.js');
       await runKernelBench({
-        json: values.json as boolean,
-        quick: values.quick as boolean,
+        json: Boolean(values.json),
+        quick: Boolean(values.quick),
         threads: values.threads === undefined ? undefined : parseIntArg(values.threads as string, '--threads'),
         out: values.out as string | undefined,
       });
     },
   },
 };
-
 
 async function modelBench(kind: 'decode' | 'train', values: Record<string, unknown>): Promise<void> {
   const { runModelBench } = await import('../bench/model.js');
@@ -165,7 +112,7 @@ function version(): string {
  * looks like a negative number after a string option is joined to it (`--steps=-5`), so that the
  * range check names the option and what it expects.
  */
-export function joinNegativeValues(args: readonly string[], options: Command['options']): string[] {
+export function joinNegativeValues(args: readonly string[], options: OptionSpecs): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const a = args[i], next = args[i + 1];
@@ -201,12 +148,16 @@ export async function main(argv: string[]): Promise<number> {
   const command = commands[name];
   const rest = argv.slice(name.split(' ').length);
   if (rest.includes('--help') || rest.includes('-h')) {
-    const opts = Object.entries(command.options).map(([k, o]) => `--${k}${o.type === 'string' ? ' VALUE' : ''}`);
-    console.log(`wst-dash ${name}: ${command.summary}\n\noptions: ${opts.join(' ') || '(none)'}`);
+    console.log(`usage: wst-dash ${name} [options]\n\n${command.summary}\n\noptions:\n${optionHelp(command.options)}`);
     return 0;
   }
   try {
-    const { values, positionals } = parseArgs({ args: joinNegativeValues(rest, command.options), options: command.options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: joinNegativeValues(rest, command.options), options: parseArgsOptions(command.options), allowPositionals: true, strict: true });
+    // --data-dir: where every task of this process reads its data (tasks read $WST_DASH_DATA).
+    if (typeof values['data-dir'] === 'string') {
+      if (!statSync(values['data-dir'], { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--data-dir ${values['data-dir']}: not a folder`);
+      process.env.WST_DASH_DATA = values['data-dir'];
+    }
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --; see wst-dash ${name} --help)`);
     await command.run(values, positionals);
     return 0;

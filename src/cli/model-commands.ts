@@ -1,5 +1,5 @@
 // CLI commands over a model folder: generate, logits, export gguf.
-import { UsageError, parseDevice, parseIntArg } from './args.js';
+import { UsageError, checkMaxNewTokens, parseDevice, parseIntArg } from './args.js';
 
 export function parseIds(text: string | undefined, name = '--ids'): number[] {
   if (text === undefined || text.trim() === '') throw new UsageError(`${name} must be a comma-separated list of token ids`);
@@ -30,7 +30,7 @@ export async function generateCommand(values: Record<string, unknown>): Promise<
   const prompt = values.prompt !== undefined ? (values.prompt as string) : parseIds(values.ids as string);
   const model = await Model.load(dir, { device: parseDevice(values) });
   const [g] = await model.generate([prompt], {
-    maxNewTokens: values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
+    maxNewTokens: values['max-new-tokens'] === undefined ? 64 : checkMaxNewTokens(parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'), model),
     temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 0),
     topK: values['top-k'] === undefined ? 0 : parseIntArg(values['top-k'] as string, '--top-k', 0),
     topP: parseFloatArg(values['top-p'] as string | undefined, '--top-p', 1),

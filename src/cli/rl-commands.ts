@@ -2,7 +2,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
-import { UsageError, parseDevice, parseIntArg } from './args.js';
+import { UsageError, checkMaxNewTokens, parseDevice, parseIntArg } from './args.js';
 import { parseFloatArg } from './model-commands.js';
 import type { ArmName } from '../rl/race.js';
 
@@ -49,7 +49,7 @@ export async function evalCommand(values: Record<string, unknown>): Promise<void
   const limit = values.limit === undefined ? 500 : parseIntArg(values.limit as string, '--limit');
   const examples = task.examples('test', { limit, file: values.file as string | undefined, seed: 12345 });
   const model = await Model.load(values.model as string, { device: parseDevice(values) });
-  const maxNewTokens = values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens');
+  const maxNewTokens = values['max-new-tokens'] === undefined ? 64 : checkMaxNewTokens(parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'), model);
   const r = await evaluate(model, task, examples, { maxNewTokens });
   if (values.json) console.log(JSON.stringify({ accuracy: r.accuracy, n: r.n }));
   else console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% on ${r.n} problems (${r.seconds.toFixed(1)} s)`);
@@ -125,7 +125,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     filterThreshold: early.tau ?? preset.filterThreshold,
     iterations: early.iterations,
     lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
-    maxNewTokens: values['max-new-tokens'] === undefined ? TASK_MAX_NEW_TOKENS[task.name] ?? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'),
+    maxNewTokens: checkMaxNewTokens(values['max-new-tokens'] === undefined ? TASK_MAX_NEW_TOKENS[task.name] ?? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'), model),
     temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
     evalExamples: task.examples('test', { seed: 12345, limit: values['eval-problems'] === undefined ? 200 : parseIntArg(values['eval-problems'] as string, '--eval-problems') }),
     evalEvery: values['eval-every'] === undefined ? 0 : parseIntArg(values['eval-every'] as string, '--eval-every'),
@@ -153,6 +153,7 @@ export async function benchDashCommand(values: Record<string, unknown>, demo = f
   const bar = progressLine();
   const outDir = (values.out as string | undefined) ?? (demo ? 'wst-dash-demo' : path.join('bench', 'results', 'dash'));
   const steps = values.steps === undefined ? DEFAULT_RACE.steps : parseIntArg(values.steps as string, '--steps');
+  console.error(`wst-dash ${demo ? 'demo' : 'bench dash'}: writing to ${path.resolve(outDir)}`);
   const arms: ArmName[] = demo ? ['grpo', 'dash'] : [...DEFAULT_RACE.arms];
   if (!demo && values.control) arms.push('dash_control');
   if (!demo && values.ablation) arms.push('dash_unshared', 'dash_exact');

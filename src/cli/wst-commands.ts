@@ -16,6 +16,7 @@ export async function demoWstCommand(values: Record<string, unknown>): Promise<v
   const { runWstDemo, wstDemoTable, DEFAULT_WST_DEMO } = await import('../wst/demo.js');
   const bar = progressLine();
   const outDir = (values.out as string | undefined) ?? 'wst-dash-demo-wst';
+  console.error(`wst-dash demo wst: writing to ${path.resolve(outDir)}`);
   const r = await runWstDemo({
     ...DEFAULT_WST_DEMO, outDir, device: parseDevice(values), refresh: Boolean(values.refresh),
     steps: int(values, 'steps', DEFAULT_WST_DEMO.steps),

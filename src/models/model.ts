@@ -24,7 +24,7 @@ export interface SamplingOptions {
 }
 
 export interface GenerateOptions extends SamplingOptions {
-  /** Default 64. */
+  /** Default 64. A row stops at the model's context: prompt + new tokens <= max_position_embeddings. */
   maxNewTokens?: number;
   /** Row i draws with Philox key seed + i (or seed[i] when an array), counter = tokens generated so far. */
   seed?: number | readonly number[];
@@ -330,13 +330,20 @@ export class Model {
     encoded.forEach((ids, i) => {
       if (ids.length === 0) throw new RangeError(`prompt ${i} is empty`);
     });
+    // Generation stops at the model's context (max_position_embeddings): a row whose prompt plus
+    // maxNewTokens would pass it gets fewer new tokens (finishReason "length").
+    const context = this.config.maxPositionEmbeddings;
+    encoded.forEach((ids, i) => {
+      if (ids.length >= context) throw new RangeError(`prompt ${i} has ${ids.length} tokens; the model's context is ${context} positions`);
+    });
     const maxPrompt = Math.max(0, ...encoded.map((e) => e.length));
+    const rowMaxNew = encoded.map((ids) => Math.min(maxNew, context - ids.length));
     for (let i = 0; i < encoded.length; i++)
       results[i] = { promptIds: encoded[i], ids: [], logprobs: [], finishReason: 'length', text: this.tokenizer ? '' : undefined };
     if (encoded.length === 0) return;
 
     const rowsTotal = encoded.length;
-    const ctx = this.handle.createContext(Math.min(batchSize, rowsTotal), maxPrompt + maxNew);
+    const ctx = this.handle.createContext(Math.min(batchSize, rowsTotal), Math.min(maxPrompt + maxNew, context));
     const sampling = { temperature, topK, topP, minP };
     const stopArr = Int32Array.from(stopIds);
     const rowOf: number[] = []; // context row -> prompt index
@@ -359,7 +366,7 @@ export class Model {
           const seeds = new BigUint64Array(take.map((_, i) =>
             Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
           await this.run(() => ctx.addRows(promptTokens, offsets, seeds,
-            new Int32Array(take.length).fill(maxNew), sampling, stopArr, true, options.keepPromptActivations === true));
+            Int32Array.from(rowMaxNew.slice(next, next + take.length)), sampling, stopArr, true, options.keepPromptActivations === true));
           for (let i = 0; i < take.length; i++) rowOf.push(next + i);
           next += take.length;
           active += take.length;

@@ -1,11 +1,11 @@
 // The built-in default: a small character-level Llama for the `arith` task, warm-started by SFT
 // and cached, so that `wst-dash demo` and `bench dash` run anywhere without downloads.
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
 import path from 'node:path';
 import { parseConfig, type ModelConfig } from '../models/config.js';
 import { Model, type Device } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
+import { cacheDir } from '../paths.js';
 import { contentKey, SFT_MODULES } from './cache-key.js';
 import { ARITH_VOCAB, createArithTask, type ArithFlaw } from './tasks/arith.js';
 import { evaluate, trainSft } from './trainer.js';
@@ -59,9 +59,7 @@ export function builtinConfig(vocabSize = builtinTokenizer().vocabSize): ModelCo
   });
 }
 
-export function cacheDir(): string {
-  return process.env.WST_DASH_CACHE ? path.resolve(process.env.WST_DASH_CACHE) : path.join(homedir(), '.cache', 'wst-dash');
-}
+export { cacheDir };
 
 /** Where the SFT warm-up for these options (and device) is cached, with the resolved options. */
 export function builtinSftEntry(options: Partial<BuiltinSftOptions> & { device?: Device } = {}): { sft: BuiltinSftOptions; config: ModelConfig; dir: string } {

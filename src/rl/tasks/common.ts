@@ -1,7 +1,6 @@
 // Shared task types and helpers: the Task contract used by the RL trainers, seeded PRNG, JSONL reading.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 export type Split = 'train' | 'test';
 
@@ -42,20 +41,14 @@ export interface Task<E extends Example = Example, O extends ExampleOptions = Ex
   isCorrect(completion: string, example: E): boolean;
 }
 
-/** Where the reference data sets live: $WST_DASH_DATA, else `../shared/data` next to the package root. */
-export function defaultDataDir(): string {
-  const env = process.env.WST_DASH_DATA;
-  if (env) return path.resolve(env);
-  // this file is src/rl/tasks/common.ts (or dist/rl/tasks/common.js): the package root is three levels up
-  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-  return path.resolve(root, '../shared/data');
-}
+export { defaultDataDir } from '../../paths.js';
+import { defaultDataDir } from '../../paths.js';
 
 export function dataFile(name: string, dataDir?: string): string {
   const dir = dataDir ?? defaultDataDir();
   const file = path.join(dir, name);
   if (!existsSync(file)) {
-    throw new Error(`data file ${file} not found (set WST_DASH_DATA or pass dataDir/file to point at the data directory)`);
+    throw new Error(`data file ${file} not found (point at the data directory with --data-dir DIR or $WST_DASH_DATA, or give the file with --file)`);
   }
   return file;
 }
@@ -104,7 +97,8 @@ export function selectExamples<E>(rows: E[], opts: ExampleOptions = {}): E[] {
 
 /**
  * Read a JSONL file; `parse` turns each record into a row or returns an error message for it.
- * Any bad line raises an Error naming the file and the 1-based line number. Blank lines are skipped.
+ * Any bad line raises an Error naming the file and the 1-based line number. Blank lines are skipped;
+ * a file without a record is an error (an evaluation over nothing is meaningless).
  */
 export function readJsonl<T>(file: string, parse: (record: Record<string, unknown>, line: number) => T | string): T[] {
   let text: string;
@@ -130,6 +124,7 @@ export function readJsonl<T>(file: string, parse: (record: Record<string, unknow
     if (typeof row === 'string') throw new Error(`${file}:${k + 1}: ${row}`);
     rows.push(row);
   }
+  if (rows.length === 0) throw new Error(`${file}: no records (the file is empty)`);
   return rows;
 }
 
