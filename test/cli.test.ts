@@ -83,6 +83,26 @@ describe('cli', () => {
     }
   });
 
+  it('negative and out-of-range numbers name the option and its range (the cases users hit)', async () => {
+    const cases: [string[], RegExp][] = [
+      [['train', 'dash', '--steps', '-5', '--out', '/tmp/never'], /--steps must be an integer >= 1, got "-5"/],
+      [['train', 'grpo', '--temperature', '-1', '--out', '/tmp/never'], /--temperature must be >= 0, got -1/],
+      [['generate', '--model', '/nonexistent', '--ids', '1', '--temperature', '-1'], /--temperature must be >= 0, got -1/],
+      [['train', 'dash', '--seed', '-1', '--out', '/tmp/never'], /--seed must be an integer >= 0, got "-1"/],
+      [['generate', '--model', '/nonexistent', '--ids', '1', '--top-k', '-1'], /--top-k must be an integer >= 0, got "-1"/],
+      [['train', 'dash', '--tau', '-1', '--out', '/tmp/never'], /--tau must be >= 0, got -1/],
+      [['generate', '--model', '/nonexistent', '--ids', '1', '--max-new-tokens', '-3'], /--max-new-tokens must be an integer >= 1, got "-3"/],
+      [['demo', '--eval-problems', '-2', '--out', '/tmp/never'], /--eval-problems must be an integer >= 1, got "-2"/],
+      [['train', 'dash', '--group', '1', '--out', '/tmp/never'], /--group must be an integer >= 2, got "1"/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(message);
+      expect(r.stderr.trim().split('\n').filter((l) => !l.startsWith('wst-dash demo: writing to')).length, args.join(' ')).toBe(1);
+    }
+  });
+
   it('demo says where it writes in its first line (and --out moves it)', async () => {
     const out = path.join(tmpdir(), 'wst-demo-out-never-written');
     const r = await cli('demo', '--out', out, '--eval-problems', '0');

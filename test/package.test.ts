@@ -16,6 +16,9 @@ const npm = (args: string[], cwd: string) => run('npm', args, { cwd, maxBuffer: 
 
 const USER_PROGRAM = `import { Model, PRESETS, tasks, trainRl, type RlOptions, type RlResult } from 'wst-dash';
 
+// Installed as a dependency, the data sets live in the cache's data folder unless told otherwise.
+console.error(tasks.defaultDataDir());
+
 const policy = await Model.load(process.argv[2]);
 const options: RlOptions = {
   ...PRESETS.dash, task: tasks.arith, policy, steps: 1, promptsPerStep: 2, groupSize: 2, microBatch: 4,
@@ -58,7 +61,9 @@ describe('the npm package', () => {
     }));
     await run(process.execPath, [path.join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', project], { cwd: project });
     const model = await tinyTextModelFolder(tmp, 'policy', 16, 1);
-    const r = await run(process.execPath, [path.join(project, 'out', 'train.mjs'), model], { cwd: project });
+    const cache = path.join(tmp, 'cache');
+    const r = await run(process.execPath, [path.join(project, 'out', 'train.mjs'), model], { cwd: project, env: { ...process.env, WST_DASH_CACHE: cache, WST_DASH_DATA: '' } });
+    expect(r.stderr.trim()).toBe(path.join(cache, 'data'));
     const res = JSON.parse(r.stdout.trim()) as { steps: number; reward: number };
     expect(res.steps).toBe(1);
     expect(res.reward).toBeGreaterThanOrEqual(0);

@@ -28,15 +28,21 @@ export async function generateCommand(values: Record<string, unknown>): Promise<
   const dir = needModel(values);
   if ((values.prompt === undefined) === (values.ids === undefined)) throw new UsageError('give exactly one of --prompt TEXT or --ids 1,2,3');
   const prompt = values.prompt !== undefined ? (values.prompt as string) : parseIds(values.ids as string);
-  const model = await Model.load(dir, { device: parseDevice(values) });
-  const [g] = await model.generate([prompt], {
-    maxNewTokens: values['max-new-tokens'] === undefined ? 64 : checkMaxNewTokens(parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'), model),
-    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', 0),
+  // Every option checked before the model loads; the length against its context after.
+  const maxNewTokens = values['max-new-tokens'] === undefined ? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens');
+  const temperature = parseFloatArg(values.temperature as string | undefined, '--temperature', 0);
+  if (temperature < 0) throw new UsageError(`--temperature must be >= 0, got ${temperature}`);
+  const topP = parseFloatArg(values['top-p'] as string | undefined, '--top-p', 1);
+  if (!(topP > 0 && topP <= 1)) throw new UsageError(`--top-p must be in (0, 1], got ${topP}`);
+  const minP = parseFloatArg(values['min-p'] as string | undefined, '--min-p', 0);
+  if (!(minP >= 0 && minP < 1)) throw new UsageError(`--min-p must be in [0, 1), got ${minP}`);
+  const sampling = {
+    temperature, topP, minP,
     topK: values['top-k'] === undefined ? 0 : parseIntArg(values['top-k'] as string, '--top-k', 0),
-    topP: parseFloatArg(values['top-p'] as string | undefined, '--top-p', 1),
-    minP: parseFloatArg(values['min-p'] as string | undefined, '--min-p', 0),
     seed: values.seed === undefined ? 0 : parseIntArg(values.seed as string, '--seed', 0),
-  });
+  };
+  const model = await Model.load(dir, { device: parseDevice(values) });
+  const [g] = await model.generate([prompt], { ...sampling, maxNewTokens: checkMaxNewTokens(maxNewTokens, model) });
   if (values.json) console.log(JSON.stringify({ ids: g.ids, text: g.text ?? null, logprobs: g.logprobs, finishReason: g.finishReason }));
   else console.log(g.text ?? g.ids.join(','));
 }

@@ -72,6 +72,8 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     group: values.group === undefined ? undefined : parseIntArg(values.group as string, '--group', 2),
     iterations: values.iterations === undefined ? 1 : parseIntArg(values.iterations as string, '--iterations'),
     tau: values.tau === undefined ? undefined : nonNegative(parseFloatArg(values.tau as string, '--tau', 0), '--tau'),
+    temperature: nonNegative(parseFloatArg(values.temperature as string | undefined, '--temperature', PRESETS.dash.temperature), '--temperature'),
+    lr: nonNegative(parseFloatArg(values.lr as string | undefined, '--lr', algo === 'sft' ? 3e-3 : PRESETS.dash.lr), '--lr'),
   };
   const dash = algo === 'dash';
   const generationArg = values.generation as string | undefined;
@@ -96,7 +98,7 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
   if (algo === 'sft') {
     const batchSize = values['batch-size'] === undefined ? 16 : parseIntArg(values['batch-size'] as string, '--batch-size');
     const res = await trainSft({
-      task, model, steps, batchSize, lr: parseFloatArg(values.lr as string | undefined, '--lr', 3e-3), warmupSteps: 20, schedule: 'cosine', seed,
+      task, model, steps, batchSize, lr: early.lr, warmupSteps: 20, schedule: 'cosine', seed,
       onStep: (s, loss) => bar.update(`sft step ${s}/${steps} loss ${loss.toFixed(4)}`),
     });
     bar.done();
@@ -124,9 +126,9 @@ export async function trainCommand(algo: string | undefined, values: Record<stri
     generation, beta, sharePrefix: sharePrefix ?? preset.sharePrefix,
     filterThreshold: early.tau ?? preset.filterThreshold,
     iterations: early.iterations,
-    lr: parseFloatArg(values.lr as string | undefined, '--lr', preset.lr),
+    lr: values.lr === undefined ? preset.lr : early.lr,
     maxNewTokens: checkMaxNewTokens(values['max-new-tokens'] === undefined ? TASK_MAX_NEW_TOKENS[task.name] ?? 64 : parseIntArg(values['max-new-tokens'] as string, '--max-new-tokens'), model),
-    temperature: parseFloatArg(values.temperature as string | undefined, '--temperature', preset.temperature),
+    temperature: values.temperature === undefined ? preset.temperature : early.temperature,
     evalExamples: task.examples('test', { seed: 12345, limit: values['eval-problems'] === undefined ? 200 : parseIntArg(values['eval-problems'] as string, '--eval-problems') }),
     evalEvery: values['eval-every'] === undefined ? 0 : parseIntArg(values['eval-every'] as string, '--eval-every'),
     metricsFile,
