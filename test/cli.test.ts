@@ -75,9 +75,9 @@ describe('cli', () => {
       const data = await cli('eval', '--task', 'gsm8k', '--model', model, '--data-dir', path.join(dir, 'nope'));
       expect(data.code).toBe(2);
       expect(data.stderr).toMatch(/--data-dir .*nope: not a folder/);
-      const missing = await cli('eval', '--task', 'gsm8k', '--model', model, '--data-dir', dir);
+      const missing = await runCli(['eval', '--task', 'gsm8k', '--model', model, '--data-dir', dir], { WST_DASH_CACHE: path.join(dir, 'cache'), WST_DASH_RAW_URL: 'http://127.0.0.1:9' });
       expect(missing.code).toBe(1);
-      expect(missing.stderr).toMatch(/gsm8k\.test\.jsonl not found \(point at the data directory with --data-dir DIR/);
+      expect(missing.stderr.trim().split("\n").pop()).toMatch(/^wst-dash eval: data file gsm8k\.train\.jsonl: not in .* and the download failed \(.*\); point at a folder holding it with --data-dir or give --file$/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

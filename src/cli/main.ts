@@ -125,6 +125,29 @@ export function joinNegativeValues(args: readonly string[], options: OptionSpecs
   return out;
 }
 
+/** Options that name a model: a local folder, or a hub id (`org/name`, with --revision). */
+const MODEL_OPTIONS = ['model', 'teacher', 'student', 'untrained', 'strong'] as const;
+for (const c of Object.values(commands))
+  if (MODEL_OPTIONS.some((k) => k in c.options)) c.options.revision = str('REV', 'for hub model ids (org/name): branch, tag or commit (default main)');
+
+/**
+ * Hub model ids are downloaded once into the hub cache (progress on stderr; $HF_TOKEN, $HF_ENDPOINT,
+ * $HF_HUB_OFFLINE as Hugging Face tools read them) and replaced by their local folder; a task's
+ * public data set is fetched into the cache when neither --file nor the data folder has it.
+ */
+async function fetchNamedInputs(values: Record<string, unknown>): Promise<void> {
+  const wanted = MODEL_OPTIONS.filter((k) => typeof values[k] === 'string');
+  if (wanted.length > 0) {
+    const { isHubId, resolveModelPath } = await import('../models/hub.js');
+    for (const k of wanted)
+      if (isHubId(values[k] as string)) values[k] = await resolveModelPath(values[k] as string, { revision: values.revision as string | undefined, log: (l) => console.error(l) });
+  }
+  if ((values.task === 'gsm8k' || values.task === 'math500') && values.file === undefined) {
+    const { ensureTaskData } = await import('../rl/tasks/fetch-data.js');
+    await ensureTaskData(values.task, { log: (l) => console.error(l) });
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     console.log(usage());
@@ -159,6 +182,7 @@ export async function main(argv: string[]): Promise<number> {
       process.env.WST_DASH_DATA = values['data-dir'];
     }
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --; see wst-dash ${name} --help)`);
+    await fetchNamedInputs(values);
     await command.run(values, positionals);
     return 0;
   } catch (err) {

@@ -42,15 +42,18 @@ export interface Task<E extends Example = Example, O extends ExampleOptions = Ex
 }
 
 export { defaultDataDir } from '../../paths.js';
-import { defaultDataDir } from '../../paths.js';
+import { cacheDir, defaultDataDir } from '../../paths.js';
 
+/**
+ * A data set file: in `dataDir` when given; else in the data folder (defaultDataDir), else in the
+ * cache's data folder (where the CLI, or tasks.ensureTaskData, downloads public data sets).
+ */
 export function dataFile(name: string, dataDir?: string): string {
-  const dir = dataDir ?? defaultDataDir();
-  const file = path.join(dir, name);
-  if (!existsSync(file)) {
-    throw new Error(`data file ${file} not found (point at the data directory with --data-dir DIR or $WST_DASH_DATA, or give the file with --file)`);
-  }
-  return file;
+  const file = path.join(dataDir ?? defaultDataDir(), name);
+  if (existsSync(file)) return file;
+  const cached = path.join(cacheDir(), 'data', name);
+  if (!dataDir && existsSync(cached)) return cached;
+  throw new Error(`data file ${file} not found (point at the data directory with --data-dir DIR or $WST_DASH_DATA, or give the file with --file)`);
 }
 
 /** A small seeded PRNG (SplitMix32 variant): uniform floats in [0, 1). */

@@ -6,6 +6,7 @@ import { math500 } from './math500.js';
 
 export type { Example, ExampleOptions, Split, Task } from './common.js';
 export { defaultDataDir, makeRng, readJsonl } from './common.js';
+export { DATA_SOURCES, TASK_FILES, ensureDataFile, ensureTaskData, type FetchDataOptions } from './fetch-data.js';
 export {
   ARITH_DEFAULT_DIFFICULTY, ARITH_LEVELS, ARITH_VOCAB, arith, createArithTask, generateArith,
   type ArithExample, type ArithExampleOptions, type ArithOptions, type ArithTaskOptions,
