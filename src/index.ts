@@ -6,6 +6,7 @@ export { runCheckAnswers } from './rl/check-answers.js';
 export { Model, loadModel } from './models/model.js';
 export type { Generation, GenerateOptions, ModelConfig, ScoreOptions, StepResult, StreamChunk } from './models/model.js';
 export { CharTokenizer, loadTokenizer, type Tokenizer } from './models/tokenizer.js';
+export { downloadModel, isHubId, resolveModelPath, type HubOptions } from './models/hub.js';
 // RL: the trainer loop, environments, algorithm presets.
 export { evaluate, groupAdvantages, learningRate, trainRl, trainSft, correctnessReward } from './rl/trainer.js';
 export type { EvalResult, RlOptions, RlResult, SftOptions, StepMetrics } from './rl/trainer.js';

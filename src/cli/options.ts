@@ -91,6 +91,7 @@ export const STUDENT_URL_OPTIONS: OptionSpecs = {
   'student-cache': str('DIR', 'on-disk cache of student answers (default: none)'),
   'student-concurrency': str('N', 'requests in flight per endpoint (default 8)'),
   'student-timeout': str('S', 'seconds per request before it is retried (default 60)'),
+  'student-attempts': str('N', 'tries per request (backoff 0.5 s doubling, jitter) before the step fails (default 6)'),
 };
 
 const WST_TASK = str('ops|arith|gsm8k|math500', 'the task (default ops: the built-in WST world)');

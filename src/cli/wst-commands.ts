@@ -80,7 +80,7 @@ async function makeStudent(values: Record<string, unknown>, s: WstSetup): Promis
     return httpStudent({
       endpoints: url.split(',').map((u) => u.trim()).filter(Boolean), model, api, templates: s.templates, maxTokens: s.maxStudentTokens,
       stop: s.task.stop, apiKeyEnv: values['student-key-env'] as string | undefined, cacheDir: values['student-cache'] as string | undefined,
-      concurrency: int(values, 'student-concurrency', 8), timeoutMs: 1000 * int(values, 'student-timeout', 60),
+      concurrency: int(values, 'student-concurrency', 8), timeoutMs: 1000 * int(values, 'student-timeout', 60), maxAttempts: int(values, 'student-attempts', 6),
     });
   } catch (e) {
     throw new UsageError((e as Error).message);
