@@ -68,10 +68,20 @@ describe('serve', () => {
     expect((unknown as { status?: number }).status).toBe(404);
   });
 
-  it('64 concurrent clients each get an answer to their own prompt', async () => {
-    const prompts = Array.from({ length: 64 }, (_, i) => 'p'.repeat(i + 1));
-    const outs = await Promise.all(prompts.map((p) => client.completions.create({ model: 'tiny', prompt: p, max_tokens: 4, temperature: 0 })));
-    outs.forEach((o, i) => expect(o.usage?.prompt_tokens).toBe(model.encode(prompts[i]).length));
+  it('64 concurrent clients × 3 requests each: every answer arrives and is the one that request gets alone', async () => {
+    const ask = (c: number, r: number) => ({ model: 'tiny', prompt: `client ${c} asks ${'p'.repeat(1 + ((c * 3 + r) % 40))}`, max_tokens: 6, temperature: 1, seed: 1000 * c + r });
+    const outs = await Promise.all(Array.from({ length: 64 }, async (_, c) => {
+      const mine = [];
+      for (let r = 0; r < 3; r++) mine.push(await client.completions.create(ask(c, r)));
+      return mine;
+    }));
+    for (let c = 0; c < 64; c++)
+      for (let r = 0; r < 3; r++) {
+        const alone = await client.completions.create(ask(c, r));
+        expect(outs[c][r].choices[0].text).toBe(alone.choices[0].text);
+        expect(outs[c][r].usage?.prompt_tokens).toBe(model.encode(ask(c, r).prompt).length);
+      }
+    expect(outs.flat().length).toBe(192);
   });
 
   it('a full queue answers 429 with Retry-After, and the WST student pool retries it until all are answered', async () => {
