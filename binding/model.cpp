@@ -58,6 +58,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       InstanceMethod("forwardLogits", &ModelWrap::ForwardLogits),
       InstanceMethod("score", &ModelWrap::Score),
       InstanceMethod("trainSft", &ModelWrap::TrainSft),
+      InstanceMethod("valueForward", &ModelWrap::ValueForward),
+      InstanceMethod("valueBackward", &ModelWrap::ValueBackward),
       InstanceMethod("trainGrpo", &ModelWrap::TrainGrpo),
       InstanceMethod("trainGrpoMany", &ModelWrap::TrainGrpoMany),
       InstanceMethod("optimizerStep", &ModelWrap::OptimizerStep),
@@ -259,6 +261,49 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("clipFraction", r.grpo.clip_fraction);
     o.Set("kl", r.grpo.kl);
     return o;
+  }
+
+  // valueForward(tokens (B*T), last (B), w (C), B, T, async, prefix?) -> Float32Array r (B)
+  Napi::Value ValueForward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep{info.This()};
+    int B = int_arg(info, 3, "batch", 1), T = int_arg(info, 4, "seq", 1);
+    bool async = bool_arg(info, 5, "async");
+    size_t N = checked_size(env, {B, T});
+    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
+    const int32_t* last = array_arg<int32_t>(info, 1, "last", (size_t)B, keep);
+    const float* w = array_arg<float>(info, 2, "w", (size_t)cfg().dim, keep);
+    check_ids(env, tokens, N, "tokens");
+    for (int b = 0; b < B; b++)
+      if (last[b] < 0 || last[b] >= T) throw Napi::RangeError::New(env, "last[" + std::to_string(b) + "] must be in [0, seq)");
+    PrefixBatch pb;
+    const bool prefixed = prefix_arg(info, 6, B, keep, pb);
+    Napi::Float32Array r = Napi::Float32Array::New(env, B);
+    keep.push_back(r);
+    float* rd = r.Data();
+    auto m = model_;
+    return run_op(info, async, keep, [=] {
+      std::lock_guard<std::mutex> lk(m->mutex());
+      m->value_forward(tokens, B, T, last, w, rd, prefixed ? &pb : nullptr);
+    }, [ref = persist(r)](Napi::Env) -> Napi::Value { return ref->Value(); });
+  }
+
+  // valueBackward(dr (B), w (C), async) -> Float32Array dw (C); right after valueForward
+  Napi::Value ValueBackward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep{info.This()};
+    bool async = bool_arg(info, 2, "async");
+    size_t n = 0;
+    const float* dr = array_arg<float>(info, 0, "dr", kAnyLength, keep, false, &n);
+    const float* w = array_arg<float>(info, 1, "w", (size_t)cfg().dim, keep);
+    Napi::Float32Array dw = Napi::Float32Array::New(env, cfg().dim);
+    keep.push_back(dw);
+    float* dwd = dw.Data();
+    auto m = model_;
+    return run_op(info, async, keep, [=] {
+      std::lock_guard<std::mutex> lk(m->mutex());
+      m->value_backward(dr, (int)n, w, dwd);
+    }, [ref = persist(dw)](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
   // trainSft(tokens, targets, B, T, normalizer, async) -> { loss, tokens, entropy }

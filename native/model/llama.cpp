@@ -376,6 +376,7 @@ void LlamaModel::forward(const int32_t* tokens, int B, int T, bool keep_logits, 
                          const int* sink_slots, const PrefixBatch* pre, const int* sink_lengths) {
   if (pre && sink) throw std::invalid_argument("forward: a prefixed batch cannot fill a KV cache");
   if (sink_lengths && (!sink || keep_logits)) throw std::invalid_argument("forward: sink_lengths needs a sink and no logits");
+  value_.pending = false;  // any forward replaces the activations value_backward needs
   const size_t Npre = pre ? (size_t)pre->Bp * pre->Tp : 0, Nrow = (size_t)B * T;
   ensure_activations(B, T, Npre + Nrow);
   auto& a = A();
@@ -761,7 +762,7 @@ void LlamaModel::zero_grad() {
 }
 
 // Backward from d logits (stored in place of the logits) into every parameter gradient (+=).
-void LlamaModel::backward(const int32_t* tokens, int B, int T) {
+void LlamaModel::backward(const int32_t* tokens, int B, int T, const ValueRows* value_rows) {
   ensure_grads();
   auto& a = A();
   const int N = (int)a.N, Nrow = B * T, C = cfg_.dim, V = cfg_.vocab, I = cfg_.hidden,
@@ -775,10 +776,17 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   for (auto* b : {&a.dI1, &a.dI2, &a.dI3}) b->resize(be_, (size_t)N * I);
   float *dres = a.dres.data(), *dxn = a.dxn.data(), *dtmp = a.dtmp.data();
 
-  // logits = xf[rows] @ Wlm^T (prefix tokens have no logits: no gradient from here)
-  linear_backward(be_, dxn + Npre * C, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data() + Npre * C,
-                  P(lm_head_off_), ones, Nrow, C, V, false);
-  if (Npre) be_->zero(dxn, Npre * C * sizeof(float));
+  if (!value_rows) {
+    // logits = xf[rows] @ Wlm^T (prefix tokens have no logits: no gradient from here)
+    linear_backward(be_, dxn + Npre * C, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data() + Npre * C,
+                    P(lm_head_off_), ones, Nrow, C, V, false);
+    if (Npre) be_->zero(dxn, Npre * C * sizeof(float));
+  } else {
+    // r = xf[row] . w: the gradient enters at the value rows only
+    be_->zero(dxn, (size_t)N * C * sizeof(float));
+    for (size_t i = 0; i < value_rows->rows.size(); i++)
+      be_->upload(dxn + value_rows->rows[i] * C, value_rows->dxf.data() + i * C, (size_t)C * sizeof(float));
+  }
   // xf = rmsnorm(x_last)
   be_->rmsnorm_backward(dres, G(norm_off_), dxn, a.x_last.data(), P(norm_off_), a.rstdf.data(), N, C);
   // The prefix rows [0, z) of dres are exactly zero until some layer's keys and values pass the
@@ -829,6 +837,47 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T) {
   // x_in[0] = embedding(tokens)
   (void)tokens;  // the forward's staged copy (a.tok) is what the backend reads
   be_->embedding_backward(G(embed_off_), dres, a.tok, N, V, C);
+}
+
+// ---- Value head (reward models) ----------------------------------------------------------------
+
+void LlamaModel::value_forward(const int32_t* tokens, int B, int T, const int32_t* last, const float* w,
+                               float* r_out, const PrefixBatch* prefix) {
+  value_.pending = false;
+  forward(tokens, B, T, false, nullptr, nullptr, prefix);
+  auto& a = A();
+  const int C = cfg_.dim;
+  value_.h.resize((size_t)B * C);
+  value_.rows.resize(B);
+  for (int b = 0; b < B; b++) {
+    if (last[b] < 0 || last[b] >= T) throw std::invalid_argument("value_forward: last position out of range");
+    value_.rows[b] = a.Npre + (size_t)b * T + (size_t)last[b];
+    float* h = value_.h.data() + (size_t)b * C;
+    be_->download(h, a.xf.data() + value_.rows[b] * C, (size_t)C * sizeof(float));
+    double r = 0;
+    for (int c = 0; c < C; c++) r += (double)h[c] * w[c];
+    r_out[b] = (float)r;
+  }
+  value_.B = B;
+  value_.T = T;
+  value_.pending = true;
+}
+
+void LlamaModel::value_backward(const float* dr, int n, const float* w, float* dw_out) {
+  if (!value_.pending) throw std::logic_error("value_backward: call value_forward first (nothing ran between them)");
+  if (n != value_.B) throw std::invalid_argument("value_backward: dr must have one value per row of value_forward");
+  value_.pending = false;
+  const int C = cfg_.dim, B = value_.B;
+  ValueRows vr;
+  vr.rows = value_.rows;
+  vr.dxf.resize((size_t)B * C);
+  for (int c = 0; c < C; c++) dw_out[c] = 0.f;
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < C; c++) {
+      vr.dxf[(size_t)b * C + c] = dr[b] * w[c];
+      dw_out[c] += dr[b] * value_.h[(size_t)b * C + c];
+    }
+  backward(nullptr, B, value_.T, &vr);
 }
 
 // ---- Train steps ------------------------------------------------------------------------------

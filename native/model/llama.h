@@ -170,6 +170,15 @@ class LlamaModel {
                              const float* old_logprobs, const float* ref_logprobs,
                              const float* advantages, int B, int T, const GrpoParams& p,
                              float loss_scale = 1.f, const PrefixBatch* prefix = nullptr);
+  // Value head (reward models: Hugging Face *ForSequenceClassification with one label): the
+  // backbone's final hidden state at row b's position last[b], dotted with w (C, owned by the
+  // caller) -> r (B). tokens (B,T) right-padded; prefix as in score. Keeps the activations and the
+  // B hidden rows for value_backward, which must come next on this model.
+  void value_forward(const int32_t* tokens, int B, int T, const int32_t* last, const float* w,
+                     float* r_out, const PrefixBatch* prefix = nullptr);
+  // Given dL/dr (B): accumulates (+=) the backbone's gradient (dL/dxf[b, last[b]] = dr[b] * w)
+  // and writes dL/dw = sum_b dr[b] * h_b into dw_out (C).
+  void value_backward(const float* dr, int n, const float* w, float* dw_out);
   // Several micro-batches of one optimizer step at once. On the CPU they are dealt round-robin to
   // kLanes lanes (each its own activations and zeroed gradient buffer) that run concurrently,
   // each single-threaded, and the lanes' gradients are then added to the accumulated gradient in
@@ -264,7 +273,13 @@ class LlamaModel {
   // the B rows' keys / values into its cache (sink_dev: the copy_rows offsets).
   void keys_values_forward(int l, size_t r0, int n, bool transposed_weights, Context* sink,
                            const int64_t* sink_dev, int B);
-  void backward(const int32_t* tokens, int B, int T);
+  // value_rows (nullable): the gradient enters as dL/dxf at these rows (value heads) instead of
+  // through the LM head's logits.
+  struct ValueRows {
+    std::vector<size_t> rows;  // activation rows (prefix rows first, then b * T + t)
+    std::vector<float> dxf;    // rows.size() * C
+  };
+  void backward(const int32_t* tokens, int B, int T, const ValueRows* value_rows = nullptr);
   // Attention of the layer's q, k, v (forward) and its gradient (backward), with or without
   // shared prefixes (the layout planned by forward).
   void plan_prefix(const PrefixBatch& prefix, const int32_t* tokens, int B, int T);
@@ -326,6 +341,13 @@ class LlamaModel {
   std::atomic<int64_t> prompt_store_hits_{0};
   size_t prompt_store_max_bytes_ = kPromptStoreMaxBytes;
   Staged<int64_t> st_rows_;  // row-copy offsets (copy_rows)
+  // value_forward's state for value_backward: the hidden rows, their activation rows, B and T.
+  struct ValueState {
+    std::vector<float> h;
+    std::vector<size_t> rows;
+    int B = 0, T = 0;
+    bool pending = false;
+  } value_;
   std::mutex mu_;
 };
 

@@ -39,6 +39,11 @@ export interface ModelConfig {
   /** null when the config does not name one. */
   eosTokenId: number | number[] | null;
   torchDtype: TorchDtype;
+  /**
+   * A reward model (Hugging Face `*ForSequenceClassification` with one label): `score.weight`
+   * (1, hidden) on the final hidden state of the last token, no LM head.
+   */
+  scoreHead?: boolean;
 }
 
 const MODEL_TYPES: Record<string, Architecture> = { llama: 'llama', mistral: 'llama', qwen2: 'qwen2', qwen3: 'qwen3' };
@@ -47,7 +52,12 @@ const ARCH_CLASSES: Record<string, Architecture> = {
   MistralForCausalLM: 'llama',
   Qwen2ForCausalLM: 'qwen2',
   Qwen3ForCausalLM: 'qwen3',
+  LlamaForSequenceClassification: 'llama',
+  MistralForSequenceClassification: 'llama',
+  Qwen2ForSequenceClassification: 'qwen2',
+  Qwen3ForSequenceClassification: 'qwen3',
 };
+const HF_SCORE_CLASS: Record<Architecture, string> = { llama: 'LlamaForSequenceClassification', qwen2: 'Qwen2ForSequenceClassification', qwen3: 'Qwen3ForSequenceClassification' };
 const HF_CLASS: Record<Architecture, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
 // Transformers' own defaults for keys a config.json may omit.
 const DEFAULT_MAX_POS: Record<Architecture, number> = { llama: 2048, qwen2: 32768, qwen3: 32768 };
@@ -135,6 +145,7 @@ export function parseConfig(raw: unknown, where = 'config.json'): ModelConfig {
   const f = new Fields(raw, where);
 
   let architecture: Architecture | undefined;
+  let scoreHead = false;
   if (f.has('model_type')) {
     const mt = raw.model_type;
     if (typeof mt !== 'string' || !(mt in MODEL_TYPES))
@@ -151,6 +162,11 @@ export function parseConfig(raw: unknown, where = 'config.json'): ModelConfig {
     if (architecture !== undefined && known[0] !== architecture)
       f.fail('architectures', `${JSON.stringify(archs)} disagrees with model_type ${JSON.stringify(raw.model_type)}`);
     architecture = known[0];
+    scoreHead = (archs as string[]).some((a) => a.endsWith('ForSequenceClassification'));
+    if (scoreHead) {
+      const labels = raw.id2label !== undefined && isPlainObject(raw.id2label) ? Object.keys(raw.id2label).length : raw.num_labels ?? 1;
+      if (labels !== 1) f.fail('id2label', `a reward model has one label (a scalar score), got ${JSON.stringify(labels)}`);
+    }
   }
   if (architecture === undefined) throw new ConfigError(`${where}: neither model_type nor architectures is given`);
 
@@ -242,6 +258,7 @@ export function parseConfig(raw: unknown, where = 'config.json'): ModelConfig {
     bosTokenId,
     eosTokenId,
     torchDtype,
+    ...(scoreHead ? { scoreHead } : {}),
   };
 }
 
@@ -274,7 +291,7 @@ export function validateConfig(config: ModelConfig, where = 'config'): ModelConf
 /** The config.json object for a ModelConfig (Hugging Face key names; parseConfig(configToHf(c)) equals c). */
 export function configToHf(config: ModelConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {
-    architectures: [HF_CLASS[config.architecture]],
+    architectures: [(config.scoreHead ? HF_SCORE_CLASS : HF_CLASS)[config.architecture]],
     model_type: config.architecture,
     vocab_size: config.vocabSize,
     hidden_size: config.hiddenSize,
@@ -295,6 +312,7 @@ export function configToHf(config: ModelConfig): Record<string, unknown> {
   if (config.bosTokenId !== null) out.bos_token_id = config.bosTokenId;
   if (config.eosTokenId !== null) out.eos_token_id = Array.isArray(config.eosTokenId) ? config.eosTokenId.slice() : config.eosTokenId;
   out.torch_dtype = config.torchDtype;
+  if (config.scoreHead) Object.assign(out, { id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } });
   if (config.architecture === 'llama') Object.assign(out, { attention_bias: false, mlp_bias: false });
   if (config.architecture === 'qwen3') out.attention_bias = false;
   if (config.architecture !== 'llama') out.use_sliding_window = false;
@@ -328,7 +346,8 @@ export function tensorShapes(config: ModelConfig): Map<string, number[]> {
     m.set(p + 'mlp.down_proj.weight', [C, I]);
   }
   m.set('model.norm.weight', [C]);
-  if (!config.tieWordEmbeddings) m.set('lm_head.weight', [V, C]);
+  if (config.scoreHead) m.set('score.weight', [1, C]);
+  else if (!config.tieWordEmbeddings) m.set('lm_head.weight', [V, C]);
   return m;
 }
 

@@ -173,8 +173,19 @@ export class Model {
     readonly tokenizer: Tokenizer | undefined,
     readonly device: Device,
   ) {
-    this.handle = new native.Model({ ...config, device });
+    // A reward model has no LM head natively (its score head lives here, see `head`).
+    this.handle = new native.Model({ ...config, tieWordEmbeddings: config.tieWordEmbeddings || config.scoreHead === true, device });
+    if (config.scoreHead) {
+      const C = config.hiddenSize;
+      this.head = { w: new Float32Array(C), g: new Float32Array(C), m: new Float32Array(C), v: new Float32Array(C), t: 0 };
+    }
   }
+
+  /**
+   * Reward models (config.scoreHead): `score.weight` (hidden,), its accumulated gradient and its
+   * AdamW moments. Zeros at creation (the first rewards are 0; the backbone learns from step 2).
+   */
+  private head: { w: Float32Array; g: Float32Array; m: Float32Array; v: Float32Array; t: number } | undefined;
 
   /** A model with seeded random weights (normal(0, std); norms 1). */
   static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer; device?: Device } = {}): Model {
@@ -191,7 +202,10 @@ export class Model {
     const { config, tensors } = await loadCheckpoint(dir);
     const tokenizer = await loadTokenizer(dir);
     const m = new Model(config, tokenizer, device);
-    for (const [name, t] of tensors) m.handle.setTensor(name, t.data);
+    for (const [name, t] of tensors) {
+      if (name === 'score.weight' && m.head) m.head.w.set(t.data);
+      else m.handle.setTensor(name, t.data);
+    }
     const trainer = path.join(dir, 'trainer_state.json');
     if (existsSync(trainer)) m.trainingState = await m.loadTrainingState(dir);
     return m;
@@ -231,16 +245,21 @@ export class Model {
   }
 
   getTensor(name: string): Float32Array {
+    if (name === 'score.weight' && this.head) return this.head.w.slice();
     return this.handle.getTensor(name);
   }
 
   /** The gradient accumulated since the last optimizerStep / zeroGrad. */
   getGrad(name: string): Float32Array {
+    if (name === 'score.weight' && this.head) return this.head.g.slice();
     return this.handle.getGrad(name);
   }
 
   setTensor(name: string, data: Float32Array): void {
-    this.handle.setTensor(name, data);
+    if (name === 'score.weight' && this.head) {
+      if (data.length !== this.head.w.length) throw new RangeError(`score.weight must have ${this.head.w.length} values, got ${data.length}`);
+      this.head.w.set(data);
+    } else this.handle.setTensor(name, data);
   }
 
   private checkIds(ids: readonly number[], name: string): void {
@@ -592,11 +611,74 @@ export class Model {
   /** Clip (global norm), AdamW, zero gradients. Returns the gradient norm before clipping. */
   optimizerStep(options: OptimizerOptions): Promise<number> {
     if (!(Number.isFinite(options.lr) && options.lr >= 0)) throw new RangeError(`lr must be a finite number >= 0, got ${options.lr}`);
+    const head = this.head;
+    if (head) {
+      // AdamW on the score head (C floats: not worth a native call; not part of the clipped norm).
+      const b1 = options.beta1 ?? 0.9, b2 = options.beta2 ?? 0.999, eps = options.eps ?? 1e-8, wd = options.weightDecay ?? 0;
+      head.t++;
+      const c1 = 1 - b1 ** head.t, c2 = 1 - b2 ** head.t;
+      for (let i = 0; i < head.w.length; i++) {
+        head.m[i] = b1 * head.m[i] + (1 - b1) * head.g[i];
+        head.v[i] = b2 * head.v[i] + (1 - b2) * head.g[i] * head.g[i];
+        head.w[i] -= options.lr * (head.m[i] / c1 / (Math.sqrt(head.v[i] / c2) + eps) + wd * head.w[i]);
+      }
+      head.g.fill(0);
+    }
     return this.run(() => this.handle.optimizerStep(options, true));
   }
 
   zeroGrad(): Promise<void> {
+    this.head?.g.fill(0);
     return this.run(() => this.handle.zeroGrad());
+  }
+
+  /** The score head of a reward model (a copy), or null for a language model. */
+  get scoreWeight(): Float32Array | null {
+    return this.head ? this.head.w.slice() : null;
+  }
+
+  private needHead() {
+    if (!this.head) throw new Error('not a reward model (config.scoreHead): no score head');
+    return this.head;
+  }
+
+  private packLast(sequences: readonly (readonly number[])[]) {
+    const B = sequences.length;
+    if (B === 0) throw new RangeError('sequences must not be empty');
+    const T = Math.max(...sequences.map((s) => s.length));
+    const tokens = new Int32Array(B * T), last = new Int32Array(B);
+    sequences.forEach((s, b) => {
+      if (s.length === 0) throw new RangeError(`sequences[${b}] is empty`);
+      this.checkIds(s, `sequences[${b}]`);
+      tokens.set(s, b * T);
+      last[b] = s.length - 1;
+    });
+    return { B, T, tokens, last };
+  }
+
+  /**
+   * Reward models: the score of each sequence (the head on the final hidden state of its last
+   * token, as transformers' *ForSequenceClassification computes it). Keeps what valueBackward
+   * needs: a training step is valueForward, then valueBackward with dL/dr, then optimizerStep.
+   */
+  async valueForward(sequences: readonly (readonly number[])[]): Promise<Float32Array> {
+    const head = this.needHead();
+    const { B, T, tokens, last } = this.packLast(sequences);
+    return this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true));
+  }
+
+  /** Accumulates the gradient of a loss with dL/dr = dr (one per sequence of the last valueForward). */
+  async valueBackward(dr: Float32Array): Promise<void> {
+    const head = this.needHead();
+    const dw: Float32Array = await this.run(() => this.handle.valueBackward(dr, head.w, true));
+    for (let i = 0; i < dw.length; i++) head.g[i] += dw[i];
+  }
+
+  /** Reward models: scores of many sequences, in batches. */
+  async reward(sequences: readonly (readonly number[])[], options: { batchSize?: number } = {}): Promise<Float32Array> {
+    const bs = options.batchSize ?? 16, out = new Float32Array(sequences.length);
+    for (let i = 0; i < sequences.length; i += bs) out.set(await this.valueForward(sequences.slice(i, i + bs)), i);
+    return out;
   }
 
   get step(): number {
@@ -607,6 +689,7 @@ export class Model {
   tensors(): Map<string, { shape: number[]; data: Float32Array }> {
     const out = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const t of this.tensorNames()) out.set(t.name, { shape: t.shape, data: this.getTensor(t.name) });
+    if (this.head) out.set('score.weight', { shape: [1, this.head.w.length], data: this.head.w.slice() });
     return out;
   }
 

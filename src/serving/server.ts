@@ -149,11 +149,13 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving
     }
   };
 
-  const enqueue = (j: Omit<Job, 'resolve' | 'reject' | 'gone'>, req: IncomingMessage): Promise<Generation[]> => {
+  const enqueue = (j: Omit<Job, 'resolve' | 'reject' | 'gone'>, res: ServerResponse): Promise<Generation[]> => {
     if (queuedRows + j.n > maxQueue) throw new BadRequest(`the queue is full (${maxQueue} rows); retry later`, null, 429, 'rate_limit_error');
     return new Promise((resolve, reject) => {
       const job: Job = { ...j, gone: false, resolve, reject };
-      req.socket.once('close', () => { job.gone = true; });
+      // A client that disconnects before its answer frees its rows (a listener on the response, not
+      // on the keep-alive socket, where one per request would pile up).
+      res.once('close', () => { if (!res.writableFinished) job.gone = true; });
       queue.push(job);
       queuedRows += j.n;
       void pump();
@@ -202,7 +204,7 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving
         seed: num(b, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1, true),
       };
       const stream = b.stream === true;
-      const gens = await enqueue(job, req);
+      const gens = await enqueue(job, res);
       const id = `${chat ? 'chatcmpl' : 'cmpl'}-${t0.toString(36)}${Math.random().toString(36).slice(2, 8)}`;
       const created = Math.floor(t0 / 1000);
       const finish = (g: Generation) => (g.finishReason === 'length' ? 'length' : 'stop');

@@ -104,6 +104,8 @@ export function referenceLogits(cfg: ModelConfig, w: Weights, tokens: readonly n
     }
     xs = next;
   }
+  // A reward model (scoreHead): one output, score.weight on the final hidden state.
+  if (cfg.scoreHead) return xs.map((x) => matvecT(get('score.weight'), rmsnorm(x, get('model.norm.weight'), cfg.rmsNormEps), 1, C));
   const head = cfg.tieWordEmbeddings ? emb : get('lm_head.weight');
   return xs.map((x) => matvecT(head, rmsnorm(x, get('model.norm.weight'), cfg.rmsNormEps), V, C));
 }
