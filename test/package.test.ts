@@ -12,7 +12,7 @@ import { tinyTextModelFolder } from './tiny-models.js';
 const run = promisify(execFile);
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-pack-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-const npm = (args: string[], cwd: string) => run('npm', args, { cwd, maxBuffer: 1 << 26, env: { ...process.env, npm_config_yes: 'true' } });
+const npm = (args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env) => run('npm', args, { cwd, maxBuffer: 1 << 26, env: { ...env, npm_config_yes: 'true' } });
 
 const USER_PROGRAM = `import { Model, PRESETS, tasks, trainRl, type RlOptions, type RlResult } from 'wst-dash';
 
@@ -41,14 +41,16 @@ describe('the npm package', () => {
     expect(files).toContain('scripts/install.mjs');
     expect(files.filter((f) => f.startsWith('native/tests/') || f.startsWith('build/') || f.startsWith('test/'))).toEqual([]);
 
+    // As on a user's machine: CI=true (or WST_DASH_BUILD_FROM_SOURCE=1) would force a build from source.
+    const { CI: _ci, WST_DASH_BUILD_FROM_SOURCE: _src, ...userEnv } = process.env;
     const project = path.join(tmp, 'project');
     mkdirSync(project);
     writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'user-project', version: '1.0.0', type: 'module', private: true }));
     // The dependencies come from npm's cache when `npm ci` filled it (CI), else from the registry.
-    await npm(['install', path.join(tmp, pack.filename), '--prefer-offline', '--no-audit', '--no-fund'], project);
+    await npm(['install', path.join(tmp, pack.filename), '--prefer-offline', '--no-audit', '--no-fund'], project, userEnv);
     const installed = path.join(project, 'node_modules', 'wst-dash');
     // npm 11 runs a dependency's install script only once approved: run it as it would.
-    const hook = await run(process.execPath, [path.join(installed, 'scripts/install.mjs')], { cwd: installed });
+    const hook = await run(process.execPath, [path.join(installed, 'scripts/install.mjs')], { cwd: installed, env: userEnv });
     expect(hook.stdout.trim()).toBe('wst-dash: using prebuild prebuilds/linux-x64/wst-dash.node');
     expect(existsSync(path.join(installed, 'build'))).toBe(false); // nothing compiled
     expect(readdirSync(path.join(installed, 'native'))).not.toContain('tests');
