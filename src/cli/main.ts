@@ -9,7 +9,7 @@ import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
 import { demoWstCommand, evalWstCommand, trainWstCommand } from './wst-commands.js';
 import {
   BENCH_DASH_OPTIONS, DASH_OPTIONS, DEMO_OPTIONS, DEMO_WST_OPTIONS, DEVICE, EVAL_OPTIONS, EVAL_WST_OPTIONS, GENERATE_OPTIONS, GRPO_OPTIONS, JSON_OUT,
-  MODEL_BENCH_OPTIONS, SERVE_OPTIONS, SFT_OPTIONS, TRAIN_WST_OPTIONS, flag, optionHelp, parseArgsOptions, str, type OptionSpecs,
+  MODEL_BENCH_OPTIONS, SCORE_RM_OPTIONS, SERVE_OPTIONS, SFT_OPTIONS, TRAIN_RM_OPTIONS, TRAIN_WST_OPTIONS, flag, optionHelp, parseArgsOptions, str, type OptionSpecs,
 } from './options.js';
 
 interface Command {
@@ -40,6 +40,16 @@ const commands: Record<string, Command> = {
   'train grpo': { summary: 'GRPO (per-micro-batch or decoupled generation), resumable', options: GRPO_OPTIONS, run: (v) => trainCommand('grpo', v) },
   'train dash': { summary: 'DASH: preemptive sampling + gradient filtering + shared prompts in training, resumable', options: DASH_OPTIONS, run: (v) => trainCommand('dash', v) },
   eval: { summary: 'held-out accuracy of a model on a task', options: EVAL_OPTIONS, run: (values) => evalCommand(values) },
+  'train rm': {
+    summary: 'a reward model (Bradley-Terry on preference pairs), with the length and bag-of-words baselines and held-out pairwise accuracy per epoch',
+    options: TRAIN_RM_OPTIONS,
+    run: async (values) => (await import('./rm-commands.js')).trainRmCommand(values),
+  },
+  'score rm': {
+    summary: 'a reward model\'s pairwise accuracy and score statistics on preference pairs',
+    options: SCORE_RM_OPTIONS,
+    run: async (values) => (await import('./rm-commands.js')).scoreRmCommand(values),
+  },
   generate: { summary: 'generate from a model folder', options: GENERATE_OPTIONS, run: (values) => generateCommand(values) },
   logits: {
     summary: 'logits at the last position',

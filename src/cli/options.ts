@@ -227,3 +227,33 @@ export const SERVE_OPTIONS: OptionSpecs = {
   'max-queue': str('N', 'waiting requests before 429 + Retry-After (default 1024)'),
   device: DEVICE,
 };
+
+const PREFERENCE_DATA = str('FILE', 'preference pairs, JSONL or .jsonl.gz: {"chosen","rejected"} (HH-RLHF) or {"prompt","chosen","rejected"} (default: HH-RLHF harmless-base)');
+
+export const TRAIN_RM_OPTIONS: OptionSpecs = {
+  data: PREFERENCE_DATA,
+  model: str('DIR', 'start from this model: a reward model, or a causal LM whose backbone gets a new score head (default: the built-in character-level Llama)'),
+  out: str('DIR', 'run folder: model/ (a Hugging Face *ForSequenceClassification folder), metrics.jsonl, result.json (required)'),
+  'train-pairs': str('N', 'pairs in the training split; the rest are held out (default 2000)'),
+  'split-seed': str('N', 'seed of the split (default 1234)'),
+  seed: str('N', 'seed of initialisation and order (default 1)'),
+  epochs: str('N', 'Bradley-Terry epochs (default 3)'),
+  'lm-epochs': str('N', 'language-model warm-up epochs of the backbone first (default 0)'),
+  'pairs-per-step': str('N', 'pairs per optimizer step (default 8)'),
+  lr: str('X', 'peak learning rate, warm-up then cosine (default 0.001)'),
+  'max-chars': str('N', 'score the last N characters of each text (default 256; 0: all)'),
+  hidden: str('N', 'built-in model width (default 64)'),
+  layers: str('N', 'built-in model layers (default 2)'),
+  'data-dir': DATA_DIR,
+  device: DEVICE,
+};
+
+export const SCORE_RM_OPTIONS: OptionSpecs = {
+  model: str('DIR', 'the reward model folder (required)'),
+  data: PREFERENCE_DATA,
+  limit: str('N', 'the first N pairs (default: all)'),
+  'max-chars': str('N', 'score the last N characters of each text (default 256; 0: all)'),
+  json: JSON_OUT,
+  'data-dir': DATA_DIR,
+  device: DEVICE,
+};

@@ -195,6 +195,13 @@ export class Model {
     return m;
   }
 
+  /** A reward model on this language model's backbone and tokenizer (its LM head dropped), with a zero score head. */
+  static rewardModelFrom(lm: Model): Model {
+    const rm = new Model({ ...lm.config, scoreHead: true }, lm.tokenizer, lm.device);
+    for (const t of rm.tensorNames()) rm.handle.setTensor(t.name, lm.getTensor(t.name));
+    return rm;
+  }
+
   /** Loads a Hugging Face folder: config.json, model.safetensors (or shards), tokenizer if any. */
   static async load(dir: string, options: { device?: Device } = {}): Promise<Model> {
     const device = checkDevice(options.device, 'options.device');
