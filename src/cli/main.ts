@@ -136,7 +136,7 @@ export function joinNegativeValues(args: readonly string[], options: OptionSpecs
 }
 
 /** Options that name a model: a local folder, or a hub id (`org/name`, with --revision). */
-const MODEL_OPTIONS = ['model', 'teacher', 'student', 'untrained', 'strong'] as const;
+const MODEL_OPTIONS = ['model', 'teacher', 'student', 'untrained', 'strong', 'reward-model'] as const;
 for (const c of Object.values(commands))
   if (MODEL_OPTIONS.some((k) => k in c.options)) c.options.revision = str('REV', 'for hub model ids (org/name): branch, tag or commit (default main)');
 
@@ -152,7 +152,7 @@ async function fetchNamedInputs(values: Record<string, unknown>): Promise<void> 
     for (const k of wanted)
       if (isHubId(values[k] as string)) values[k] = await resolveModelPath(values[k] as string, { revision: values.revision as string | undefined, log: (l) => console.error(l) });
   }
-  if ((values.task === 'gsm8k' || values.task === 'math500') && values.file === undefined) {
+  if ((values.task === 'gsm8k' || values.task === 'math500' || values.task === 'hh-rlhf') && values.file === undefined) {
     const { ensureTaskData } = await import('../rl/tasks/fetch-data.js');
     await ensureTaskData(values.task, { log: (l) => console.error(l) });
   }

@@ -94,7 +94,9 @@ export const STUDENT_URL_OPTIONS: OptionSpecs = {
   'student-attempts': str('N', 'tries per request (backoff 0.5 s doubling, jitter) before the step fails (default 6)'),
 };
 
-const WST_TASK = str('ops|arith|gsm8k|math500', 'the task (default ops: the built-in WST world)');
+const WST_TASK = str('ops|arith|gsm8k|math500|hh-rlhf', 'the task (default ops: the built-in WST world; hh-rlhf: dialogues scored by --reward-model)');
+const REWARD_MODEL = str('DIR', 'the reward model that scores the student\'s answers (--task hh-rlhf; e.g. train rm\'s out/model)');
+const MAX_QUERY_CHARS = str('N', '--task hh-rlhf: keep the last N characters of each dialogue (default 160 with the built-in models, else all)');
 const STUDENT_TOKENS = str('N', 'most tokens per student answer (default ops 24, others 256)');
 const INSTRUCTION_TOKENS = str('N', 'most tokens per teacher instruction (default ops 32, others 48)');
 const STUDENT_DIR = str('DIR', 'the frozen student model folder (ops: the built-in student by default)');
@@ -117,6 +119,8 @@ export const TRAIN_WST_OPTIONS: OptionSpecs = {
   temperature: str('T', 'teacher sampling temperature (default 0.7)'),
   'max-student-tokens': STUDENT_TOKENS,
   'max-instruction-tokens': INSTRUCTION_TOKENS,
+  'reward-model': REWARD_MODEL,
+  'max-query-chars': MAX_QUERY_CHARS,
   'eval-queries': str('N', 'held-out queries per evaluation (default 100; 0: none)'),
   'eval-every': str('N', 'evaluate every N steps (default 0: at the end only)'),
   'train-queries': str('N', 'train on the first N training queries (default: all)'),
@@ -141,6 +145,8 @@ export const EVAL_WST_OPTIONS: OptionSpecs = {
   json: JSON_OUT,
   'max-student-tokens': STUDENT_TOKENS,
   'max-instruction-tokens': INSTRUCTION_TOKENS,
+  'reward-model': REWARD_MODEL,
+  'max-query-chars': MAX_QUERY_CHARS,
   'data-dir': DATA_DIR,
   device: DEVICE,
   ...STUDENT_URL_OPTIONS,

@@ -32,6 +32,8 @@ export async function demoWstCommand(values: Record<string, unknown>): Promise<v
 
 interface WstSetup {
   task: Task<Example>;
+  /** Scored tasks (hh-rlhf): the reward model's batched scorer. */
+  scorer?: import('../wst/environment.js').BatchScorer;
   templates: import('../wst/templates.js').WstTemplates;
   /** The local student (absent with --student-url). */
   student?: Model;
@@ -53,7 +55,8 @@ async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' |
     const teacherDir = (values[teacherKey] as string | undefined) ?? (await builtinTeacher({ device, log })).dir;
     return { task: opsTask as Task<Example>, templates: BUILTIN_TEMPLATES, student, teacherDir, maxStudentTokens: int(values, 'max-student-tokens', 24), maxInstructionTokens: int(values, 'max-instruction-tokens', 32) };
   }
-  if (name !== 'arith' && name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be ops, arith, gsm8k or math500, got "${name}"`);
+  if (name === 'hh-rlhf') return hhSetup(values, teacherKey);
+  if (name !== 'arith' && name !== 'gsm8k' && name !== 'math500') throw new UsageError(`--task must be ops, arith, gsm8k, math500 or hh-rlhf, got "${name}"`);
   if (!values.student && !values['student-url']) throw new UsageError(`--student DIR (a local model) or --student-url URL (a server) is required with --task ${name}`);
   if (!values[teacherKey] && teacherKey === 'teacher') throw new UsageError(`--teacher DIR is required with --task ${name}`);
   const { getTask } = await import('../rl/tasks/index.js');
@@ -62,6 +65,31 @@ async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' |
   const student = values['student-url'] ? undefined : await Model.load(values.student as string, { device });
   // arith: the built-in difficulty, as `train` and `eval` use it.
   return { task: name === 'arith' ? builtinTask : getTask(name), templates: TEXT_TEMPLATES, student, teacherDir: (values[teacherKey] as string | undefined) ?? '', maxStudentTokens: int(values, 'max-student-tokens', 256), maxInstructionTokens: int(values, 'max-instruction-tokens', 48) };
+}
+
+/**
+ * --task hh-rlhf: dialogues scored by a reward model (--reward-model, e.g. train rm's). Student and
+ * teacher default to the built-in ones (character-level, 256 positions: the query is cut to its
+ * last 160 characters), which cannot chat: they prove the path, not a gain.
+ */
+async function hhSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 'untrained'): Promise<WstSetup> {
+  const { Model } = await import('../models/model.js');
+  const { createHhTask, HH_SHORT_TEMPLATES, HH_TEMPLATES, rewardModelScorer } = await import('../wst/hh.js');
+  const device = parseDevice(values);
+  if (!values['reward-model']) throw new UsageError('--reward-model DIR is required with --task hh-rlhf (train one with wst-dash train rm)');
+  const rm = await Model.load(values['reward-model'] as string, { device });
+  if (!rm.config.scoreHead) throw new UsageError(`--reward-model ${values['reward-model'] as string} is not a reward model (its config names no *ForSequenceClassification class)`);
+  const builtin = !values.student && !values['student-url'];
+  const log = (l: string) => console.error(l);
+  const { builtinStudent, builtinTeacher } = await import('../wst/builtin.js');
+  const student = values['student-url'] ? undefined : values.student ? await Model.load(values.student as string, { device }) : (await builtinStudent({ device, log })).model;
+  const teacherDir = (values[teacherKey] as string | undefined) ?? (builtin ? (await builtinTeacher({ device, log })).dir : '');
+  if (!teacherDir && teacherKey === 'teacher') throw new UsageError('--teacher DIR is required with --task hh-rlhf and a student of your own');
+  return {
+    task: createHhTask({ maxQueryChars: int(values, 'max-query-chars', builtin ? 160 : 0, 0) }) as unknown as Task<Example>,
+    templates: builtin ? HH_SHORT_TEMPLATES : HH_TEMPLATES, student, teacherDir, scorer: rewardModelScorer(rm) as import('../wst/environment.js').BatchScorer,
+    maxStudentTokens: int(values, 'max-student-tokens', builtin ? 24 : 128), maxInstructionTokens: int(values, 'max-instruction-tokens', 32),
+  };
 }
 
 /** The student backend: a local frozen model, or OpenAI-compatible servers (--student-url). */
@@ -122,9 +150,9 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
   const reference = preset.beta > 0 ? await Model.load(s.teacherDir, { device }) : undefined;
   const samples = early.samples;
   const student = await makeStudent(values, s);
-  const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens });
-  // Evaluation: the student's greedy answer (K = 1), comparable with eval wst.
-  const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens });
+  const env = wstEnvironment({ task: s.task, student, templates: s.templates, samples, temperature: studentTemperature, maxStudentTokens: s.maxStudentTokens, batchScorer: s.scorer });
+  // Evaluation: the student's greedy answer (K = 1), comparable with eval wst (scored tasks: the mean score).
+  const evalEnv = wstEnvironment({ task: s.task, student, templates: s.templates, maxStudentTokens: s.maxStudentTokens, batchScorer: s.scorer });
   const { steps, seed } = early;
   const metricsFile = path.join(out, 'metrics.jsonl');
   if (!resume) await writeFileAtomic(metricsFile, '');
@@ -141,14 +169,19 @@ export async function trainWstCommand(values: Record<string, unknown>): Promise<
     evalExamples: evalLimit > 0 ? s.task.examples('test', { seed: 12345, limit: evalLimit }) : [],
     evalEvery: early.evalEvery, metricsFile, checkpointDir, checkpointEvery: early.checkpointEvery, resume, resumeForce: Boolean(values.force),
     onStep: (m) => bar.update(`wst ${algo} step ${m.step}/${steps}  reward ${m.reward.toFixed(3)}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
-    onEval: (e) => { bar.done(); console.error(`step ${e.step}: student accuracy under the teacher ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries)`); },
+    onEval: (e) => {
+      bar.done();
+      console.error(s.scorer ? `step ${e.step}: mean score of the student's answers under the teacher ${e.reward.toFixed(3)} (${e.n} queries)`
+        : `step ${e.step}: student accuracy under the teacher ${(100 * e.accuracy).toFixed(1)}% (${e.n} queries)`);
+    },
   });
   bar.done();
   const modelDir = path.join(out, 'teacher');
   await policy.save(modelDir);
   release();
   const last = res.evals[res.evals.length - 1];
-  console.log(JSON.stringify({ algo, steps, seconds: res.seconds, student_accuracy: last?.accuracy ?? null, teacher: modelDir, metrics: metricsFile }));
+  const outcome = s.scorer ? { student_mean_score: last?.reward ?? null } : { student_accuracy: last?.accuracy ?? null };
+  console.log(JSON.stringify({ algo, steps, seconds: res.seconds, ...outcome, teacher: modelDir, metrics: metricsFile }));
 }
 
 export async function evalWstCommand(values: Record<string, unknown>): Promise<void> {
@@ -168,8 +201,8 @@ export async function evalWstCommand(values: Record<string, unknown>): Promise<v
   if (values.teacher) teachers.trained = { kind: 'model', model: await Model.load(values.teacher as string, { device }) };
   const examples = s.task.examples('test', { seed: 12345, limit, file: values.file as string | undefined });
   const student = await makeStudent(values, s);
-  const r = await evaluateWst({ task: s.task, student, templates: s.templates, examples, teachers, maxStudentTokens: s.maxStudentTokens, maxInstructionTokens: s.maxInstructionTokens });
+  const r = await evaluateWst({ task: s.task, student, templates: s.templates, examples, teachers, maxStudentTokens: s.maxStudentTokens, maxInstructionTokens: s.maxInstructionTokens, scorer: s.scorer });
   if (values.queries) await writeFileAtomic(values.queries as string, r.queries.map((q) => JSON.stringify(q)).join('\n') + '\n');
-  if (values.json) console.log(JSON.stringify({ task: s.task.name, n: examples.length, teachers: r.teachers, seconds: r.seconds }));
+  if (values.json) console.log(JSON.stringify({ task: s.task.name, n: examples.length, teachers: r.teachers, ...(r.margin !== undefined ? { margin: r.margin } : {}), seconds: r.seconds }));
   else console.log(wstTable(r));
 }

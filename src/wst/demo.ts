@@ -12,7 +12,7 @@ import { PRESETS, type Algorithm } from '../rl/presets.js';
 import { phasesOf, trainRl, type RlResult } from '../rl/trainer.js';
 import { builtinStudent, builtinTeacher, generateOps, opsTask, OPS_KINDS, REPERTOIRE, REPERTOIRE_LIST, type OpsExample, type OpsKind, type WarmupOptions } from './builtin.js';
 import { wstEnvironment } from './environment.js';
-import { evaluateWst, wstTable, type TeacherScore, type TeacherSpec, type WstEvalResult } from './evaluate.js';
+import { checkedTeachers, evaluateWst, wstTable, type TeacherScore, type TeacherSpec, type WstEvalResult } from './evaluate.js';
 import { localStudent } from './student.js';
 import { BUILTIN_TEMPLATES } from './templates.js';
 
@@ -93,7 +93,8 @@ export async function runWstDemo(o: WstDemoOptions): Promise<WstDemoResult> {
   // Before training: alone, each fixed instruction, the untrained teacher, the strong teacher.
   const fixedSpecs: Record<string, TeacherSpec> = {};
   REPERTOIRE_LIST.forEach((text) => (fixedSpecs[text] = { kind: 'fixed', instruction: text }));
-  const before = await evaluateWst({ ...common, examples: evalExamples, teachers: { ...fixedSpecs, untrained: { kind: 'model', model: teacher.model }, strong: { kind: 'model', model: student.model } } });
+  const beforeRun = await evaluateWst({ ...common, examples: evalExamples, teachers: { ...fixedSpecs, untrained: { kind: 'model', model: teacher.model }, strong: { kind: 'model', model: student.model } } });
+  const before = { ...beforeRun, teachers: checkedTeachers(beforeRun) };
   const fixed = Object.fromEntries(REPERTOIRE_LIST.map((t) => [t, before.teachers[t].accuracy]));
   const bestFixed = REPERTOIRE_LIST.reduce((a, b) => (fixed[b] > fixed[a] ? b : a));
   o.log(`student alone: ${(100 * before.teachers.none.accuracy).toFixed(1)}%; best fixed instruction "${bestFixed}": ${(100 * fixed[bestFixed]).toFixed(1)}%; ` +
@@ -130,7 +131,8 @@ export async function runWstDemo(o: WstDemoOptions): Promise<WstDemoResult> {
 
   const trainedSpecs: Record<string, TeacherSpec> = {};
   for (const [name, m] of Object.entries(policies)) trainedSpecs[`trained_${name}`] = { kind: 'model', model: m! };
-  const after = await evaluateWst({ ...common, examples: evalExamples, teachers: trainedSpecs });
+  const afterRun = await evaluateWst({ ...common, examples: evalExamples, teachers: trainedSpecs });
+  const after = { ...afterRun, teachers: checkedTeachers(afterRun) };
   for (const name of Object.keys(policies) as ('dash' | 'grpo')[]) arms[name]!.accuracy = after.teachers[`trained_${name}`].accuracy;
   const trainedName = policies.dash ? 'trained_dash' : Object.keys(trainedSpecs)[0];
   const teachers = {

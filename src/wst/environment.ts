@@ -25,7 +25,12 @@ export interface WstEnvironmentOptions<E extends Example> {
    * reward models and judges plug in here.
    */
   scorer?: (answer: string, example: E, instruction: string) => number | Promise<number>;
+  /** A scorer of many answers at once (a reward model's batched forward, a judge pool); wins over `scorer`. */
+  batchScorer?: BatchScorer<E>;
 }
+
+/** Scores each (query example, student answer, instruction); one number per item, in order. */
+export type BatchScorer<E extends Example = Example> = (items: readonly { answer: string; example: E; instruction: string }[]) => Promise<number[]>;
 
 /** The environment in which a teacher's instructions are scored by a frozen student's outcome. */
 export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): Environment<E> {
@@ -44,12 +49,21 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
       );
       const rewards: number[] = [], correct: boolean[] = [];
       let right = 0;
+      // Batched scorer: every answer of the step in one call.
+      let batchScores: number[] | null = null;
+      if (o.batchScorer) {
+        const items = rollouts.flatMap((r, i) => answers[i].map((a) => ({ answer: a.text, example: r.example, instruction: instructions[i] })));
+        batchScores = await o.batchScorer(items);
+        if (batchScores.length !== items.length || batchScores.some((x) => !Number.isFinite(x)))
+          throw new Error(`the scorer returned ${batchScores.length} finite scores for ${items.length} answers`);
+      }
+      let at = 0;
       for (let i = 0; i < rollouts.length; i++) {
         let sum = 0, ok = 0;
         for (const a of answers[i]) {
           const c = o.task.isCorrect(a.text, rollouts[i].example);
           ok += c ? 1 : 0;
-          sum += o.scorer ? await o.scorer(a.text, rollouts[i].example, instructions[i]) : c ? 1 : 0;
+          sum += batchScores ? batchScores[at++] : o.scorer ? await o.scorer(a.text, rollouts[i].example, instructions[i]) : c ? 1 : 0;
         }
         rewards.push(sum / answers[i].length);
         correct.push(ok * 2 > answers[i].length); // a strict majority of the K answers
@@ -63,7 +77,8 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
         if (typeof now === 'number') extra[`student_${k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())}`] = now - (was ?? 0);
       }
       return {
-        rewards, correct,
+        // With a scorer the reward is the outcome (evaluations report its mean); else the checker's verdicts.
+        rewards, ...(o.scorer || o.batchScorer ? {} : { correct }),
         metrics: {
           student_answers: rollouts.length * samples,
           student_correct: right,

@@ -4,6 +4,7 @@
 // README "WST"); relative gain (acc − acc_none) / acc_none, as the paper reports it.
 import type { Model } from '../models/model.js';
 import type { Example, Task } from '../rl/tasks/common.js';
+import type { BatchScorer } from './environment.js';
 import type { Student } from './student.js';
 import { parseInstruction, teacherPrompt, type WstTemplates } from './templates.js';
 
@@ -14,12 +15,22 @@ export type TeacherSpec =
   | { kind: 'model'; model: Model; temperature?: number; seed?: number };
 
 export interface TeacherScore {
-  accuracy: number;
+  /** Checked tasks: the student's accuracy. Scored tasks (a reward model, a judge): null. */
+  accuracy: number | null;
+  /** Checked: right alone, wrong under the instruction. Scored: the score drops by more than the margin. */
   misleading: number;
+  /** Checked: wrong alone, right with it. Scored: the score rises by more than the margin. */
   helped: number;
-  /** (accuracy − none's) / none's. */
+  /**
+   * Checked: (accuracy − none's) / none's. Scored: (mean − none's mean) / |none's mean| — a reward
+   * model's score has no natural zero, so this depends on its offset: win_rate is the primary figure.
+   */
   relative_gain: number | null;
   n: number;
+  /** Scored tasks: the mean score of the student's answers. */
+  mean_score?: number;
+  /** Scored tasks: the fraction of queries whose answer scores above the no-instruction one (ties half). */
+  win_rate?: number;
 }
 
 export interface QueryRecord {
@@ -29,12 +40,17 @@ export interface QueryRecord {
   answer: string;
   correct: boolean;
   correct_alone: boolean;
+  /** Scored tasks: this answer's score and the no-instruction answer's. */
+  score?: number;
+  score_alone?: number;
 }
 
 export interface WstEvalResult {
   teachers: Record<string, TeacherScore>;
   queries: QueryRecord[];
   seconds: number;
+  /** Scored tasks: the score change beyond which an instruction misleads or helps. */
+  margin?: number;
 }
 
 export interface WstEvalOptions<E extends Example> {
@@ -47,6 +63,10 @@ export interface WstEvalOptions<E extends Example> {
   maxInstructionTokens?: number;
   maxStudentTokens?: number;
   maxInstructionChars?: number;
+  /** Scored tasks: the answers' scores (e.g. rewardModelScorer) instead of the task's checker. */
+  scorer?: BatchScorer<E>;
+  /** Scored tasks: a score change counts as misleading / helped beyond this (default 0.25 × the sd of the no-instruction scores). */
+  margin?: number;
 }
 
 /** The instruction each teacher writes for each example. */
@@ -69,6 +89,7 @@ export async function evaluateWst<E extends Example>(o: WstEvalOptions<E>): Prom
   const requests = names.flatMap((name) => o.examples.map((e, i) => ({ instruction: instructions[name][i], query: e.question })));
   const answers = await o.student.answer(requests, { maxTokens: o.maxStudentTokens });
   const n = o.examples.length;
+  if (o.scorer) return scoredResult(o, names, instructions, answers.map((a) => a[0].text), t0);
   const correct: Record<string, boolean[]> = {};
   names.forEach((name, t) => (correct[name] = o.examples.map((e, i) => o.task.isCorrect(answers[t * n + i][0].text, e))));
   const alone = correct.none;
@@ -90,11 +111,58 @@ export async function evaluateWst<E extends Example>(o: WstEvalOptions<E>): Prom
   return { teachers, queries, seconds: (performance.now() - t0) / 1000 };
 }
 
+export type CheckedTeacherScore = TeacherScore & { accuracy: number };
+
+/** The teachers of a checked evaluation (accuracy is a number; a scored one throws). */
+export function checkedTeachers(r: Pick<WstEvalResult, 'teachers'>): Record<string, CheckedTeacherScore> {
+  for (const [name, t] of Object.entries(r.teachers)) if (t.accuracy === null) throw new Error(`teacher ${name}: a scored evaluation has no accuracy`);
+  return r.teachers as Record<string, CheckedTeacherScore>;
+}
+
+/** evaluateWst for scored tasks: mean score, win rate against no instruction, misleading / helped beyond a margin. */
+async function scoredResult<E extends Example>(o: WstEvalOptions<E>, names: string[], instructions: Record<string, (string | null)[]>, answers: string[], t0: number): Promise<WstEvalResult> {
+  const n = o.examples.length;
+  const items = names.flatMap((name) => o.examples.map((e, i) => ({ answer: answers[names.indexOf(name) * n + i], example: e, instruction: instructions[name][i] ?? '' })));
+  const all = await o.scorer!(items);
+  if (all.length !== items.length || all.some((x) => !Number.isFinite(x))) throw new Error(`the scorer returned ${all.length} finite scores for ${items.length} answers`);
+  const scores = (t: number) => all.slice(t * n, (t + 1) * n);
+  const none = scores(0);
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const meanNone = mean(none);
+  const sdNone = Math.sqrt(none.reduce((a, x) => a + (x - meanNone) ** 2, 0) / Math.max(1, n - 1));
+  const margin = o.margin ?? 0.25 * sdNone;
+  const teachers: Record<string, TeacherScore> = {};
+  const queries: QueryRecord[] = [];
+  names.forEach((name, t) => {
+    const s = scores(t);
+    let win = 0, misleading = 0, helped = 0;
+    s.forEach((x, i) => {
+      win += x > none[i] ? 1 : x === none[i] ? 0.5 : 0;
+      if (x < none[i] - margin) misleading++;
+      if (x > none[i] + margin) helped++;
+      queries.push({ id: o.examples[i].id, teacher: name, instruction: instructions[name][i], answer: answers[t * n + i], correct: false, correct_alone: false, score: x, score_alone: none[i] });
+    });
+    const m = mean(s);
+    teachers[name] = {
+      accuracy: null, misleading: misleading / Math.max(1, n), helped: helped / Math.max(1, n),
+      relative_gain: meanNone !== 0 ? (m - meanNone) / Math.abs(meanNone) : null, n, mean_score: m, win_rate: win / Math.max(1, n),
+    };
+  });
+  return { teachers, queries, seconds: (performance.now() - t0) / 1000, margin };
+}
+
 /** A markdown table of an evaluation (teachers in the given order; `label` names a row). */
 export function wstTable(r: Pick<WstEvalResult, 'teachers'>, label: (name: string) => string = (name) => name): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-  const rows = ['| teacher | student accuracy | relative gain | misleading | helped |', '| --- | ---: | ---: | ---: | ---: |'];
+  const gain = (g: number | null) => (g === null ? '—' : `${g >= 0 ? '+' : ''}${(100 * g).toFixed(0)}%`);
+  const scored = Object.values(r.teachers).some((s) => s.mean_score !== undefined);
+  const rows = scored
+    ? ['| teacher | mean score | win rate vs none | relative gain* | misleading | helped |', '| --- | ---: | ---: | ---: | ---: | ---: |']
+    : ['| teacher | student accuracy | relative gain | misleading | helped |', '| --- | ---: | ---: | ---: | ---: |'];
   for (const [name, s] of Object.entries(r.teachers))
-    rows.push(`| ${label(name)} | ${pct(s.accuracy)} | ${s.relative_gain === null ? '—' : `${s.relative_gain >= 0 ? '+' : ''}${(100 * s.relative_gain).toFixed(0)}%`} | ${pct(s.misleading)} | ${pct(s.helped)} |`);
+    rows.push(scored
+      ? `| ${label(name)} | ${s.mean_score!.toFixed(3)} | ${pct(s.win_rate!)} | ${gain(s.relative_gain)} | ${pct(s.misleading)} | ${pct(s.helped)} |`
+      : `| ${label(name)} | ${pct(s.accuracy ?? 0)} | ${gain(s.relative_gain)} | ${pct(s.misleading)} | ${pct(s.helped)} |`);
+  if (scored) rows.push('', '*(mean − none\'s) / |none\'s|: a reward model\'s score has no natural zero, so this depends on its offset; the win rate is the primary figure.');
   return rows.join('\n');
 }

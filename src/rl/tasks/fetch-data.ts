@@ -23,6 +23,7 @@ export const DATA_SOURCES: Readonly<Record<string, Source>> = {
 export const TASK_FILES: Readonly<Record<string, readonly string[]>> = {
   gsm8k: ['gsm8k.train.jsonl', 'gsm8k.test.jsonl'],
   math500: ['math500.test.jsonl'],
+  'hh-rlhf': ['hh-rlhf.harmless-base.test.jsonl.gz'],
 };
 
 /** The cache's data folder (downloads land here). */
