@@ -11,6 +11,8 @@ import type { Example, Task } from '../src/rl/tasks/common.js';
 import { evaluateWst, wstTable } from '../src/wst/evaluate.js';
 import { createHhTask, HH_TEMPLATES, splitDialogue } from '../src/wst/hh.js';
 import type { Student } from '../src/wst/student.js';
+import { Model } from '../src/models/model.js';
+import { serve } from '../src/serving/server.js';
 import { runCli } from './run-cli.js';
 import { tinyTextModelFolder } from './tiny-models.js';
 
@@ -83,6 +85,19 @@ describe('HH-RLHF as a WST task', () => {
       expect(Number.isFinite(s.mean_score)).toBe(true);
       expect(s.win_rate).toBeGreaterThanOrEqual(0);
     }
+    // One process's reward model is another's scorer: the same table through serve's /v1/score.
+    const served = await serve(await Model.load(path.join(rmOut, 'model')), { port: 0, modelName: 'rm' });
+    try {
+      const viaHttp = await runCli(['eval', 'wst', ...common.filter((_, i) => i !== 2 && i !== 3), '--scorer-url', `${served.url}/score`, '--untrained', teacher, '--teacher', res.teacher,
+        '--fixed', 'Be kind.', '--limit', '6', '--json'], env);
+      expect(viaHttp.code, viaHttp.stderr).toBe(0);
+      expect(JSON.parse(viaHttp.stdout).teachers).toEqual(table.teachers);
+    } finally {
+      await served.close();
+    }
+    const two = await runCli(['eval', 'wst', ...common, '--scorer-url', 'http://127.0.0.1:9/score'], env);
+    expect(two.code).toBe(2);
+    expect(two.stderr).toMatch(/give one scorer, not --reward-model and --scorer-url/);
     const missing = await runCli(['eval', 'wst', '--task', 'hh-rlhf', '--student', student], env);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/--reward-model DIR is required with --task hh-rlhf/);

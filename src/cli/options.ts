@@ -96,6 +96,15 @@ export const STUDENT_URL_OPTIONS: OptionSpecs = {
 
 const WST_TASK = str('ops|arith|gsm8k|math500|hh-rlhf', 'the task (default ops: the built-in WST world; hh-rlhf: dialogues scored by --reward-model)');
 const REWARD_MODEL = str('DIR', 'the reward model that scores the student\'s answers (--task hh-rlhf; e.g. train rm\'s out/model)');
+/** --task hh-rlhf: the other scorers (one of --reward-model, --scorer-url, --judge-url). */
+const SCORER_OPTIONS: OptionSpecs = {
+  'scorer-url': str('URL[,URL...]', 'a reward server: POST {"prompt","response"} -> {"score"} (wst-dash serve of a reward model: http://HOST:PORT/v1/score)'),
+  'scorer-key-env': str('VAR', 'environment variable holding the reward server\'s API key'),
+  'judge-url': str('URL[,URL...]', 'an LLM judge behind OpenAI-compatible servers (rubric prompt, score 1-10 parsed, normalised to [0, 1])'),
+  'judge-model': str('NAME', 'the judge\'s model name (required with --judge-url)'),
+  'judge-key-env': str('VAR', 'environment variable holding the judge\'s API key'),
+  'scorer-cache': str('DIR', 'on-disk cache of scores from --scorer-url / --judge-url (default: none)'),
+};
 const MAX_QUERY_CHARS = str('N', '--task hh-rlhf: keep the last N characters of each dialogue (default 160 with the built-in models, else all)');
 const STUDENT_TOKENS = str('N', 'most tokens per student answer (default ops 24, others 256)');
 const INSTRUCTION_TOKENS = str('N', 'most tokens per teacher instruction (default ops 32, others 48)');
@@ -120,6 +129,7 @@ export const TRAIN_WST_OPTIONS: OptionSpecs = {
   'max-student-tokens': STUDENT_TOKENS,
   'max-instruction-tokens': INSTRUCTION_TOKENS,
   'reward-model': REWARD_MODEL,
+  ...SCORER_OPTIONS,
   'max-query-chars': MAX_QUERY_CHARS,
   'eval-queries': str('N', 'held-out queries per evaluation (default 100; 0: none)'),
   'eval-every': str('N', 'evaluate every N steps (default 0: at the end only)'),
@@ -146,6 +156,7 @@ export const EVAL_WST_OPTIONS: OptionSpecs = {
   'max-student-tokens': STUDENT_TOKENS,
   'max-instruction-tokens': INSTRUCTION_TOKENS,
   'reward-model': REWARD_MODEL,
+  ...SCORER_OPTIONS,
   'max-query-chars': MAX_QUERY_CHARS,
   'data-dir': DATA_DIR,
   device: DEVICE,
@@ -227,7 +238,7 @@ export const SERVE_OPTIONS: OptionSpecs = {
   model: str('DIR', 'the model folder to serve (required)'),
   host: str('HOST', 'address to bind (default 127.0.0.1: loopback only)'),
   port: str('N', 'port (default 8080; 0: any free port)'),
-  name: str('NAME', 'the model name clients ask for (default wst-dash)'),
+  name: str('NAME', 'the model name clients ask for (default wst-dash); a reward model folder is served at POST /v1/score'),
   'api-key-env': str('VAR', 'require a bearer key, read from this environment variable'),
   'max-batch': str('N', 'requests decoded together (default 64)'),
   'max-queue': str('N', 'waiting requests before 429 + Retry-After (default 1024)'),

@@ -76,9 +76,7 @@ async function hhSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 
   const { Model } = await import('../models/model.js');
   const { createHhTask, HH_SHORT_TEMPLATES, HH_TEMPLATES, rewardModelScorer } = await import('../wst/hh.js');
   const device = parseDevice(values);
-  if (!values['reward-model']) throw new UsageError('--reward-model DIR is required with --task hh-rlhf (train one with wst-dash train rm)');
-  const rm = await Model.load(values['reward-model'] as string, { device });
-  if (!rm.config.scoreHead) throw new UsageError(`--reward-model ${values['reward-model'] as string} is not a reward model (its config names no *ForSequenceClassification class)`);
+  const scorer = await hhScorer(values, device, rewardModelScorer);
   const builtin = !values.student && !values['student-url'];
   const log = (l: string) => console.error(l);
   const { builtinStudent, builtinTeacher } = await import('../wst/builtin.js');
@@ -87,9 +85,32 @@ async function hhSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 
   if (!teacherDir && teacherKey === 'teacher') throw new UsageError('--teacher DIR is required with --task hh-rlhf and a student of your own');
   return {
     task: createHhTask({ maxQueryChars: int(values, 'max-query-chars', builtin ? 160 : 0, 0) }) as unknown as Task<Example>,
-    templates: builtin ? HH_SHORT_TEMPLATES : HH_TEMPLATES, student, teacherDir, scorer: rewardModelScorer(rm) as import('../wst/environment.js').BatchScorer,
+    templates: builtin ? HH_SHORT_TEMPLATES : HH_TEMPLATES, student, teacherDir, scorer,
     maxStudentTokens: int(values, 'max-student-tokens', builtin ? 24 : 128), maxInstructionTokens: int(values, 'max-instruction-tokens', 32),
   };
+}
+
+/** The scorer of --task hh-rlhf: exactly one of --reward-model, --scorer-url, --judge-url. */
+async function hhScorer(values: Record<string, unknown>, device: 'cpu' | 'cuda', rewardModelScorer: typeof import('../wst/hh.js').rewardModelScorer): Promise<import('../wst/environment.js').BatchScorer> {
+  const given = ['reward-model', 'scorer-url', 'judge-url'].filter((k) => values[k] !== undefined);
+  if (given.length !== 1)
+    throw new UsageError(given.length ? `give one scorer, not ${given.map((k) => `--${k}`).join(' and ')}` : '--reward-model DIR is required with --task hh-rlhf (train one with wst-dash train rm), or --scorer-url URL (a reward server), or --judge-url URL --judge-model NAME (an LLM judge)');
+  const urls = (k: string) => (values[k] as string).split(',').map((u) => u.trim()).filter(Boolean);
+  const remote = { cacheDir: values['scorer-cache'] as string | undefined, timeoutMs: 1000 * int(values, 'student-timeout', 60), maxAttempts: int(values, 'student-attempts', 6) };
+  const { httpScorer, llmJudge } = await import('../wst/scorers.js');
+  try {
+    if (values['scorer-url']) return httpScorer({ endpoints: urls('scorer-url'), apiKeyEnv: values['scorer-key-env'] as string | undefined, ...remote });
+    if (values['judge-url']) {
+      if (!values['judge-model']) throw new UsageError('--judge-model NAME is required with --judge-url');
+      return llmJudge({ endpoints: urls('judge-url'), model: values['judge-model'] as string, apiKeyEnv: values['judge-key-env'] as string | undefined, ...remote });
+    }
+  } catch (e) {
+    throw e instanceof UsageError ? e : new UsageError((e as Error).message);
+  }
+  const { Model } = await import('../models/model.js');
+  const rm = await Model.load(values['reward-model'] as string, { device });
+  if (!rm.config.scoreHead) throw new UsageError(`--reward-model ${values['reward-model'] as string} is not a reward model (its config names no *ForSequenceClassification class)`);
+  return rewardModelScorer(rm) as import('../wst/environment.js').BatchScorer;
 }
 
 /** The student backend: a local frozen model, or OpenAI-compatible servers (--student-url). */

@@ -59,6 +59,11 @@ export function rewardIds(model: Model, text: string, maxChars: number): number[
   return ids.length > limit ? ids.slice(-limit) : ids;
 }
 
+/** The text a reward model scores for a prompt and a response (joined by one space unless the response starts with one). */
+export function rewardInput(prompt: string, response: string): string {
+  return prompt + (response.startsWith(' ') || response.startsWith('\n') || response === '' ? '' : ' ') + response;
+}
+
 const encoder = (model: Model, maxChars: number) => (text: string) => rewardIds(model, text, maxChars);
 
 /** Pairwise accuracy (ties half) and score statistics of a reward model on pairs. */

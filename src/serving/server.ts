@@ -8,6 +8,7 @@
 // The queue is bounded (`maxQueue` rows): when full, 429 with Retry-After. Bad requests get 400
 // with an OpenAI-shaped error naming the field; bodies over 1 MiB get 413; a client that leaves
 // before its batch starts frees its rows; close() drains what is in flight.
+import { rewardIds, rewardInput } from '../rm/train.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Generation, Model } from '../models/model.js';
@@ -25,6 +26,8 @@ export interface ServeOptions {
   apiKey?: string;
   /** Most new tokens a request may ask for (default 512). */
   maxTokensLimit?: number;
+  /** Reward models: the last N characters of each text are scored, as train rm did (default 256). */
+  rewardMaxChars?: number;
   log?: (line: string) => void;
 }
 
@@ -162,6 +165,30 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving
     });
   };
 
+  // A reward model (config.scoreHead) serves POST /v1/score: {"prompt", "response"} -> {"score"},
+  // or {"items": [{"prompt", "response"}, ...]} -> {"scores": [...]}; the protocol of httpScorer.
+  const reward = model.config.scoreHead === true;
+  const scoreRequest = async (b: Record<string, unknown>, res: ServerResponse) => {
+    const one = (x: unknown, at: string): { prompt: string; response: string } => {
+      const item = x as { prompt?: unknown; response?: unknown } | null;
+      if (!item || typeof item !== 'object') throw new BadRequest(`${at || 'the body'} must be an object with prompt and response`, at || null);
+      for (const k of ['prompt', 'response'] as const) if (typeof item[k] !== 'string') throw new BadRequest(`${at ? `${at}.` : ''}${k} must be a string`, `${at ? `${at}.` : ''}${k}`);
+      return item as { prompt: string; response: string };
+    };
+    const batch = b.items !== undefined;
+    if (batch && (!Array.isArray(b.items) || b.items.length === 0 || b.items.length > 256)) throw new BadRequest('items must be an array of 1 to 256 {prompt, response}', 'items');
+    const items = batch ? (b.items as unknown[]).map((x, i) => one(x, `items[${i}]`)) : [one(b, '')];
+    if (queuedRows + items.length > maxQueue) throw new BadRequest(`the queue is full (${maxQueue} rows); retry later`, null, 429, 'rate_limit_error');
+    queuedRows += items.length;
+    try {
+      const scores = Array.from(await model.reward(items.map((it) => rewardIds(model, rewardInput(it.prompt, it.response), o.rewardMaxChars ?? 256))));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(batch ? { object: 'list', model: name, scores } : { object: 'score', model: name, score: scores[0] }));
+    } finally {
+      queuedRows -= items.length;
+    }
+  };
+
   const server = createServer(async (req, res) => {
     const t0 = Date.now();
     inFlight++;
@@ -178,9 +205,12 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving
         return res.end(JSON.stringify({ object: 'list', data: [{ id: name, object: 'model', created: 0, owned_by: 'wst-dash' }] }));
       }
       const chat = url === '/v1/chat/completions';
-      if (req.method !== 'POST' || (!chat && url !== '/v1/completions')) throw new BadRequest(`no route ${req.method} ${url}`, null, 404, 'not_found_error');
+      const scoring = url === '/v1/score';
+      if (req.method !== 'POST' || (!chat && !scoring && url !== '/v1/completions')) throw new BadRequest(`no route ${req.method} ${url}`, null, 404, 'not_found_error');
+      if (scoring !== reward) throw new BadRequest(reward ? 'this server holds a reward model: POST /v1/score' : 'this server holds a language model, not a reward model: /v1/score is not served', null, 404, 'not_found_error');
       const b = await readBody(req);
       if (b.model !== undefined && b.model !== name) throw new BadRequest(`model must be "${name}", got ${JSON.stringify(b.model)}`, 'model', 404, 'not_found_error');
+      if (scoring) return await scoreRequest(b, res);
       let prompt: string;
       if (chat) {
         const msgs = b.messages;
