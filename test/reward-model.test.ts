@@ -93,6 +93,33 @@ describe.each(['llama', 'qwen2'] as const)('a public-layout %s reward model', (a
   });
 });
 
+describe('preference pairs sharing their dialogue', () => {
+  it('scores and gradients with the common prefix computed once equal those of the rows written out in full', async () => {
+    const { dir } = await publicFolder('llama', 13);
+    const a = await Model.load(dir), b = await Model.load(dir);
+    const common = [1, 5, 9, 4, 7, 2, 8];
+    const pairs = [[...common, 11, 12, 13], [...common, 14, 15], [3, 3, 8, 10], [3, 3, 8, 16, 17, 18]];
+    const from = [common.length + 1, common.length + 1, 4, 4]; // prefix = tokens before from - 1
+    const dr = Float32Array.from([0.5, -0.5, -1.25, 1.25]);
+    await a.zeroGrad();
+    await b.zeroGrad();
+    const full = await a.valueForward(pairs);
+    await a.valueBackward(dr);
+    const shared = await b.valueForward(pairs, { from });
+    await b.valueBackward(dr);
+    full.forEach((x, i) => expect(Math.abs(shared[i] - x), `row ${i}`).toBeLessThan(1e-5));
+    for (const name of [...a.tensorNames().map((t) => t.name), 'score.weight']) {
+      const ga = a.getGrad(name), gb = b.getGrad(name);
+      let diff = 0, scale = 0;
+      for (let i = 0; i < ga.length; i++) {
+        diff = Math.max(diff, Math.abs(ga[i] - gb[i]));
+        scale = Math.max(scale, Math.abs(ga[i]));
+      }
+      expect(diff, name).toBeLessThanOrEqual(1e-5 + 1e-4 * scale);
+    }
+  });
+});
+
 describe('reward model state', () => {
   it('saves the public layout and loads back to the same scores; valueBackward needs a valueForward just before', async () => {
     const { dir } = await publicFolder('llama', 2);

@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadPreferences, splitPairs } from '../src/rm/preferences.js';
 import { lengthBaseline } from '../src/rm/baselines.js';
 import { runCli } from './run-cli.js';
+import { tinyTextModelFolder } from './tiny-models.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'wst-rm-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -51,6 +52,16 @@ describe('train rm / score rm', () => {
     expect(sc.accuracy).toBe(res.heldout.accuracy);
     expect(sc.margin_mean).toBeGreaterThan(0);
   }, 120_000);
+
+  it('--model: a causal LM\'s backbone gets a score head; the report names the baselines', async () => {
+    const lm = await tinyTextModelFolder(tmp, 'lm', 16, 3);
+    const out = path.join(tmp, 'from-lm');
+    const t = await runCli(['train', 'rm', '--data', preferenceFile(20), '--model', lm, '--out', out, '--train-pairs', '15', '--epochs', '1', '--max-chars', '64']);
+    expect(t.code, t.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(path.join(out, 'model', 'config.json'), 'utf8')).architectures).toEqual(['LlamaForSequenceClassification']);
+    expect(t.stderr).toMatch(new RegExp(`train rm: 15 pairs for training, 5 held out .*; ${lm.replace(/[/.]/g, '\\$&')}`));
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/\| baseline: length \(shorter wins|longer wins/);
+  });
 
   it('reads {"prompt","chosen","rejected"} too; bad input is one line naming the file and line', async () => {
     const file = path.join(tmp, 'p.jsonl');

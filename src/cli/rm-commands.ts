@@ -81,6 +81,7 @@ export async function trainRmCommand(values: Record<string, unknown>): Promise<v
     baselines: Object.fromEntries(baselines.map((b) => [b.name, b])), margin_vs_best_baseline: final.accuracy - best.accuracy, model: modelDir,
   };
   await writeFileAtomic(path.join(out, 'result.json'), JSON.stringify(result, null, 2) + '\n');
+  await writeFileAtomic(path.join(out, 'report.md'), rmReport(result));
   release();
   console.log(JSON.stringify(result));
 }
@@ -99,4 +100,21 @@ export async function scoreRmCommand(values: Record<string, unknown>): Promise<v
   const ev = await evaluateRewardModel(model, pairs, { maxChars });
   if (values.json) console.log(JSON.stringify({ data: file, ...ev }));
   else console.log(`pairwise accuracy ${(100 * ev.accuracy).toFixed(2)}% on ${ev.n} pairs; mean score chosen ${ev.chosen_mean.toFixed(3)}, rejected ${ev.rejected_mean.toFixed(3)}, margin ${ev.margin_mean.toFixed(3)} ± ${ev.margin_sd.toFixed(3)}`);
+}
+
+/** report.md of a train rm run: the held-out accuracy per epoch beside the baselines. */
+function rmReport(r: { data: string; train_pairs: number; heldout_pairs: number; split_seed: number; seed: number; max_chars: number; parameters: number; seconds: number;
+  heldout: { accuracy: number; margin_mean: number }; epochs: { epoch: number; loss: number; heldout_accuracy: number; seconds: number }[];
+  baselines: Record<string, { accuracy: number; train_accuracy: number; detail: string }>; margin_vs_best_baseline: number }): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return [
+    '# Reward model', '',
+    `Data: \`${r.data}\`: ${r.train_pairs} pairs trained on, ${r.heldout_pairs} held out (split seed ${r.split_seed}); seed ${r.seed}; the last ${r.max_chars || 'all'} characters of each text; ${r.parameters} parameters; ${r.seconds.toFixed(0)} s.`, '',
+    '| model | held-out pairwise accuracy | training split |', '| --- | ---: | ---: |',
+    `| reward model | ${pct(r.heldout.accuracy)} | |`,
+    ...Object.entries(r.baselines).map(([name, b]) => `| baseline: ${name} (${b.detail}) | ${pct(b.accuracy)} | ${pct(b.train_accuracy)} |`), '',
+    `Reward model − best baseline: ${(100 * r.margin_vs_best_baseline).toFixed(1)} points (${r.heldout_pairs} pairs: one pair is ${(100 / r.heldout_pairs).toFixed(2)} points).`, '',
+    '| epoch | loss | held-out accuracy | s |', '| ---: | ---: | ---: | ---: |',
+    ...r.epochs.map((e) => `| ${e.epoch} | ${e.loss.toFixed(4)} | ${pct(e.heldout_accuracy)} | ${e.seconds.toFixed(0)} |`), '',
+  ].join('\n');
 }

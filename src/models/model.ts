@@ -668,16 +668,33 @@ export class Model {
    * token, as transformers' *ForSequenceClassification computes it). Keeps what valueBackward
    * needs: a training step is valueForward, then valueBackward with dL/dr, then optimizerStep.
    */
-  async valueForward(sequences: readonly (readonly number[])[]): Promise<Float32Array> {
+  async valueForward(sequences: readonly (readonly number[])[], options: { from?: readonly number[] } = {}): Promise<Float32Array> {
     const head = this.needHead();
-    const { B, T, tokens, last } = this.packLast(sequences);
-    return this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true));
+    if (!options.from) {
+      this.valueOrder = null;
+      const { B, T, tokens, last } = this.packLast(sequences);
+      return this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true));
+    }
+    // Shared prefixes: row b's tokens before from[b] - 1 are its prefix, computed once for the
+    // rows that share it (a preference pair's common dialogue), as in trainGrpo.
+    const { B, T, tokens, froms, order, prefix } = this.packPrefixBatch(sequences, options.from);
+    const last = Int32Array.from(order, (b) => sequences[b].length - froms[b]);
+    const packed: Float32Array = await this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true, prefix));
+    this.valueOrder = order;
+    const r = new Float32Array(B);
+    order.forEach((b, k) => (r[b] = packed[k]));
+    return r;
   }
+
+  /** The row order of the last prefixed valueForward (packed row k is the caller's row order[k]). */
+  private valueOrder: number[] | null = null;
 
   /** Accumulates the gradient of a loss with dL/dr = dr (one per sequence of the last valueForward). */
   async valueBackward(dr: Float32Array): Promise<void> {
     const head = this.needHead();
-    const dw: Float32Array = await this.run(() => this.handle.valueBackward(dr, head.w, true));
+    const order = this.valueOrder;
+    const packed = order && order.length === dr.length ? Float32Array.from(order, (b) => dr[b]) : dr;
+    const dw: Float32Array = await this.run(() => this.handle.valueBackward(packed, head.w, true));
     for (let i = 0; i < dw.length; i++) head.g[i] += dw[i];
   }
 

@@ -56,13 +56,18 @@ export function splitPairs(pairs: readonly PreferencePair[], trainCount: number,
 }
 
 /**
- * The text a reward model reads: the last exchange of an HH dialogue (from its last `\n\nHuman:`;
- * the whole text when it has none), then at most its last `maxChars` characters (0: all). Chosen
- * and rejected differ in the final response; the earlier turns they share carry little signal and
- * much cost.
+ * The text a reward model reads, at most `maxChars` characters (0: all): of an HH dialogue, its last
+ * exchange — the end of the last human turn (at most half the budget) and the start of the
+ * assistant's reply (the rest). Chosen and rejected differ in the reply; this keeps the reply's
+ * opening, where refusals and compliance show, and gives both texts of a pair the same start,
+ * computed once in training. Texts without turns keep their last `maxChars` characters.
  */
 export function rewardText(text: string, maxChars: number): string {
-  const k = text.lastIndexOf('\n\nHuman:');
-  const last = k > 0 ? text.slice(k) : text;
-  return maxChars > 0 && last.length > maxChars ? last.slice(-maxChars) : last;
+  const a = text.lastIndexOf('\n\nAssistant:');
+  const h = a < 0 ? -1 : text.lastIndexOf('\n\nHuman:', a);
+  if (h < 0) return maxChars > 0 && text.length > maxChars ? text.slice(-maxChars) : text;
+  const human = text.slice(h, a + 12), reply = text.slice(a + 12);
+  if (maxChars <= 0) return human + reply;
+  const keepHuman = human.slice(-Math.min(human.length, Math.floor(maxChars / 2)));
+  return keepHuman + reply.slice(0, maxChars - keepHuman.length);
 }

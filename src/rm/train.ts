@@ -24,6 +24,8 @@ export interface RewardTrainOptions {
   /** The last N characters of each text are scored (default 256; 0: all). */
   maxChars?: number;
   seed?: number;
+  /** Each pair's common start (the shared dialogue) computed once in the training forward (default true). */
+  sharePrefix?: boolean;
   onEpoch?: (e: RewardEpoch) => void | Promise<void>;
   onStep?: (phase: 'lm' | 'rm', step: number, steps: number, loss: number) => void;
 }
@@ -64,6 +66,14 @@ export function rewardInput(prompt: string, response: string): string {
   return prompt + (response.startsWith(' ') || response.startsWith('\n') || response === '' ? '' : ' ') + response;
 }
 
+/** Tokens two sequences share at their start, leaving each at least its last token (the readout). */
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length) - 1;
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
 const encoder = (model: Model, maxChars: number) => (text: string) => rewardIds(model, text, maxChars);
 
 /** Pairwise accuracy (ties half) and score statistics of a reward model on pairs. */
@@ -87,6 +97,7 @@ export async function trainRewardModel(o: RewardTrainOptions): Promise<RewardEpo
   if (!model.config.scoreHead) throw new Error('trainRewardModel: the model has no score head (config.scoreHead)');
   const maxChars = o.maxChars ?? 256, epochs = o.epochs ?? 3, lmEpochs = o.lmEpochs ?? 0, P = o.pairsPerStep ?? 8, lr = o.lr ?? 1e-3, seed = o.seed ?? 0;
   const enc = encoder(model, maxChars);
+  const sharePrefix = o.sharePrefix ?? true;
   const t0 = performance.now();
   // Language-model warm-up (the tied embedding is the LM head of a reward model's backbone).
   if (lmEpochs > 0) {
@@ -110,8 +121,13 @@ export async function trainRewardModel(o: RewardTrainOptions): Promise<RewardEpo
     let lossSum = 0;
     for (let i = 0; i < order.length; i += P) {
       const batch = order.slice(i, i + P);
-      // Rows 2k and 2k+1: pair k's chosen and rejected texts.
-      const r = await model.valueForward(batch.flatMap((p) => [enc(p.chosen), enc(p.rejected)]));
+      // Rows 2k and 2k+1: pair k's chosen and rejected texts, their common start computed once.
+      const seqs = batch.flatMap((p) => [enc(p.chosen), enc(p.rejected)]);
+      const from = sharePrefix ? batch.flatMap((_, k) => {
+        const f = 1 + commonPrefix(seqs[2 * k], seqs[2 * k + 1]);
+        return [f, f];
+      }) : undefined;
+      const r = await model.valueForward(seqs, { from });
       const dr = new Float32Array(r.length);
       let loss = 0;
       for (let k = 0; k < batch.length; k++) {
