@@ -23,7 +23,7 @@ describe('train wst / eval wst with local HF-folder models', () => {
     expect(r.stderr).toMatch(/--student DIR \(a local model\) or --student-url URL \(a server\) is required with --task gsm8k/);
     const t = await cli('train', 'wst', '--task', 'nope', '--out', path.join(tmp, 'x'));
     expect(t.code).toBe(2);
-    expect(t.stderr).toMatch(/--task must be ops, arith, gsm8k or math500/);
+    expect(t.stderr).toMatch(/--task must be ops, arith, gsm8k, math500 or hh-rlhf/);
     const a = await cli('train', 'wst', '--algo', 'ppo', '--out', path.join(tmp, 'x'));
     expect(a.code).toBe(2);
     expect(a.stderr).toMatch(/--algo must be dash, grpo or grpo_decoupled/);
