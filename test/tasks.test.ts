@@ -213,7 +213,10 @@ describe('loaders validate lines', () => {
     expect(math500.isCorrect(row.solution, row)).toBe(true);
     expect(math500.isCorrect('\\boxed{0.5}', row)).toBe(true);
     expect(math500.isCorrect('\\boxed{0.6}', row)).toBe(false);
-    expect(math500.isCorrect('0.5', row)).toBe(false);
+    // Free-form answers count (answers.extractMath): a bare answer, "the answer is", the last math.
+    expect(math500.isCorrect('0.5', row)).toBe(true);
+    expect(math500.isCorrect('So the answer is $\\frac{1}{2}$.', row)).toBe(true);
+    expect(math500.isCorrect('I do not know.', row)).toBe(false);
     expect(createMath500Task().examples('train', { file: f })).toHaveLength(1);
     expect(() => math500.examples('train')).toThrow(/only a 'test' split/);
     const bad: [object, RegExp][] = [

@@ -72,6 +72,19 @@ const commands: Record<string, Command> = {
       runCheckAnswers({ task, file: values.file as string, json: values.json as boolean | undefined });
     },
   },
+  'bench answers': {
+    summary: 'answer checking: µs per check and per DASH step (arith, GSM8K, MATH-500), pathological inputs, agreement with Math-Verify\'s cases',
+    options: {
+      cases: str('FILE', 'Math-Verify\'s regression cases as JSON (python3 scripts/math-verify-cases.py PATH/TO/Math-Verify > FILE)'),
+      json: JSON_OUT,
+      'data-dir': str('DIR', 'folder holding the data sets (GSM8K and MATH-500 rows are skipped without it)'),
+    },
+    run: async (values) => {
+      const { runAnswerBench, answerBenchTable } = await import('../bench/answers.js');
+      const r = runAnswerBench({ cases: values.cases as string | undefined });
+      console.log(values.json ? JSON.stringify(r) : answerBenchTable(r));
+    },
+  },
   'bench decode': { summary: 'prefill/decode tokens/s at batch 1, 8, 64', options: MODEL_BENCH_OPTIONS, run: (values) => modelBench('decode', values) },
   'bench train': { summary: 'training tokens/s, ms/step and peak RSS', options: MODEL_BENCH_OPTIONS, run: (values) => modelBench('train', values) },
   serve: {

@@ -6,6 +6,8 @@
 // extractGsm8k / numberEqual implement the GSM8K convention (`#### N`, else the last number).
 // No function here throws on odd input: anything unparseable falls back to a normalised string comparison.
 
+import { extractMath, verifyMath, type VerifyOptions } from './math-verify.js';
+
 // ---------------------------------------------------------------------------------------------------------
 // Extraction
 
@@ -270,6 +272,8 @@ export function normalizeMath(input: unknown): string {
   }
   s = braceArgs(s);
   s = s.replace(/\\infinity|∞/g, '\\infty');
+  // "32, 349" is two numbers (a comma then a space), not 32349
+  const spacedComma = /,\s/.test(s);
   s = s.replace(/\s+/g, '');
   s = s.replace(/\{,\}/g, ',');
   // single-character super/subscripts lose their braces: x^{2} → x^2, 52_{8} → 52_8
@@ -280,7 +284,7 @@ export function normalizeMath(input: unknown): string {
   // whole answer wrapped in braces
   for (let g = 0; g < 8 && s.startsWith('{') && matchBrace(s, 0) === s.length; g++) s = s.slice(1, -1);
   // comma-grouped number: 10,080 → 10080
-  if (/^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
+  if (!spacedComma && /^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$/.test(s)) s = s.replace(/,/g, '');
   // multiple choice: (A), \text{(A)} → A
   const mc = /^\(([A-Z])\)$/.exec(s);
   if (mc) s = mc[1];
@@ -508,12 +512,13 @@ function equivNormalized(a: string, b: string, depth: number): boolean {
  * Equivalence of two MATH answers (e.g. a `\boxed{}` extraction against the reference answer).
  * Never throws; unknown shapes fall back to comparing normalised strings.
  */
-export function mathEqual(a: unknown, b: unknown): boolean {
+export function mathEqual(a: unknown, b: unknown, options: VerifyOptions = {}): boolean {
   try {
     if (a == null || b == null) return false;
     const na = normalizeMath(a), nb = normalizeMath(b);
     if (!na || !nb) return false;
-    return equivNormalized(na, nb, 0);
+    // The normaliser first (fast, string-level); then parsing and symbolic comparison (math-verify.ts).
+    return equivNormalized(na, nb, 0) || verifyMath(a, b, options).equal;
   } catch {
     try {
       return typeof a === 'string' && typeof b === 'string' && a.trim() !== '' && a.replace(/\s+/g, '') === b.replace(/\s+/g, '');
@@ -526,6 +531,8 @@ export function mathEqual(a: unknown, b: unknown): boolean {
 /** The answer-checking API, exported publicly as `answers`. */
 export const answers = {
   extractBoxed,
+  extractMath,
+  verifyMath,
   extractGsm8k,
   numberEqual,
   mathEqual,

@@ -1,5 +1,6 @@
 // MATH-500: competition problems; solutions end in \boxed{answer}. Only a test split exists.
-import { extractBoxed, mathEqual } from '../answers.js';
+import { mathEqual } from '../answers.js';
+import { extractMath } from '../math-verify.js';
 import { dataFile, needString, readJsonl, selectExamples, type Example, type ExampleOptions, type Split, type Task } from './common.js';
 
 export interface Math500Example extends Example {
@@ -55,9 +56,11 @@ export function createMath500Task(options: Math500TaskOptions = {}): Task<Math50
     prompt: options.prompt ?? ((ex) => `Problem: ${ex.question}\nGive the final answer as \\boxed{answer}.\nSolution: `),
     reference: (ex) => ex.solution,
     answer: (ex) => ex.answer,
-    extract: (completion) => extractBoxed(completion),
+    // Free-form completions as chat models write them: the last \boxed{} (several: all), else
+    // "the answer is …", else the last math, else the last number (answers.extractMath).
+    extract: (completion) => extractMath(completion),
     isCorrect(completion, ex) {
-      const got = extractBoxed(completion);
+      const got = extractMath(completion);
       return got !== null && mathEqual(got, ex.answer);
     },
   };
