@@ -346,6 +346,7 @@ std::vector<Check> cpu_checks() {
       {"pool exceptions", check_pool_exceptions},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
+      {"model value head", [](Report& rep) { check_model_value_head(rep, wst::cpu_backend(), ""); }},
       {"model decode shards", check_model_decode_shards},
       {"lane deal", check_lane_deal},
       {"model finish row", check_model_finish_row},

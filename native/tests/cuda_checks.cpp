@@ -763,6 +763,7 @@ std::vector<Check> cuda_checks() {
       {"model", check_model_on_device},
       {"model prefix", [](Report& rep) { check_model_prefix_batch(rep, wst::cuda_backend(), " (cuda)"); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cuda_backend(), " (cuda)"); }},
+      {"model value head", [](Report& rep) { check_model_value_head(rep, wst::cuda_backend(), " (cuda)"); }},
   };
 }
 

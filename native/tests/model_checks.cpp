@@ -173,6 +173,77 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
 // against train_grpo called per micro-batch on the CPU model: losses and every gradient; on the
 // CPU also the same bits at 1 and 3 threads. Micro-batches of different shapes, with and without
 // shared prefixes, several loss scales, more micro-batches than lanes (a lane takes two).
+// The value head of reward models: scores at each row's last position and the backbone's gradient
+// from dL/dr on `be` against the CPU model; and rows continuing a shared prefix (a preference
+// pair's common dialogue) against the same rows written out in full.
+void check_model_value_head(Report& rep, const wst::Backend& be, const std::string& what) {
+  for (int qk = 0; qk < 2; qk++) {
+    const wst::LlamaConfig cfg = tiny_llama_config(53, qk);
+    const std::string tag = what + (qk ? " (qk-norm, tied)" : " (qkv bias)");
+    const int B = 4, T = 9, C = cfg.dim;
+    Rng rng(31 + qk);
+    std::vector<int32_t> tok((size_t)B * T);
+    for (auto& t : tok) t = rng.below(cfg.vocab);
+    const std::vector<int32_t> last = {8, 3, 6, 0};
+    std::vector<float> w(C), dr = {0.5f, -1.f, 0.25f, 2.f};
+    for (auto& x : w) x = rng.nonzero();
+    wst::LlamaModel ref(&wst::cpu_backend(), cfg), m(&be, cfg);
+    ref.init_random(11, 0.3f);
+    m.init_random(11, 0.3f);
+    std::vector<float> r_ref(B), r(B, NAN), dw_ref(C), dw(C, NAN);
+    ref.value_forward(tok.data(), B, T, last.data(), w.data(), r_ref.data());
+    m.value_forward(tok.data(), B, T, last.data(), w.data(), r.data());
+    rep.check("model value head: scores" + tag, rel_err(r, r_ref), 1e-5);
+    ref.value_backward(dr.data(), B, w.data(), dw_ref.data());
+    m.value_backward(dr.data(), B, w.data(), dw.data());
+    rep.check("model value head: head gradient" + tag, rel_err(dw, dw_ref), 1e-5);
+    const auto g_ref = all_grads(ref), g = all_grads(m);
+    rep.check("model value head: backbone gradients (every tensor)" + tag, rel_err(g, g_ref), 1e-4);
+    double gmax = 0;
+    for (float x : g) gmax = std::max(gmax, (double)std::fabs(x));
+    rep.check("model value head: gradients are not all zero" + tag, gmax > 1e-6 ? 0 : 1, 0);
+    bool refused = false;
+    try {
+      m.value_backward(dr.data(), B, w.data(), dw.data());
+    } catch (const std::exception&) {
+      refused = true;
+    }
+    rep.check("model value head: a second backward without a forward is refused" + tag, refused ? 0 : 1, 0);
+
+    // Two rows on one prefix of 5 tokens (blocks of 4 and 3), one row on an empty prefix.
+    const int Bp = 2, Tp = 5, B2 = 3, T2 = 4;
+    const std::vector<int32_t> lengths = {5, 0}, row_prefix = {0, 0, 1}, blast = {3, 2, 3};
+    std::vector<int32_t> pre((size_t)Bp * Tp, 0), blk((size_t)B2 * T2);
+    for (int t = 0; t < 5; t++) pre[t] = rng.below(cfg.vocab);
+    for (auto& t : blk) t = rng.below(cfg.vocab);
+    const int Tf = Tp + T2;
+    std::vector<int32_t> full((size_t)B2 * Tf, 0), flast(B2);
+    for (int b = 0; b < B2; b++) {
+      const int L = lengths[row_prefix[b]];
+      for (int t = 0; t < L; t++) full[(size_t)b * Tf + t] = pre[t];
+      for (int t = 0; t < T2; t++) full[(size_t)b * Tf + L + t] = blk[(size_t)b * T2 + t];
+      flast[b] = L + blast[b];
+    }
+    wst::PrefixBatch pb;
+    pb.tokens = pre.data();
+    pb.Bp = Bp;
+    pb.Tp = Tp;
+    pb.lengths = lengths.data();
+    pb.row_prefix = row_prefix.data();
+    wst::LlamaModel ref2(&wst::cpu_backend(), cfg), m2(&be, cfg);
+    ref2.init_random(12, 0.3f);
+    m2.init_random(12, 0.3f);
+    std::vector<float> rf(B2), rp(B2, NAN), dwf(C), dwp(C, NAN), dr2 = {1.f, -1.f, 0.5f};
+    ref2.value_forward(full.data(), B2, Tf, flast.data(), w.data(), rf.data());
+    m2.value_forward(blk.data(), B2, T2, blast.data(), w.data(), rp.data(), &pb);
+    rep.check("model value head: shared prefixes = rows in full (scores)" + tag, rel_err(rp, rf), 1e-5);
+    ref2.value_backward(dr2.data(), B2, w.data(), dwf.data());
+    m2.value_backward(dr2.data(), B2, w.data(), dwp.data());
+    rep.check("model value head: shared prefixes = rows in full (head gradient)" + tag, rel_err(dwp, dwf), 1e-5);
+    rep.check("model value head: shared prefixes = rows in full (every tensor)" + tag, rel_err(all_grads(m2), all_grads(ref2)), 1e-4);
+  }
+}
+
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what) {
   const wst::LlamaConfig cfg = tiny_llama_config(41, true);
   Rng rng(505);
