@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { kernels } from '../src/index.js';
 import { native } from '../src/native.js';
-import { expectClose, randomF32, rng } from './helpers.js';
+import { bitsEqual, expectClose, randomF32, rng, withThreads } from './helpers.js';
 
 interface Shape {
   B: number; H: number; KVH: number; Tq: number; Tk: number; D: number; causal: boolean;
@@ -80,17 +80,7 @@ function inputs(s: Shape, seed: number) {
 }
 
 const rms = (x: Arr) => Math.sqrt(Array.from(x).reduce((a, y) => a + y * y, 0) / x.length);
-const bitsEqual = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer).equals(Buffer.from(b.buffer));
 
-function withThreads<T>(n: number, fn: () => T): T {
-  const before = kernels.threads;
-  try {
-    kernels.threads = n;
-    return fn();
-  } finally {
-    kernels.threads = before;
-  }
-}
 
 // Sizes straddle the 64-key blocks and the query tiles (about 64 rows of heads/kvHeads heads).
 const shapes: [string, Shape][] = [

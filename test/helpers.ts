@@ -1,5 +1,6 @@
 // Test helpers: seeded random inputs (never zeros) and comparison with clear failure messages.
 import { expect } from 'vitest';
+import { kernels } from '../src/kernels/index.js';
 
 /** Mulberry32: a small seeded PRNG for reproducible test inputs. */
 export function rng(seed: number): () => number {
@@ -39,4 +40,20 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     if (err > worst) { worst = err; at = i; }
   }
   if (worst > 1) expect.fail(`${what}[${at}]: got ${actual[at]}, expected ${expected[at]} (rtol ${rtol}, atol ${atol})`);
+}
+
+/** Whether two float arrays hold the same bits (views honoured: byteOffset and length, not the whole buffer). */
+export function bitsEqual(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** Runs `fn` with the kernel thread pool at `n` threads, then restores it. */
+export function withThreads<T>(n: number, fn: () => T): T {
+  const before = kernels.threads;
+  try {
+    kernels.threads = n;
+    return fn();
+  } finally {
+    kernels.threads = before;
+  }
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { kernels } from '../src/index.js';
 import { native } from '../src/native.js';
-import { expectClose, randomF32, randomInts } from './helpers.js';
+import { bitsEqual, expectClose, randomF32, randomInts, withThreads } from './helpers.js';
 
 const ops = kernels.ops;
 
@@ -85,19 +85,7 @@ function sampleIndices(n: number, count: number, seed: number): number[] {
   return Array.from(randomInts(count, seed, 0, n));
 }
 
-function bitsEqual(a: Float32Array, b: Float32Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
 
-function withThreads<T>(n: number, fn: () => T): T {
-  const before = kernels.threads;
-  try {
-    kernels.threads = n;
-    return fn();
-  } finally {
-    kernels.threads = before;
-  }
-}
 
 // ---- RMSNorm -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { kernels } from '../src/index.js';
 import { native } from '../src/native.js';
-import { expectClose, randomF32, randomInts } from './helpers.js';
+import { expectClose, randomF32, randomInts, withThreads } from './helpers.js';
 
 // ---- float64 references --------------------------------------------------------------------
 
@@ -81,15 +81,6 @@ function logits(N: number, V: number, seed: number, scale = 6): Float32Array {
   return z;
 }
 
-function withThreads<T>(n: number, fn: () => T): T {
-  const before = kernels.threads;
-  try {
-    kernels.threads = n;
-    return fn();
-  } finally {
-    kernels.threads = before;
-  }
-}
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 

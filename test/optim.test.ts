@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { kernels } from '../src/index.js';
 import { native } from '../src/native.js';
-import { expectClose, randomF32 } from './helpers.js';
+import { bitsEqual, expectClose, randomF32, withThreads } from './helpers.js';
 
 const ops = kernels.ops;
 
@@ -29,19 +29,7 @@ function torchAdamwStep(s: AdamState, grad: ArrayLike<number>, lr: number, beta1
   }
 }
 
-function bitsEqual(a: Float32Array, b: Float32Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
 
-function withThreads<T>(n: number, fn: () => T): T {
-  const before = kernels.threads;
-  try {
-    kernels.threads = n;
-    return fn();
-  } finally {
-    kernels.threads = before;
-  }
-}
 
 function refSumSquares(x: ArrayLike<number>): number {
   let s = 0;
