@@ -9,6 +9,21 @@
 
 namespace wst {
 
+// The op list: every op of kernels.h that a backend implements, named once. The Backend struct
+// below, the CPU and CUDA tables (filled by name, so two ops of one signature cannot be swapped)
+// and the CUDA declarations are generated from it. Adding an op: add it here, write its CPU kernel
+// (kernels.h, native/cpu/), its CUDA twin (native/cuda/, and its staging wrapper st_<op>), its
+// TypeScript wrapper (src/kernels/) and its checks (native/tests/, test/).
+#define WST_BACKEND_OPS(X) \
+  X(sgemm) X(attention_forward) X(attention_backward) X(attention_decode) \
+  X(rmsnorm_forward) X(rmsnorm_backward) X(rope_forward) X(rope_backward) \
+  X(swiglu_forward) X(swiglu_backward) X(embedding_forward) X(embedding_backward) \
+  X(residual_forward) X(residual_backward) X(softmax_forward) X(log_softmax_forward) \
+  X(token_logprobs_forward) X(token_logprobs_backward) X(crossentropy_forward) X(crossentropy_backward) \
+  X(sample_tokens) X(grpo_loss) X(adamw_update) X(sum_squares) \
+  X(scale_inplace) X(gemm_bf16) X(sgemm_tf32) X(attention_forward_bf16) \
+  X(copy_rows) X(attention_decode_shared)
+
 struct Backend {
   const char* name;    // "cpu" or "cuda"
   bool host_memory;    // true when op pointers are plain host pointers (no copies needed)
@@ -20,36 +35,9 @@ struct Backend {
   void (*copy)(void* dst, const void* src, size_t bytes);  // within the backend's memory
   void (*zero)(void* dst, size_t bytes);
 
-  decltype(&::wst::sgemm) sgemm;
-  decltype(&::wst::attention_forward) attention_forward;
-  decltype(&::wst::attention_backward) attention_backward;
-  decltype(&::wst::attention_decode) attention_decode;
-  decltype(&::wst::rmsnorm_forward) rmsnorm_forward;
-  decltype(&::wst::rmsnorm_backward) rmsnorm_backward;
-  decltype(&::wst::rope_forward) rope_forward;
-  decltype(&::wst::rope_backward) rope_backward;
-  decltype(&::wst::swiglu_forward) swiglu_forward;
-  decltype(&::wst::swiglu_backward) swiglu_backward;
-  decltype(&::wst::embedding_forward) embedding_forward;
-  decltype(&::wst::embedding_backward) embedding_backward;
-  decltype(&::wst::residual_forward) residual_forward;
-  decltype(&::wst::residual_backward) residual_backward;
-  decltype(&::wst::softmax_forward) softmax_forward;
-  decltype(&::wst::log_softmax_forward) log_softmax_forward;
-  decltype(&::wst::token_logprobs_forward) token_logprobs_forward;
-  decltype(&::wst::token_logprobs_backward) token_logprobs_backward;
-  decltype(&::wst::crossentropy_forward) crossentropy_forward;
-  decltype(&::wst::crossentropy_backward) crossentropy_backward;
-  decltype(&::wst::sample_tokens) sample_tokens;
-  decltype(&::wst::grpo_loss) grpo_loss;
-  decltype(&::wst::adamw_update) adamw_update;
-  decltype(&::wst::sum_squares) sum_squares;
-  decltype(&::wst::scale_inplace) scale_inplace;
-  decltype(&::wst::gemm_bf16) gemm_bf16;
-  decltype(&::wst::sgemm_tf32) sgemm_tf32;
-  decltype(&::wst::attention_forward_bf16) attention_forward_bf16;
-  decltype(&::wst::copy_rows) copy_rows;
-  decltype(&::wst::attention_decode_shared) attention_decode_shared;
+#define WST_BACKEND_OP_FIELD(op) decltype(&::wst::op) op;
+  WST_BACKEND_OPS(WST_BACKEND_OP_FIELD)
+#undef WST_BACKEND_OP_FIELD
 };
 
 const Backend& cpu_backend();

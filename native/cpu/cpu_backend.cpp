@@ -75,16 +75,13 @@ void host_zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
 }  // namespace
 
 const Backend& cpu_backend() {
-  static const Backend b = {
-      "cpu", true, host_alloc, host_free, host_copy, host_copy, host_sync, host_copy, host_zero,
-      sgemm, attention_forward, attention_backward, attention_decode,
-      rmsnorm_forward, rmsnorm_backward, rope_forward, rope_backward,
-      swiglu_forward, swiglu_backward, embedding_forward, embedding_backward,
-      residual_forward, residual_backward, softmax_forward, log_softmax_forward,
-      token_logprobs_forward, token_logprobs_backward, crossentropy_forward,
-      crossentropy_backward, sample_tokens, grpo_loss, adamw_update, sum_squares, scale_inplace,
-      gemm_bf16, sgemm_tf32, attention_forward_bf16, copy_rows, attention_decode_shared,
-  };
+  static const Backend b = [] {
+    Backend t{"cpu", true, host_alloc, host_free, host_copy, host_copy, host_sync, host_copy, host_zero};
+#define WST_CPU_OP(op) t.op = &::wst::op;
+    WST_BACKEND_OPS(WST_CPU_OP)
+#undef WST_CPU_OP
+    return t;
+  }();
   return b;
 }
 

@@ -561,33 +561,24 @@ void synchronize() {
 }  // namespace cuda
 
 const Backend& cuda_backend() {
-  static const Backend b = {
-      "cuda", false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync, dev_copy, dev_zero,
-      cuda::sgemm, cuda::attention_forward, cuda::attention_backward, cuda::attention_decode,
-      cuda::rmsnorm_forward, cuda::rmsnorm_backward, cuda::rope_forward, cuda::rope_backward,
-      cuda::swiglu_forward, cuda::swiglu_backward, cuda::embedding_forward,
-      cuda::embedding_backward, cuda::residual_forward, cuda::residual_backward,
-      cuda::softmax_forward, cuda::log_softmax_forward, cuda::token_logprobs_forward,
-      cuda::token_logprobs_backward, cuda::crossentropy_forward, cuda::crossentropy_backward,
-      cuda::sample_tokens, cuda::grpo_loss, cuda::adamw_update, cuda::sum_squares,
-      cuda::scale_inplace, cuda::gemm_bf16, cuda::sgemm_tf32, cuda::attention_forward_bf16,
-      cuda::copy_rows, cuda::attention_decode_shared,
-  };
+  static const Backend b = [] {
+    Backend t{"cuda", false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync, dev_copy, dev_zero};
+#define WST_CUDA_OP(op) t.op = &cuda::op;
+    WST_BACKEND_OPS(WST_CUDA_OP)
+#undef WST_CUDA_OP
+    return t;
+  }();
   return b;
 }
 
 const Backend& cuda_host_staging_backend() {
-  static const Backend b = {
-      "cuda", true, host_alloc, host_free, host_copy, host_copy, dev_sync, host_copy, host_zero,
-      st_sgemm, st_attention_forward, st_attention_backward, st_attention_decode,
-      st_rmsnorm_forward, st_rmsnorm_backward, st_rope_forward, st_rope_backward,
-      st_swiglu_forward, st_swiglu_backward, st_embedding_forward, st_embedding_backward,
-      st_residual_forward, st_residual_backward, st_softmax_forward, st_log_softmax_forward,
-      st_token_logprobs_forward, st_token_logprobs_backward, st_crossentropy_forward,
-      st_crossentropy_backward, st_sample_tokens, st_grpo_loss, st_adamw_update, st_sum_squares,
-      st_scale_inplace, st_gemm_bf16, st_sgemm_tf32, st_attention_forward_bf16, st_copy_rows,
-      st_attention_decode_shared,
-  };
+  static const Backend b = [] {
+    Backend t{"cuda", true, host_alloc, host_free, host_copy, host_copy, dev_sync, host_copy, host_zero};
+#define WST_STAGED_OP(op) t.op = &st_##op;
+    WST_BACKEND_OPS(WST_STAGED_OP)
+#undef WST_STAGED_OP
+    return t;
+  }();
   return b;
 }
 
