@@ -1,6 +1,7 @@
 // The CUDA backend tables (see cuda_kernels.h): device discovery that never throws, the device
 // backend (ops on device pointers), and the host-staging backend (ops on host pointers, for the
 // kernel API and the tests).
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -528,7 +529,20 @@ double st_sum_squares(const float* x, size_t n) {
 // Host staging for row copies: plain host memcpy (the rows are host memory here).
 void st_copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64_t* src_off,
                   const int64_t* count, int n) {
-  ::wst::copy_rows(dst, src, dst_off, src_off, count, n);
+  if (n <= 0) return;
+  size_t nd = 0, ns = 0;  // the extents the runs touch
+  for (int i = 0; i < n; i++) {
+    nd = std::max(nd, (size_t)(dst_off[i] + count[i]));
+    ns = std::max(ns, (size_t)(src_off[i] + count[i]));
+  }
+  Stage s;
+  const float* d_src = s.in(src, ns);
+  const int64_t* d_doff = s.in(dst_off, sz(n));
+  const int64_t* d_soff = s.in(src_off, sz(n));
+  const int64_t* d_count = s.in(count, sz(n));
+  float* d_dst = s.inout(dst, nd);
+  cuda::copy_rows(d_dst, d_src, d_doff, d_soff, d_count, n);
+  s.finish();
 }
 
 void st_scale_inplace(float* x, size_t n, float sc) {

@@ -21,7 +21,46 @@ constexpr double kF32 = 1e-5;
 constexpr double kBF16 = 1e-2;  // bf16 results (the bound for bf16 kernels)
 
 const wst::Backend& CPU() { return wst::cpu_backend(); }
-const wst::Backend& GPU() { return wst::cuda_host_staging_backend(); }
+
+// Calls per op of the op list through the tables the op checks use: the last check fails when an
+// op of WST_BACKEND_OPS has no CUDA-vs-CPU case (the wrapper forwards every call unchanged).
+enum OpIndex {
+#define WST_OP_INDEX(op) kOp_##op,
+  WST_BACKEND_OPS(WST_OP_INDEX)
+#undef WST_OP_INDEX
+  kOpCount
+};
+const char* const kOpNames[] = {
+#define WST_OP_NAME(op) #op,
+    WST_BACKEND_OPS(WST_OP_NAME)
+#undef WST_OP_NAME
+};
+long g_op_calls[kOpCount];
+// The wrapped table's op, one slot per (table, op).
+template <int I, class F> struct Real { static inline F fn = nullptr; };
+// A copy of `be` whose ops count their calls (one counter per op, shared by both tables).
+template <int Table>
+wst::Backend counting(const wst::Backend& be) {
+  wst::Backend c = be;
+#define WST_COUNT_OP(op)                                                  \
+  Real<Table * kOpCount + kOp_##op, decltype(be.op)>::fn = be.op;          \
+  c.op = [](auto... a) {                                                 \
+    g_op_calls[kOp_##op]++;                                              \
+    return Real<Table * kOpCount + kOp_##op, decltype(c.op)>::fn(a...);   \
+  };
+  WST_BACKEND_OPS(WST_COUNT_OP)
+#undef WST_COUNT_OP
+  return c;
+}
+// Host pointers (every op) and device pointers (a few, to cover that table too).
+const wst::Backend& GPU() {
+  static const wst::Backend b = counting<0>(wst::cuda_host_staging_backend());
+  return b;
+}
+const wst::Backend& DEVICE_OPS() {
+  static const wst::Backend b = counting<1>(wst::cuda_backend());
+  return b;
+}
 
 std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* f, ...) {
@@ -122,7 +161,7 @@ void check_sgemm(Report& rep) {
     auto want = nanv((size_t)m * n);
     CPU().sgemm(false, false, m, n, k, 1.0f, A.data(), k, B.data(), n, 0.0f, want.data(), n);
     Dev<float> dA(A), dB(B), dC((size_t)m * n);
-    wst::cuda_backend().sgemm(false, false, m, n, k, 1.0f, dA.p, k, dB.p, n, 0.0f, dC.p, n);
+    DEVICE_OPS().sgemm(false, false, m, n, k, 1.0f, dA.p, k, dB.p, n, 0.0f, dC.p, n);
     rep.check("cuda sgemm 77x91x133 via cuda_backend (device ptrs)", rel_err(dC.get(), want), kF32);
   }
 }
@@ -749,6 +788,33 @@ void check_model_on_device(Report& rep) {
   }
 }
 
+// Row copies (KV-cache writes, slot moves): runs of odd lengths to scattered places.
+void check_copy_rows(Report& rep) {
+  Rng rng(91);
+  const int n = 37;
+  std::vector<float> src(5000);
+  for (auto& x : src) x = rng.nonzero();
+  std::vector<int64_t> doff(n), soff(n), count(n);
+  int64_t at = 0;
+  for (int i = 0; i < n; i++) {
+    count[i] = 1 + rng.below(60);
+    doff[i] = at + rng.below(5);  // gaps between the runs stay untouched
+    at = doff[i] + count[i];
+    soff[i] = rng.below((int)(src.size() - count[i]));
+  }
+  std::vector<float> want((size_t)at + 3, -7.f), got((size_t)at + 3, -7.f);
+  CPU().copy_rows(want.data(), src.data(), doff.data(), soff.data(), count.data(), n);
+  GPU().copy_rows(got.data(), src.data(), doff.data(), soff.data(), count.data(), n);
+  rep.check("copy_rows: runs and the untouched gaps (values differing)", (double)mismatches(got, want), 0);
+}
+
+// Last: every op of the op list went through a CUDA-vs-CPU case above.
+void check_op_coverage(Report& rep) {
+  if (!g_all_groups) return;  // a filter ran some groups only
+  for (int i = 0; i < kOpCount; i++)
+    rep.check(std::string("op list: ") + kOpNames[i] + " has a CUDA-vs-CPU check (calls)", g_op_calls[i] > 0 ? 0 : 1, 0);
+}
+
 }  // namespace
 
 std::vector<Check> cuda_checks() {
@@ -764,6 +830,8 @@ std::vector<Check> cuda_checks() {
       {"model prefix", [](Report& rep) { check_model_prefix_batch(rep, wst::cuda_backend(), " (cuda)"); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cuda_backend(), " (cuda)"); }},
       {"model value head", [](Report& rep) { check_model_value_head(rep, wst::cuda_backend(), " (cuda)"); }},
+      {"copy_rows", check_copy_rows},
+      {"op list coverage", check_op_coverage},
   };
 }
 

@@ -15,6 +15,8 @@
 
 using namespace wst_test;
 
+bool wst_test::g_all_groups = true;
+
 int main(int argc, char** argv) {
   bool cpu = true, gpu = true;
   std::string filter;
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--gpu-only")) cpu = false;
     else filter = argv[i];
   }
+  g_all_groups = filter.empty();
   Report rep;
   auto run = [&](const std::vector<Check>& checks, const char* what) {
     for (const Check& c : checks) {

@@ -104,6 +104,8 @@ struct Check {
   const char* name;
   std::function<void(Report&)> run;
 };
+// False when a filter picked some check groups only (checks over the whole run then skip).
+extern bool g_all_groups;
 
 std::vector<Check> cpu_checks();
 std::vector<Check> cuda_checks();  // empty when built without CUDA
