@@ -2,6 +2,8 @@
 // every transposition with leading dimensions and both beta cases, causal GQA attention forward
 // (Tq == Tk, Tq < Tk, Tq > Tk with key-less rows, non-causal), its backward, decode, and the
 // Philox4x32-10 known-answer vectors.
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <set>
 #include <stdexcept>
@@ -324,10 +326,17 @@ void check_pool_exceptions(Report& rep) {
     rep.check("cpu pool: a task's exception reaches the caller" + tag, caught ? 0 : 1, 0);
     rep.check("cpu pool: the other tasks all ran (missing)" + tag, missing, 0);
     std::vector<std::thread::id> who(64);
+    // Whoever runs task 0 waits (up to 2 s) until another thread has run a task: on a loaded
+    // machine the workers may wake late, but a working pool does run them (no timing guess).
+    const std::thread::id caller = std::this_thread::get_id();
+    std::atomic<bool> other{false};
     wst::parallel_for(64, [&](int i) {
-      volatile double x = 0;
-      for (int k = 0; k < 20000; k++) x = x + k;  // long enough for the workers to take some
       who[i] = std::this_thread::get_id();
+      if (who[i] != caller) other = true;
+      if (i == 0 && nt > 1) {
+        const auto t0 = std::chrono::steady_clock::now();
+        while (!other && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) std::this_thread::yield();
+      }
     });
     const size_t distinct = std::set<std::thread::id>(who.begin(), who.end()).size();
     rep.check("cpu pool: still runs on several threads afterwards (threads used < 2)" + tag,
