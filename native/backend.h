@@ -27,6 +27,14 @@ namespace wst {
 struct Backend {
   const char* name;    // "cpu" or "cuda"
   bool host_memory;    // true when op pointers are plain host pointers (no copies needed)
+  // Capabilities the model schedules by (never the name):
+  //  - concurrent_pieces: small work runs faster as concurrent single-threaded pieces (training
+  //    lanes, prefill parts, decode shards) and prompts' activations can be kept for reuse (the
+  //    prompt store): true for the CPU, false for one device queue;
+  //  - transposed_decode_weights: decode reads a transposed copy of the linear weights (the CPU
+  //    kernels' layout for single-row products).
+  bool concurrent_pieces;
+  bool transposed_decode_weights;
   void* (*alloc)(size_t bytes);
   void (*free)(void* ptr);
   void (*upload)(void* dst, const void* host_src, size_t bytes);

@@ -76,7 +76,7 @@ void host_zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
 
 const Backend& cpu_backend() {
   static const Backend b = [] {
-    Backend t{"cpu", true, host_alloc, host_free, host_copy, host_copy, host_sync, host_copy, host_zero};
+    Backend t{"cpu", true, /*concurrent_pieces=*/true, /*transposed_decode_weights=*/true, host_alloc, host_free, host_copy, host_copy, host_sync, host_copy, host_zero};
 #define WST_CPU_OP(op) t.op = &::wst::op;
     WST_BACKEND_OPS(WST_CPU_OP)
 #undef WST_CPU_OP

@@ -576,7 +576,7 @@ void synchronize() {
 
 const Backend& cuda_backend() {
   static const Backend b = [] {
-    Backend t{"cuda", false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync, dev_copy, dev_zero};
+    Backend t{"cuda", false, /*concurrent_pieces=*/false, /*transposed_decode_weights=*/false, dev_alloc, dev_free, dev_upload, dev_download, dev_sync, dev_copy, dev_zero};
 #define WST_CUDA_OP(op) t.op = &cuda::op;
     WST_BACKEND_OPS(WST_CUDA_OP)
 #undef WST_CUDA_OP
@@ -587,7 +587,7 @@ const Backend& cuda_backend() {
 
 const Backend& cuda_host_staging_backend() {
   static const Backend b = [] {
-    Backend t{"cuda", true, host_alloc, host_free, host_copy, host_copy, dev_sync, host_copy, host_zero};
+    Backend t{"cuda", true, /*concurrent_pieces=*/false, /*transposed_decode_weights=*/false, host_alloc, host_free, host_copy, host_copy, dev_sync, host_copy, host_zero};
 #define WST_STAGED_OP(op) t.op = &st_##op;
     WST_BACKEND_OPS(WST_STAGED_OP)
 #undef WST_STAGED_OP

@@ -186,7 +186,7 @@ void LlamaModel::add_tensor(const std::string& name, std::vector<int64_t> shape)
   tensors_.push_back(std::move(t));
 }
 
-LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg), on_cpu_(std::strcmp(backend->name, "cpu") == 0) {
+LlamaModel::LlamaModel(const Backend* backend, const LlamaConfig& cfg) : be_(backend), cfg_(cfg) {
   const int C = cfg.dim, V = cfg.vocab, I = cfg.hidden, Dh = cfg.head_dim;
   const int Hq = cfg.n_heads * Dh, Hk = cfg.n_kv_heads * Dh;
   add_tensor("model.embed_tokens.weight", {V, C});
@@ -514,7 +514,7 @@ void LlamaModel::top_layer_last_tokens(int B, int T, const int* lengths, bool wt
 }
 
 bool LlamaModel::prefix_rows_from_store(const PrefixBatch& pre) {
-  if (!on_cpu() || !prompts_ || prompts_->version != params_version_ || pre.Tp <= 0) return false;
+  if (!be_->concurrent_pieces || !prompts_ || prompts_->version != params_version_ || pre.Tp <= 0) return false;
   // A prefix is found when a stored prompt begins with it (a trainer's prefix is its prompt less
   // the last token, whose logits score the first completion token): its first rows are the
   // prefix's, as attention is causal. Such prompts sort right at or after the prefix.
@@ -1038,7 +1038,7 @@ std::vector<TrainStepResult> LlamaModel::train_grpo_many(const std::vector<GrpoM
     out[i] = train_grpo(m.tokens, m.targets, m.mask, m.old_logprobs, m.ref_logprobs, m.advantages,
                         m.B, m.T, m.params, m.loss_scale, m.prefix);
   };
-  if (!on_cpu()) {  // one device queue: nothing to gain from lanes
+  if (!be_->concurrent_pieces) {  // one device queue: nothing to gain from lanes
     for (size_t i = 0; i < mbs.size(); i++) run((int)i);
     return out;
   }
@@ -1172,7 +1172,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
   const size_t Hk = (size_t)cfg_.n_kv_heads * cfg_.head_dim;
   // On the CPU the prompt store (see prefill in llama.h) takes each part's activations: entries
   // are made here, before the parts run concurrently, and each part fills in its own.
-  const int parts = on_cpu() ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
+  const int parts = be_->concurrent_pieces ? (U + kPrefillPromptsPerPart - 1) / kPrefillPromptsPerPart : 1;
   // The store's size: every part's rows (its prompts padded to its longest).
   size_t new_rows = 0;
   for (int j = 0; j < parts; j++) {
@@ -1182,7 +1182,7 @@ void LlamaModel::prefill(Context& ctx, const int32_t* prompt_tokens, const int64
     new_rows += (size_t)(i1 - i0) * (size_t)T;
   }
   if (prompts_ && prompts_->version != params_version_) drop_prompt_store();
-  const bool keep = ctx.keep_prompts && on_cpu() && U > 0 &&
+  const bool keep = ctx.keep_prompts && be_->concurrent_pieces && U > 0 &&
                     ((prompts_ ? prompts_->rows : 0) + new_rows) * activation_floats_per_token() * sizeof(float) <=
                         prompt_store_max_bytes_;
   std::vector<PromptStore::Entry*> entry_of(U, nullptr);
@@ -1378,7 +1378,7 @@ void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const B
 }
 
 bool LlamaModel::ensure_decode_weights() {
-  if (!on_cpu() || total_ > kDecodeWtMaxParams) return false;
+  if (!be_->transposed_decode_weights || total_ > kDecodeWtMaxParams) return false;
   if (decode_wt_version_ == params_version_) return true;
   decode_wt_.resize(be_, total_);
   // Every matrix (out, in) of the model: the linear weights, the embedding (the tied lm_head).
@@ -1401,7 +1401,7 @@ bool LlamaModel::ensure_decode_weights() {
 }
 
 bool LlamaModel::transposed_ready() const {
-  return on_cpu() && decode_wt_version_ == params_version_ && decode_wt_.size() == total_;
+  return be_->transposed_decode_weights && decode_wt_version_ == params_version_ && decode_wt_.size() == total_;
 }
 
 void LlamaModel::linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
@@ -1543,7 +1543,7 @@ int LlamaModel::decode(Context& ctx, int n_steps) {
     // that run concurrently, each single-threaded: a decode step's ops are too small to split op by
     // op (2 threads gave ~1.2x). The shards depend on the row count only (matrix shapes change a
     // row's last bits), so the results do not depend on the thread count.
-    const int S = on_cpu() ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
+    const int S = be_->concurrent_pieces ? (A + kDecodeRowsPerShard - 1) / kDecodeRowsPerShard : 1;
     const bool wt = ensure_decode_weights();
     if (S == 1) {
       decode_rows(ctx, 0, A, wt);

@@ -299,7 +299,6 @@ class LlamaModel {
   int lanes_for(int n);
   void decode_rows(Context& ctx, int s0, int n_rows, bool transposed_weights);
   // The plain CPU backend: lanes, shards and transposed decode weights apply there only.
-  bool on_cpu() const { return on_cpu_; }
   // On the CPU, forward passes (decode, prefill, training) read each linear weight transposed
   // (in, out): decode's GEMM takes it in place (see gemm.cpp, "direct"), larger ones pack it by a
   // straight copy instead of a transposing one. Rebuilt when the parameters changed
@@ -322,7 +321,6 @@ class LlamaModel {
 
   const Backend* be_;
   LlamaConfig cfg_;
-  bool on_cpu_;
   std::vector<TensorInfo> tensors_;
   std::vector<LayerOffsets> layers_;
   size_t embed_off_ = 0, norm_off_ = 0, lm_head_off_ = 0;
