@@ -326,16 +326,16 @@ void check_pool_exceptions(Report& rep) {
     rep.check("cpu pool: a task's exception reaches the caller" + tag, caught ? 0 : 1, 0);
     rep.check("cpu pool: the other tasks all ran (missing)" + tag, missing, 0);
     std::vector<std::thread::id> who(64);
-    // Whoever runs task 0 waits (up to 2 s) until another thread has run a task: on a loaded
-    // machine the workers may wake late, but a working pool does run them (no timing guess).
-    const std::thread::id caller = std::this_thread::get_id();
-    std::atomic<bool> other{false};
+    // Task 0 waits (up to 2 s) until task 1 has started. Its thread is held, so on a working pool
+    // another thread runs task 1, however late the workers wake on a loaded machine; a pool that
+    // ran every task on one thread would time out here (no timing guess either way).
+    std::atomic<bool> started1{false};
     wst::parallel_for(64, [&](int i) {
       who[i] = std::this_thread::get_id();
-      if (who[i] != caller) other = true;
+      if (i == 1) started1 = true;
       if (i == 0 && nt > 1) {
         const auto t0 = std::chrono::steady_clock::now();
-        while (!other && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) std::this_thread::yield();
+        while (!started1 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)) std::this_thread::yield();
       }
     });
     const size_t distinct = std::set<std::thread::id>(who.begin(), who.end()).size();
