@@ -6,24 +6,12 @@
 // extractGsm8k / numberEqual implement the GSM8K convention (`#### N`, else the last number).
 // No function here throws on odd input: anything unparseable falls back to a normalised string comparison.
 
-import { extractMath, verifyMath, type VerifyOptions } from './math-verify.js';
+import { extractMath, matchBrace, verifyMath, type VerifyOptions } from './math-verify.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Extraction
 
 const BOX_COMMANDS = ['\\boxed', '\\fbox'];
-
-/** Index just past the group that opens at `open` (text[open] === '{'), or -1 when the braces never balance. */
-function matchBrace(text: string, open: number): number {
-  let depth = 0;
-  for (let i = open; i < text.length; i++) {
-    const c = text[i];
-    if (c === '\\') { i++; continue; } // \{ and \} are literal braces, not grouping
-    if (c === '{') depth++;
-    else if (c === '}') { depth--; if (depth === 0) return i + 1; }
-  }
-  return -1;
-}
 
 /**
  * Content of the last top-level `\boxed{...}` (nested braces allowed), `\boxed 5` (space form, up to `$`

@@ -25,28 +25,16 @@ function ce(): Engine {
 // ---------------------------------------------------------------------------------------------------
 // Extraction
 
-function matchBrace(text: string, open: number): number {
+/** Index just past the group that opens at `open` (text[open] === '{'), or -1 when the braces never balance. */
+export function matchBrace(text: string, open: number): number {
   let depth = 0;
   for (let i = open; i < text.length; i++) {
     const c = text[i];
-    if (c === '\\') { i++; continue; }
+    if (c === '\\') { i++; continue; } // \{ and \} are literal braces, not grouping
     if (c === '{') depth++;
     else if (c === '}' && --depth === 0) return i + 1;
   }
   return -1;
-}
-
-/** Every top-level \boxed{…} / \fbox{…} content, in order. */
-export function allBoxed(text: string): string[] {
-  const out: string[] = [];
-  const re = /\\(?:boxed|fbox)\s*\{/g;
-  for (let m = re.exec(text); m; m = re.exec(text)) {
-    const open = m.index + m[0].length - 1, end = matchBrace(text, open);
-    if (end < 0) continue;
-    out.push(text.slice(open + 1, end - 1).trim());
-    re.lastIndex = end;
-  }
-  return out;
 }
 
 /** Math blocks ($$…$$, \[…\], \(…\), $…$; an escaped \$ is a currency sign), in order. */
@@ -184,9 +172,8 @@ function statedValue(s: string): string {
   let x = s;
   const approx = x.split(/\\approx|≈/);
   if (approx.length > 1) {
-    const before = approx[0].trim(), lhs = before.split('=')[0].trim();
+    const before = approx[0].trim();
     x = VARIABLE_SIDE.test(before) ? approx[approx.length - 1] : before;
-    if (!VARIABLE_SIDE.test(before) && VARIABLE_SIDE.test(lhs) && before.includes('=')) x = before;
   }
   if (RELATION.test(x)) return x.trim();
   const parts = x.split('=');
@@ -393,7 +380,8 @@ function structEqual(a: Json, b: Json, precision: number, budget: Budget): boole
   if (ha === 'Interval' || hb === 'Interval') {
     // "(-793, 10)" reads as a pair; against an open interval it is that interval
     const asOpen = (e: Json): Json => (head(e) === 'Tuple' && (e as Json[]).length === 3 ? ['Interval', ['Open', (e as Json[])[1]], ['Open', (e as Json[])[2]]] : e);
-    if (ha !== 'Interval') return structEqual(asOpen(a), b, precision, budget) && head(asOpen(a)) === 'Interval';
+    // (checked before recursing: anything else against an interval is no, not another round here)
+    if (ha !== 'Interval') return head(asOpen(a)) === 'Interval' && structEqual(asOpen(a), b, precision, budget);
     if (hb !== 'Interval') return head(asOpen(b)) === 'Interval' && structEqual(a, asOpen(b), precision, budget);
     const ends = (e: Json) => (e as Json[]).slice(1).map((x) => (head(x) === 'Open' ? { open: true, v: (x as Json[])[1] } : { open: false, v: x }));
     const ea = ends(a), eb = ends(b);
@@ -532,9 +520,7 @@ function verifyOne(gold: string, pred: string, precision: number, budget: Budget
     }
     // "{1,2,3}" against "1, 2, 3" and the like: the parser's containers decide.
   }
-  if (gp.length !== 1 || pp.length !== 1) {
-    if (gp.length > 1 && pp.length > 1) return false;
-  }
+  if (gp.length > 1 && pp.length > 1) return false;
   const a = parseAnswer(gp.length === 1 ? gp[0] : g), b = parseAnswer(pp.length === 1 ? pp[0] : p);
   if (a === null || b === null) return false;
   // A relation answered by a set counts ("-2 ≤ x ≤ 7" vs "x ∈ [-2, 7]"), not the other way round

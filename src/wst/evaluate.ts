@@ -122,7 +122,7 @@ export function checkedTeachers(r: Pick<WstEvalResult, 'teachers'>): Record<stri
 /** evaluateWst for scored tasks: mean score, win rate against no instruction, misleading / helped beyond a margin. */
 async function scoredResult<E extends Example>(o: WstEvalOptions<E>, names: string[], instructions: Record<string, (string | null)[]>, answers: string[], t0: number): Promise<WstEvalResult> {
   const n = o.examples.length;
-  const items = names.flatMap((name) => o.examples.map((e, i) => ({ answer: answers[names.indexOf(name) * n + i], example: e, instruction: instructions[name][i] ?? '' })));
+  const items = names.flatMap((name, t) => o.examples.map((e, i) => ({ answer: answers[t * n + i], example: e, instruction: instructions[name][i] ?? '' })));
   const all = await o.scorer!(items);
   if (all.length !== items.length || all.some((x) => !Number.isFinite(x))) throw new Error(`the scorer returned ${all.length} finite scores for ${items.length} answers`);
   const scores = (t: number) => all.slice(t * n, (t + 1) * n);
