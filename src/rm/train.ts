@@ -74,6 +74,12 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
   return i;
 }
 
+/** A reward model's scores of (prompt, response) pairs, as train rm scored its texts. */
+export async function rewardScores(model: Model, items: readonly { prompt: string; response: string }[], options: { maxChars?: number; batchSize?: number } = {}): Promise<number[]> {
+  const ids = items.map((it) => rewardIds(model, rewardInput(it.prompt, it.response), options.maxChars ?? 256));
+  return Array.from(await model.reward(ids, { batchSize: options.batchSize ?? 32 }));
+}
+
 const encoder = (model: Model, maxChars: number) => (text: string) => rewardIds(model, text, maxChars);
 
 /** Pairwise accuracy (ties half) and score statistics of a reward model on pairs. */

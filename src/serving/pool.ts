@@ -217,3 +217,13 @@ export async function postJson(ep: PoolEndpoint, url: string, body: unknown): Pr
   if (!res.ok) throw new HttpStatusError(res.status, text.slice(0, 200), res.headers);
   return JSON.parse(text) as unknown;
 }
+
+/** Running counts of a pool and its cache, read live (getters), for a caller's stats object. */
+export function defineLiveCounts<T extends object>(stats: T, pool: EndpointPool, cache: DiskCache<unknown>): T {
+  return Object.defineProperties(stats, {
+    retries: { get: () => pool.stats.retries, enumerable: true },
+    failures: { get: () => pool.stats.failures, enumerable: true },
+    cacheHits: { get: () => cache.hits, enumerable: true },
+    cacheMisses: { get: () => cache.misses, enumerable: true },
+  });
+}

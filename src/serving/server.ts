@@ -8,7 +8,7 @@
 // The queue is bounded (`maxQueue` rows): when full, 429 with Retry-After. Bad requests get 400
 // with an OpenAI-shaped error naming the field; bodies over 1 MiB get 413; a client that leaves
 // before its batch starts frees its rows; close() drains what is in flight.
-import { rewardIds, rewardInput } from '../rm/train.js';
+import { rewardScores } from '../rm/train.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Generation, Model } from '../models/model.js';
@@ -181,7 +181,7 @@ export async function serve(model: Model, o: ServeOptions = {}): Promise<Serving
     if (queuedRows + items.length > maxQueue) throw new BadRequest(`the queue is full (${maxQueue} rows); retry later`, null, 429, 'rate_limit_error');
     queuedRows += items.length;
     try {
-      const scores = Array.from(await model.reward(items.map((it) => rewardIds(model, rewardInput(it.prompt, it.response), o.rewardMaxChars ?? 256))));
+      const scores = await rewardScores(model, items, { maxChars: o.rewardMaxChars });
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(batch ? { object: 'list', model: name, scores } : { object: 'score', model: name, score: scores[0] }));
     } finally {

@@ -32,6 +32,14 @@ export interface WstEnvironmentOptions<E extends Example> {
 /** Scores each (query example, student answer, instruction); one number per item, in order. */
 export type BatchScorer<E extends Example = Example> = (items: readonly { answer: string; example: E; instruction: string }[]) => Promise<number[]>;
 
+/** A scorer's scores, checked: one finite number per item (a missing or broken score fails the caller). */
+export async function scoreChecked<E extends Example>(scorer: BatchScorer<E>, items: Parameters<BatchScorer<E>>[0]): Promise<number[]> {
+  const scores = await scorer(items);
+  if (scores.length !== items.length || scores.some((x) => !Number.isFinite(x)))
+    throw new Error(`the scorer returned ${scores.length} finite scores for ${items.length} answers`);
+  return scores;
+}
+
 /** The environment in which a teacher's instructions are scored by a frozen student's outcome. */
 export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): Environment<E> {
   const templates = checkTemplates(o.templates);
@@ -53,9 +61,7 @@ export function wstEnvironment<E extends Example>(o: WstEnvironmentOptions<E>): 
       let batchScores: number[] | null = null;
       if (o.batchScorer) {
         const items = rollouts.flatMap((r, i) => answers[i].map((a) => ({ answer: a.text, example: r.example, instruction: instructions[i] })));
-        batchScores = await o.batchScorer(items);
-        if (batchScores.length !== items.length || batchScores.some((x) => !Number.isFinite(x)))
-          throw new Error(`the scorer returned ${batchScores.length} finite scores for ${items.length} answers`);
+        batchScores = await scoreChecked(o.batchScorer, items);
       }
       let at = 0;
       for (let i = 0; i < rollouts.length; i++) {

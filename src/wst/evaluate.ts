@@ -4,7 +4,7 @@
 // README "WST"); relative gain (acc − acc_none) / acc_none, as the paper reports it.
 import type { Model } from '../models/model.js';
 import type { Example, Task } from '../rl/tasks/common.js';
-import type { BatchScorer } from './environment.js';
+import { scoreChecked, type BatchScorer } from './environment.js';
 import type { Student } from './student.js';
 import { parseInstruction, teacherPrompt, type WstTemplates } from './templates.js';
 
@@ -123,8 +123,7 @@ export function checkedTeachers(r: Pick<WstEvalResult, 'teachers'>): Record<stri
 async function scoredResult<E extends Example>(o: WstEvalOptions<E>, names: string[], instructions: Record<string, (string | null)[]>, answers: string[], t0: number): Promise<WstEvalResult> {
   const n = o.examples.length;
   const items = names.flatMap((name, t) => o.examples.map((e, i) => ({ answer: answers[t * n + i], example: e, instruction: instructions[name][i] ?? '' })));
-  const all = await o.scorer!(items);
-  if (all.length !== items.length || all.some((x) => !Number.isFinite(x))) throw new Error(`the scorer returned ${all.length} finite scores for ${items.length} answers`);
+  const all = await scoreChecked(o.scorer!, items);
   const scores = (t: number) => all.slice(t * n, (t + 1) * n);
   const none = scores(0);
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);

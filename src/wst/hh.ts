@@ -5,7 +5,7 @@
 import type { Model } from '../models/model.js';
 import { dataFile, type Example, type ExampleOptions, type Split, type Task } from '../rl/tasks/common.js';
 import { loadPreferences, splitPairs } from '../rm/preferences.js';
-import { rewardIds, rewardInput } from '../rm/train.js';
+import { rewardScores } from '../rm/train.js';
 import type { BatchScorer } from './environment.js';
 import type { WstTemplates } from './templates.js';
 
@@ -66,8 +66,5 @@ export const HH_SHORT_TEMPLATES: WstTemplates = { teacher: '{query}\nI: ', stude
 
 /** A reward model as a batched scorer: the score of the query followed by the student's answer. */
 export function rewardModelScorer(rm: Model, options: { maxChars?: number; batchSize?: number } = {}): BatchScorer {
-  return async (items) => {
-    const ids = items.map((it) => rewardIds(rm, rewardInput(it.example.question, it.answer), options.maxChars ?? 256));
-    return Array.from(await rm.reward(ids, { batchSize: options.batchSize ?? 32 }));
-  };
+  return (items) => rewardScores(rm, items.map((it) => ({ prompt: it.example.question, response: it.answer })), options);
 }

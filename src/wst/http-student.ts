@@ -6,7 +6,7 @@
 // environment variable named by the caller; it is never printed.
 import type OpenAI from 'openai';
 import { mapLimit } from '../rl/environment.js';
-import { diskCache, endpointPool, RetryableError } from '../serving/pool.js';
+import { defineLiveCounts, diskCache, endpointPool, RetryableError } from '../serving/pool.js';
 import { mixSeed, type AnswerOptions, type Student, type StudentAnswer, type StudentRequest, type StudentStats } from './student.js';
 import { studentPrompt, type WstTemplates } from './templates.js';
 
@@ -51,13 +51,7 @@ export function httpStudent(o: HttpStudentOptions): Student & { readonly stats: 
   const pool = endpointPool({ ...o, label: 'student' });
   const cache = diskCache<StudentAnswer>(o.cacheDir);
   // Live counts: the pool's retries and failures and the cache's hits and misses as they happen.
-  const stats = { requests: 0, deduplicated: 0, promptTokens: 0, completionTokens: 0, seconds: 0 } as HttpStudentStats;
-  Object.defineProperties(stats, {
-    retries: { get: () => pool.stats.retries, enumerable: true },
-    failures: { get: () => pool.stats.failures, enumerable: true },
-    cacheHits: { get: () => cache.hits, enumerable: true },
-    cacheMisses: { get: () => cache.misses, enumerable: true },
-  });
+  const stats = defineLiveCounts({ requests: 0, deduplicated: 0, promptTokens: 0, completionTokens: 0, seconds: 0 } as HttpStudentStats, pool, cache);
 
   const call = (body: Record<string, unknown>): Promise<StudentAnswer> => pool.call(async (ep) => {
     const res = api === 'chat'

@@ -7,7 +7,7 @@
 // answers on disk like the student's.
 import type OpenAI from 'openai';
 import { mapLimit } from '../rl/environment.js';
-import { diskCache, endpointPool, postJson, RetryableError, type PoolOptions } from '../serving/pool.js';
+import { defineLiveCounts, diskCache, endpointPool, postJson, RetryableError, type PoolOptions } from '../serving/pool.js';
 import type { BatchScorer } from './environment.js';
 
 export interface ScorerStats {
@@ -22,17 +22,6 @@ export interface ScorerStats {
 
 type RemoteOptions = Omit<PoolOptions, 'label'> & { cacheDir?: string };
 
-function liveStats(pool: { stats: { retries: number; failures: number } }, cache: { hits: number; misses: number }): ScorerStats {
-  const stats = { requests: 0, unparsed: 0 } as ScorerStats;
-  Object.defineProperties(stats, {
-    retries: { get: () => pool.stats.retries, enumerable: true },
-    failures: { get: () => pool.stats.failures, enumerable: true },
-    cacheHits: { get: () => cache.hits, enumerable: true },
-    cacheMisses: { get: () => cache.misses, enumerable: true },
-  });
-  return stats;
-}
-
 /**
  * A reward server: each endpoint is the full URL that takes POST {"prompt", "response"} and answers
  * {"score": number} (a body without a finite score is retried like a 5xx).
@@ -40,7 +29,7 @@ function liveStats(pool: { stats: { retries: number; failures: number } }, cache
 export function httpScorer(o: RemoteOptions): BatchScorer & { stats: ScorerStats } {
   const pool = endpointPool({ ...o, label: 'scorer' });
   const cache = diskCache<number>(o.cacheDir);
-  const stats = liveStats(pool, cache);
+  const stats = defineLiveCounts({ requests: 0, unparsed: 0 } as ScorerStats, pool, cache);
   const scorer = async (items: Parameters<BatchScorer>[0]) => mapLimit(items, pool.capacity, (it) => {
     const body = { prompt: it.example.question, response: it.answer };
     return cache.getOrCompute({ scorer: o.endpoints[0], ...body }, () => pool.call(async (ep) => {
@@ -82,7 +71,7 @@ export interface JudgeOptions extends RemoteOptions {
 export function llmJudge(o: JudgeOptions): BatchScorer & { stats: ScorerStats } {
   const pool = endpointPool({ ...o, label: 'judge' });
   const cache = diskCache<number>(o.cacheDir);
-  const stats = liveStats(pool, cache);
+  const stats = defineLiveCounts({ requests: 0, unparsed: 0 } as ScorerStats, pool, cache);
   const rubric = o.rubric ?? DEFAULT_RUBRIC, attempts = o.parseAttempts ?? 3;
   const ask = async (prompt: string, response: string): Promise<number> => {
     let reply = '';
