@@ -20,3 +20,7 @@ export function checkMaxNewTokens(n: number, model: { config: { maxPositionEmbed
   if (n >= context) throw new UsageError(`${name} ${n} does not fit the model's context of ${context} positions (prompt + new tokens); use at most ${context - 1}`);
   return n;
 }
+
+/** An integer option: its parsed value (>= min), or `fallback` when it was not given. */
+export const intOption = (values: Record<string, unknown>, key: string, fallback: number, min = 1): number =>
+  values[key] === undefined ? fallback : parseIntArg(values[key] as string, `--${key}`, min);

@@ -4,13 +4,12 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import type { Model } from '../models/model.js';
-import { UsageError, parseDevice, parseIntArg } from './args.js';
+import { UsageError, intOption, parseDevice, parseIntArg } from './args.js';
 import { parseFloatArg } from './model-commands.js';
 import { progressLine } from './rl-commands.js';
 
 const HH_FILE = 'hh-rlhf.harmless-base.test.jsonl.gz';
-const int = (values: Record<string, unknown>, key: string, fallback: number, min = 1) =>
-  values[key] === undefined ? fallback : parseIntArg(values[key] as string, `--${key}`, min);
+const int = intOption;
 
 /** --data FILE, else the HH-RLHF harmless-base file (data folder, cache, or fetched once). */
 async function dataFile(values: Record<string, unknown>): Promise<string> {

@@ -5,12 +5,11 @@ import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import type { Model } from '../models/model.js';
 import type { Example, Task } from '../rl/tasks/common.js';
-import { UsageError, parseDevice, parseIntArg } from './args.js';
+import { UsageError, intOption, parseDevice } from './args.js';
 import { parseFloatArg } from './model-commands.js';
 import { progressLine } from './rl-commands.js';
 
-const int = (values: Record<string, unknown>, key: string, fallback: number, min = 1) =>
-  values[key] === undefined ? fallback : parseIntArg(values[key] as string, `--${key}`, min);
+const int = intOption;
 
 export async function demoWstCommand(values: Record<string, unknown>): Promise<void> {
   const { runWstDemo, wstDemoTable, DEFAULT_WST_DEMO } = await import('../wst/demo.js');
@@ -74,9 +73,9 @@ async function wstSetup(values: Record<string, unknown>, teacherKey: 'teacher' |
  */
 async function hhSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 'untrained'): Promise<WstSetup> {
   const { Model } = await import('../models/model.js');
-  const { createHhTask, HH_SHORT_TEMPLATES, HH_TEMPLATES, rewardModelScorer } = await import('../wst/hh.js');
+  const { createHhTask, HH_SHORT_TEMPLATES, HH_TEMPLATES } = await import('../wst/hh.js');
   const device = parseDevice(values);
-  const scorer = await hhScorer(values, device, rewardModelScorer);
+  const scorer = await hhScorer(values, device);
   const builtin = !values.student && !values['student-url'];
   const log = (l: string) => console.error(l);
   const { builtinStudent, builtinTeacher } = await import('../wst/builtin.js');
@@ -91,13 +90,14 @@ async function hhSetup(values: Record<string, unknown>, teacherKey: 'teacher' | 
 }
 
 /** The scorer of --task hh-rlhf: exactly one of --reward-model, --scorer-url, --judge-url. */
-async function hhScorer(values: Record<string, unknown>, device: 'cpu' | 'cuda', rewardModelScorer: typeof import('../wst/hh.js').rewardModelScorer): Promise<import('../wst/environment.js').BatchScorer> {
+async function hhScorer(values: Record<string, unknown>, device: 'cpu' | 'cuda'): Promise<import('../wst/environment.js').BatchScorer> {
   const given = ['reward-model', 'scorer-url', 'judge-url'].filter((k) => values[k] !== undefined);
   if (given.length !== 1)
     throw new UsageError(given.length ? `give one scorer, not ${given.map((k) => `--${k}`).join(' and ')}` : '--reward-model DIR is required with --task hh-rlhf (train one with wst-dash train rm), or --scorer-url URL (a reward server), or --judge-url URL --judge-model NAME (an LLM judge)');
   const urls = (k: string) => (values[k] as string).split(',').map((u) => u.trim()).filter(Boolean);
   const remote = { cacheDir: values['scorer-cache'] as string | undefined, timeoutMs: 1000 * int(values, 'student-timeout', 60), maxAttempts: int(values, 'student-attempts', 6) };
   const { httpScorer, llmJudge } = await import('../wst/scorers.js');
+  const { rewardModelScorer } = await import('../wst/hh.js');
   try {
     if (values['scorer-url']) return httpScorer({ endpoints: urls('scorer-url'), apiKeyEnv: values['scorer-key-env'] as string | undefined, ...remote });
     if (values['judge-url']) {

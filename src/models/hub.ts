@@ -42,6 +42,20 @@ export function wantedModelFile(file: string): boolean {
     || file === 'chat_template.jinja' || file === 'chat_template.json' || file === 'wst-tokenizer.json';
 }
 
+/**
+ * Runs `fn` with console.debug silenced: @huggingface/hub announces each download with it, on
+ * stdout, where --json results go (callers log their own progress line on stderr).
+ */
+export async function quietHub<T>(fn: () => Promise<T>): Promise<T> {
+  const debug = console.debug;
+  console.debug = () => {};
+  try {
+    return await fn();
+  } finally {
+    console.debug = debug;
+  }
+}
+
 /** A fetch that reports the bytes of each response body as they arrive. */
 function countingFetch(onBytes: (n: number) => void): typeof fetch {
   return async (input, init) => {
@@ -114,19 +128,13 @@ export async function downloadModel(id: string, options: HubOptions = {}): Promi
       log(`${id}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`);
     }
   });
-  // downloadFileToCacheDir announces each file with console.debug (stdout, where --json results
-  // go): our own progress line replaces it.
-  const debug = console.debug;
-  console.debug = () => {};
-  try {
+  await quietHub(async () => {
     for (const [i, f] of files.entries()) {
       if (existsSync(path.join(snapshot, f.path))) continue;
       log(`${id}: downloading ${f.path} (${(f.size / 1e6).toFixed(1)} MB) [${i + 1}/${files.length}]`);
       await downloadFileToCacheDir({ repo: { type: 'model', name: id }, path: f.path, revision: commit, hubUrl, accessToken, cacheDir, fetch: fetchCounting });
     }
-  } finally {
-    console.debug = debug;
-  }
+  });
   mkdirSync(path.dirname(marker), { recursive: true });
   await writeFileAtomic(marker, files.map((f) => f.path).join('\n') + '\n');
   // A branch or tag name points at its commit (what snapshotDownload writes too).

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../../models/atomic.js';
 import { cacheDir } from '../../paths.js';
-import { hubCacheDir } from '../../models/hub.js';
+import { hubCacheDir, quietHub } from '../../models/hub.js';
 import { defaultDataDir } from './common.js';
 
 type Source = { url: string } | { hubDataset: string; path: string };
@@ -47,17 +47,11 @@ async function fetchSource(name: string, source: Source, o: FetchDataOptions): P
     if (!res.ok) throw new Error(`${name}: ${url} answered ${res.status} ${res.statusText}`);
     return Buffer.from(await res.arrayBuffer());
   }
-  const debug = console.debug; // the hub client announces downloads on stdout; our log line replaces it
-  console.debug = () => {};
-  try {
-    const file = await downloadFileToCacheDir({
-      repo: { type: 'dataset', name: source.hubDataset }, path: source.path, cacheDir: hubCacheDir(),
-      hubUrl: o.hubUrl ?? process.env.HF_ENDPOINT ?? undefined, accessToken: process.env.HF_TOKEN || undefined,
-    });
-    return readFileSync(file);
-  } finally {
-    console.debug = debug;
-  }
+  const file = await quietHub(() => downloadFileToCacheDir({
+    repo: { type: 'dataset', name: source.hubDataset }, path: source.path, cacheDir: hubCacheDir(),
+    hubUrl: o.hubUrl ?? process.env.HF_ENDPOINT ?? undefined, accessToken: process.env.HF_TOKEN || undefined,
+  }));
+  return readFileSync(file);
 }
 
 /**
