@@ -90,7 +90,7 @@ Napi::Value GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), num_threads());
 }
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  set_num_threads(int_arg(info, 0, "threads", 1, 1024));
+  set_num_threads(int_param(info, "threads", 1, 1024));
   return info.Env().Undefined();
 }
 
@@ -122,17 +122,17 @@ Napi::Value OpenBlasAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), openblas().sgemm != nullptr);
 }
 
-// openblasSgemm(a, b, c, m, k, n, transB, threads): C = A @ op(B), row-major.
+// openblasSgemm({a, b, c, m, k, n, transB?, threads}): C = A @ op(B), row-major.
 Napi::Value OpenBlasSgemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!openblas().sgemm) throw Napi::Error::New(env, "OpenBLAS is not installed");
-  std::vector<Napi::Value> keep;
-  int m = int_arg(info, 3, "m", 1), k = int_arg(info, 4, "k", 1), n = int_arg(info, 5, "n", 1);
-  bool transB = bool_arg(info, 6, "transB");
-  int threads = int_arg(info, 7, "threads", 1, 1024);
-  const float* a = array_arg<float>(info, 0, "a", checked_size(env, {m, k}), keep);
-  const float* b = array_arg<float>(info, 1, "b", checked_size(env, {k, n}), keep);
-  float* c = array_arg<float>(info, 2, "c", checked_size(env, {m, n}), keep);
+  Args args(info);
+  int m = args.integer("m", 1), k = args.integer("k", 1), n = args.integer("n", 1);
+  bool transB = args.flag("transB");
+  int threads = args.integer("threads", 1, 1024);
+  const float* a = args.array<float>("a", checked_size(env, {m, k}));
+  const float* b = args.array<float>("b", checked_size(env, {k, n}));
+  float* c = args.array<float>("c", checked_size(env, {m, n}));
   if (openblas().set_threads) openblas().set_threads(threads);
   // CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
   openblas().sgemm(101, 111, transB ? 112 : 111, m, n, k, 1.0f, a, k, b, transB ? k : n, 0.0f, c, n);
@@ -144,10 +144,13 @@ Napi::Value OpenBlasSgemm(const Napi::CallbackInfo& info) {
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, backend().name));
   exports.Set("isa", Napi::String::New(env, cpu_isa()));
-  exports.Set("getThreads", Napi::Function::New(env, GetThreads));
-  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
-  exports.Set("openblasAvailable", Napi::Function::New(env, OpenBlasAvailable));
-  exports.Set("openblasSgemm", Napi::Function::New(env, OpenBlasSgemm));
+  static const Export table[] = {
+      {"getThreads", GetThreads},
+      {"setThreads", SetThreads},
+      {"openblasAvailable", OpenBlasAvailable},
+      {"openblasSgemm", OpenBlasSgemm},
+  };
+  export_all(env, exports, table);
   register_gemm(env, exports);
   register_attention(env, exports);
   register_layers(env, exports);

@@ -3,154 +3,150 @@
 namespace wst::binding {
 namespace {
 
-int even_head_dim(const Napi::CallbackInfo& info, size_t i) {
-  int D = int_arg(info, i, "headDim", 0);
-  if (D % 2 != 0) throw Napi::RangeError::New(info.Env(), "headDim must be even, got " + std::to_string(D));
-  return D;
+// rows and dim, and the size rows * dim.
+struct RowsDim {
+  int N, C;
+  size_t nc;
+};
+RowsDim rows_dim(const Args& args) {
+  RowsDim d;
+  d.N = args.integer("rows", 0);
+  d.C = args.integer("dim", 0);
+  d.nc = checked_size(args.env(), {d.N, d.C});
+  return d;
 }
 
-// rmsnormForward(out, rstd, inp, weight, N, C, eps, async); rstd may be null.
+// rmsnormForward({out, rstd?, inp, weight, rows, dim, eps}, async)
 Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 4, "rows", 0), C = int_arg(info, 5, "dim", 0);
-  float eps = (float)number_arg(info, 6, "eps");
-  bool async = bool_arg(info, 7, "async");
-  size_t nc = checked_size(env, {N, C});
-  float* out = array_arg<float>(info, 0, "out", nc, keep);
-  float* rstd = array_arg<float>(info, 1, "rstd", (size_t)N, keep, true);
-  const float* inp = array_arg<float>(info, 2, "inp", nc, keep);
-  const float* weight = array_arg<float>(info, 3, "weight", (size_t)C, keep);
-  return run_op(info, async, keep, [=] { backend().rmsnorm_forward(out, rstd, inp, weight, N, C, eps); });
+  Args args(info);
+  const auto [N, C, nc] = rows_dim(args);
+  float eps = (float)args.number("eps");
+  float* out = args.array<float>("out", nc);
+  float* rstd = args.optional_array<float>("rstd", (size_t)N);
+  const float* inp = args.array<float>("inp", nc);
+  const float* weight = args.array<float>("weight", (size_t)C);
+  return run_op(info, args, [=] { backend().rmsnorm_forward(out, rstd, inp, weight, N, C, eps); });
 }
 
-// rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C, async); dweight accumulates.
+// rmsnormBackward({dinp, dweight, dout, inp, weight, rstd, rows, dim}, async); dweight accumulates.
 Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 6, "rows", 0), C = int_arg(info, 7, "dim", 0);
-  bool async = bool_arg(info, 8, "async");
-  size_t nc = checked_size(env, {N, C});
-  float* dinp = array_arg<float>(info, 0, "dinp", nc, keep);
-  float* dweight = array_arg<float>(info, 1, "dweight", (size_t)C, keep);
-  const float* dout = array_arg<float>(info, 2, "dout", nc, keep);
-  const float* inp = array_arg<float>(info, 3, "inp", nc, keep);
-  const float* weight = array_arg<float>(info, 4, "weight", (size_t)C, keep);
-  const float* rstd = array_arg<float>(info, 5, "rstd", (size_t)N, keep);
-  return run_op(info, async, keep,
-                [=] { backend().rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C); });
+  Args args(info);
+  const auto [N, C, nc] = rows_dim(args);
+  float* dinp = args.array<float>("dinp", nc);
+  float* dweight = args.array<float>("dweight", (size_t)C);
+  const float* dout = args.array<float>("dout", nc);
+  const float* inp = args.array<float>("inp", nc);
+  const float* weight = args.array<float>("weight", (size_t)C);
+  const float* rstd = args.array<float>("rstd", (size_t)N);
+  return run_op(info, args, [=] { backend().rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C); });
 }
 
-// ropeForward / ropeBackward(out, inp, positions, N, H, D, theta, async); out may be inp.
+// ropeForward({out, inp, positions, tokens, heads, headDim, theta}, async) and
+// ropeBackward({dinp, dout, positions, tokens, heads, headDim, theta}, async); out may be inp.
 template <bool Backward>
 Napi::Value Rope(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 3, "tokens", 0), H = int_arg(info, 4, "heads", 0);
-  int D = even_head_dim(info, 5);
-  double theta = number_arg(info, 6, "theta");
-  if (!(theta > 1.0)) throw Napi::RangeError::New(env, "theta must be > 1");
-  bool async = bool_arg(info, 7, "async");
-  size_t total = checked_size(env, {N, H, D});
-  float* out = array_arg<float>(info, 0, Backward ? "dinp" : "out", total, keep);
-  const float* inp = array_arg<float>(info, 1, Backward ? "dout" : "inp", total, keep);
-  const int32_t* pos = array_arg<int32_t>(info, 2, "positions", (size_t)N, keep);
+  Args args(info);
+  int N = args.integer("tokens", 0), H = args.integer("heads", 0), D = args.integer("headDim", 0);
+  if (D % 2 != 0) throw args.range_error("headDim must be even, got " + std::to_string(D));
+  double theta = args.number("theta");
+  if (!(theta > 1.0)) throw args.range_error("theta must be > 1");
+  size_t total = checked_size(info.Env(), {N, H, D});
+  float* out = args.array<float>(Backward ? "dinp" : "out", total);
+  const float* inp = args.array<float>(Backward ? "dout" : "inp", total);
+  const int32_t* pos = args.array<int32_t>("positions", (size_t)N);
   float th = (float)theta;
-  return run_op(info, async, keep, [=] {
+  return run_op(info, args, [=] {
     if (Backward) backend().rope_backward(out, inp, pos, N, H, D, th);
     else backend().rope_forward(out, inp, pos, N, H, D, th);
   });
 }
 
-// swigluForward(out, gate, up, N, C, async)
+// swigluForward({out, gate, up, rows, dim}, async)
 Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 3, "rows", 0), C = int_arg(info, 4, "dim", 0);
-  bool async = bool_arg(info, 5, "async");
-  size_t nc = checked_size(env, {N, C});
-  float* out = array_arg<float>(info, 0, "out", nc, keep);
-  const float* gate = array_arg<float>(info, 1, "gate", nc, keep);
-  const float* up = array_arg<float>(info, 2, "up", nc, keep);
-  return run_op(info, async, keep, [=] { backend().swiglu_forward(out, gate, up, N, C); });
+  Args args(info);
+  const auto [N, C, nc] = rows_dim(args);
+  float* out = args.array<float>("out", nc);
+  const float* gate = args.array<float>("gate", nc);
+  const float* up = args.array<float>("up", nc);
+  return run_op(info, args, [=] { backend().swiglu_forward(out, gate, up, N, C); });
 }
 
-// swigluBackward(dgate, dup, dout, gate, up, N, C, async)
+// swigluBackward({dgate, dup, dout, gate, up, rows, dim}, async)
 Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 5, "rows", 0), C = int_arg(info, 6, "dim", 0);
-  bool async = bool_arg(info, 7, "async");
-  size_t nc = checked_size(env, {N, C});
-  float* dgate = array_arg<float>(info, 0, "dgate", nc, keep);
-  float* dup = array_arg<float>(info, 1, "dup", nc, keep);
-  const float* dout = array_arg<float>(info, 2, "dout", nc, keep);
-  const float* gate = array_arg<float>(info, 3, "gate", nc, keep);
-  const float* up = array_arg<float>(info, 4, "up", nc, keep);
-  return run_op(info, async, keep, [=] { backend().swiglu_backward(dgate, dup, dout, gate, up, N, C); });
+  Args args(info);
+  const auto [N, C, nc] = rows_dim(args);
+  float* dgate = args.array<float>("dgate", nc);
+  float* dup = args.array<float>("dup", nc);
+  const float* dout = args.array<float>("dout", nc);
+  const float* gate = args.array<float>("gate", nc);
+  const float* up = args.array<float>("up", nc);
+  return run_op(info, args, [=] { backend().swiglu_backward(dgate, dup, dout, gate, up, N, C); });
 }
 
-// embeddingForward(out, ids, table, N, V, C, async)
+// tokens, vocab and dim of an embedding call, and its checked ids.
+struct EmbeddingDims {
+  int N, V, C;
+  const int32_t* ids;
+};
+EmbeddingDims embedding_dims(const Args& args) {
+  EmbeddingDims d;
+  d.N = args.integer("tokens", 0);
+  d.V = args.integer("vocab", 1);
+  d.C = args.integer("dim", 0);
+  d.ids = args.array<int32_t>("ids", (size_t)d.N);
+  check_ids(args.env(), d.ids, (size_t)d.N, d.V, "ids");
+  return d;
+}
+
+// embeddingForward({out, ids, table, tokens, vocab, dim}, async)
 Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 3, "tokens", 0), V = int_arg(info, 4, "vocab", 1), C = int_arg(info, 5, "dim", 0);
-  bool async = bool_arg(info, 6, "async");
-  float* out = array_arg<float>(info, 0, "out", checked_size(env, {N, C}), keep);
-  const int32_t* ids = array_arg<int32_t>(info, 1, "ids", (size_t)N, keep);
-  const float* table = array_arg<float>(info, 2, "table", checked_size(env, {V, C}), keep);
-  check_ids(env, ids, (size_t)N, V, "ids");
-  return run_op(info, async, keep, [=] { backend().embedding_forward(out, ids, table, N, V, C); });
+  Args args(info);
+  const auto [N, V, C, ids] = embedding_dims(args);
+  float* out = args.array<float>("out", checked_size(info.Env(), {N, C}));
+  const float* table = args.array<float>("table", checked_size(info.Env(), {V, C}));
+  return run_op(info, args, [=] { backend().embedding_forward(out, ids, table, N, V, C); });
 }
 
-// embeddingBackward(dtable, dout, ids, N, V, C, async); dtable accumulates.
+// embeddingBackward({dtable, dout, ids, tokens, vocab, dim}, async); dtable accumulates.
 Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 3, "tokens", 0), V = int_arg(info, 4, "vocab", 1), C = int_arg(info, 5, "dim", 0);
-  bool async = bool_arg(info, 6, "async");
-  float* dtable = array_arg<float>(info, 0, "dtable", checked_size(env, {V, C}), keep);
-  const float* dout = array_arg<float>(info, 1, "dout", checked_size(env, {N, C}), keep);
-  const int32_t* ids = array_arg<int32_t>(info, 2, "ids", (size_t)N, keep);
-  check_ids(env, ids, (size_t)N, V, "ids");
-  return run_op(info, async, keep, [=] { backend().embedding_backward(dtable, dout, ids, N, V, C); });
+  Args args(info);
+  const auto [N, V, C, ids] = embedding_dims(args);
+  float* dtable = args.array<float>("dtable", checked_size(info.Env(), {V, C}));
+  const float* dout = args.array<float>("dout", checked_size(info.Env(), {N, C}));
+  return run_op(info, args, [=] { backend().embedding_backward(dtable, dout, ids, N, V, C); });
 }
 
-// residualForward(out, a, b, async): all of one length.
+// residualForward({out, a, b}, async): all of one length.
 Napi::Value ResidualForward(const Napi::CallbackInfo& info) {
-  std::vector<Napi::Value> keep;
-  bool async = bool_arg(info, 3, "async");
+  Args args(info);
   size_t n = 0;
-  float* out = array_arg<float>(info, 0, "out", kAnyLength, keep, false, &n);
-  const float* a = array_arg<float>(info, 1, "a", n, keep);
-  const float* b = array_arg<float>(info, 2, "b", n, keep);
-  return run_op(info, async, keep, [=] { backend().residual_forward(out, a, b, n); });
+  float* out = args.array<float>("out", kAnyLength, &n);
+  const float* a = args.array<float>("a", n);
+  const float* b = args.array<float>("b", n);
+  return run_op(info, args, [=] { backend().residual_forward(out, a, b, n); });
 }
 
-// residualBackward(da, db, dout, async): da += dout, db += dout.
+// residualBackward({da, db, dout}, async): da += dout, db += dout.
 Napi::Value ResidualBackward(const Napi::CallbackInfo& info) {
-  std::vector<Napi::Value> keep;
-  bool async = bool_arg(info, 3, "async");
+  Args args(info);
   size_t n = 0;
-  const float* dout = array_arg<float>(info, 2, "dout", kAnyLength, keep, false, &n);
-  float* da = array_arg<float>(info, 0, "da", n, keep);
-  float* db = array_arg<float>(info, 1, "db", n, keep);
-  return run_op(info, async, keep, [=] { backend().residual_backward(da, db, dout, n); });
+  const float* dout = args.array<float>("dout", kAnyLength, &n);
+  float* da = args.array<float>("da", n);
+  float* db = args.array<float>("db", n);
+  return run_op(info, args, [=] { backend().residual_backward(da, db, dout, n); });
 }
 
 }  // namespace
 
 void register_layers(Napi::Env env, Napi::Object exports) {
-  exports.Set("rmsnormForward", Napi::Function::New(env, RmsnormForward));
-  exports.Set("rmsnormBackward", Napi::Function::New(env, RmsnormBackward));
-  exports.Set("ropeForward", Napi::Function::New(env, Rope<false>));
-  exports.Set("ropeBackward", Napi::Function::New(env, Rope<true>));
-  exports.Set("swigluForward", Napi::Function::New(env, SwigluForward));
-  exports.Set("swigluBackward", Napi::Function::New(env, SwigluBackward));
-  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward));
-  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward));
-  exports.Set("residualForward", Napi::Function::New(env, ResidualForward));
-  exports.Set("residualBackward", Napi::Function::New(env, ResidualBackward));
+  static const Export table[] = {
+      {"rmsnormForward", RmsnormForward},       {"rmsnormBackward", RmsnormBackward},
+      {"ropeForward", Rope<false>},             {"ropeBackward", Rope<true>},
+      {"swigluForward", SwigluForward},         {"swigluBackward", SwigluBackward},
+      {"embeddingForward", EmbeddingForward},   {"embeddingBackward", EmbeddingBackward},
+      {"residualForward", ResidualForward},     {"residualBackward", ResidualBackward},
+  };
+  export_all(env, exports, table);
 }
 
 }  // namespace wst::binding

@@ -1,5 +1,5 @@
 // Bindings of the softmax family, the fused token log-prob gather, cross-entropy and the GRPO
-// loss. Outputs come first, as in kernels.h; the last argument is `async`.
+// loss. Output fields first, as in kernels.h.
 #include <memory>
 
 #include "util.h"
@@ -7,136 +7,136 @@
 namespace wst::binding {
 namespace {
 
-// softmaxForward(probs, logits, N, V, async)
+// rows and vocab: the shape (rows, vocab) of a call's logits.
+struct RowsVocab {
+  int N, V;
+  size_t nv;
+};
+RowsVocab rows_vocab(const Args& args) {
+  RowsVocab d;
+  d.N = args.integer("rows", 0);
+  d.V = args.integer("vocab", 1);
+  d.nv = checked_size(args.env(), {d.N, d.V});
+  return d;
+}
+
+// softmaxForward({probs, logits, rows, vocab}, async)
 Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 2, "N", 0), V = int_arg(info, 3, "V", 1);
-  bool async = bool_arg(info, 4, "async");
-  size_t nv = checked_size(env, {N, V});
-  float* probs = array_arg<float>(info, 0, "probs", nv, keep);
-  const float* logits = array_arg<float>(info, 1, "logits", nv, keep);
-  return run_op(info, async, keep, [=] { backend().softmax_forward(probs, logits, N, V); });
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* probs = args.array<float>("probs", nv);
+  const float* logits = args.array<float>("logits", nv);
+  return run_op(info, args, [=] { backend().softmax_forward(probs, logits, N, V); });
 }
 
-// logSoftmaxForward(out, logits, N, V, async)
+// logSoftmaxForward({out, logits, rows, vocab}, async)
 Napi::Value LogSoftmaxForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 2, "N", 0), V = int_arg(info, 3, "V", 1);
-  bool async = bool_arg(info, 4, "async");
-  size_t nv = checked_size(env, {N, V});
-  float* out = array_arg<float>(info, 0, "out", nv, keep);
-  const float* logits = array_arg<float>(info, 1, "logits", nv, keep);
-  return run_op(info, async, keep, [=] { backend().log_softmax_forward(out, logits, N, V); });
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* out = args.array<float>("out", nv);
+  const float* logits = args.array<float>("logits", nv);
+  return run_op(info, args, [=] { backend().log_softmax_forward(out, logits, N, V); });
 }
 
-// tokenLogprobsForward(logprob, lse, entropy | null, logits, ids, N, V, async)
+// tokenLogprobsForward({logprob, lse, entropy?, logits, ids, rows, vocab}, async)
 Napi::Value TokenLogprobsForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 5, "N", 0), V = int_arg(info, 6, "V", 1);
-  bool async = bool_arg(info, 7, "async");
-  float* logprob = array_arg<float>(info, 0, "logprob", (size_t)N, keep);
-  float* lse = array_arg<float>(info, 1, "lse", (size_t)N, keep);
-  float* entropy = array_arg<float>(info, 2, "entropy", (size_t)N, keep, true);
-  const float* logits = array_arg<float>(info, 3, "logits", checked_size(env, {N, V}), keep);
-  const int32_t* ids = array_arg<int32_t>(info, 4, "ids", (size_t)N, keep);
-  check_ids(env, ids, (size_t)N, V, "ids", false);
-  return run_op(info, async, keep, [=] {
-    backend().token_logprobs_forward(logprob, lse, entropy, logits, ids, N, V);
-  });
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* logprob = args.array<float>("logprob", (size_t)N);
+  float* lse = args.array<float>("lse", (size_t)N);
+  float* entropy = args.optional_array<float>("entropy", (size_t)N);
+  const float* logits = args.array<float>("logits", nv);
+  const int32_t* ids = args.array<int32_t>("ids", (size_t)N);
+  check_ids(info.Env(), ids, (size_t)N, V, "ids", false);
+  return run_op(info, args, [=] { backend().token_logprobs_forward(logprob, lse, entropy, logits, ids, N, V); });
 }
 
-// tokenLogprobsBackward(dlogits, dlogprob, dentropy | null, logits, ids, lse, entropy | null,
-//                       N, V, async). dlogits may be logits itself (in place).
+// tokenLogprobsBackward({dlogits, dlogprob, dentropy?, logits, ids, lse, entropy?, rows, vocab},
+// async). dlogits may be logits itself (in place).
 Napi::Value TokenLogprobsBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 7, "N", 0), V = int_arg(info, 8, "V", 1);
-  bool async = bool_arg(info, 9, "async");
-  size_t nv = checked_size(env, {N, V});
-  float* dlogits = array_arg<float>(info, 0, "dlogits", nv, keep);
-  const float* dlogprob = array_arg<float>(info, 1, "dlogprob", (size_t)N, keep);
-  const float* dentropy = array_arg<float>(info, 2, "dentropy", (size_t)N, keep, true);
-  const float* logits = array_arg<float>(info, 3, "logits", nv, keep);
-  const int32_t* ids = array_arg<int32_t>(info, 4, "ids", (size_t)N, keep);
-  const float* lse = array_arg<float>(info, 5, "lse", (size_t)N, keep);
-  const float* entropy = array_arg<float>(info, 6, "entropy", (size_t)N, keep, true);
-  check_ids(env, ids, (size_t)N, V, "ids", false);
-  return run_op(info, async, keep, [=] {
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* dlogits = args.array<float>("dlogits", nv);
+  const float* dlogprob = args.array<float>("dlogprob", (size_t)N);
+  const float* dentropy = args.optional_array<float>("dentropy", (size_t)N);
+  const float* logits = args.array<float>("logits", nv);
+  const int32_t* ids = args.array<int32_t>("ids", (size_t)N);
+  const float* lse = args.array<float>("lse", (size_t)N);
+  const float* entropy = args.optional_array<float>("entropy", (size_t)N);
+  check_ids(info.Env(), ids, (size_t)N, V, "ids", false);
+  return run_op(info, args, [=] {
     backend().token_logprobs_backward(dlogits, dlogprob, dentropy, logits, ids, lse, entropy, N, V);
   });
 }
 
-// crossentropyForward(losses, lse, logits, targets, N, V, async); targets < 0 are ignored.
+// crossentropyForward({losses, lse, logits, targets, rows, vocab}, async); targets < 0 are ignored.
 Napi::Value CrossentropyForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 4, "N", 0), V = int_arg(info, 5, "V", 1);
-  bool async = bool_arg(info, 6, "async");
-  float* losses = array_arg<float>(info, 0, "losses", (size_t)N, keep);
-  float* lse = array_arg<float>(info, 1, "lse", (size_t)N, keep);
-  const float* logits = array_arg<float>(info, 2, "logits", checked_size(env, {N, V}), keep);
-  const int32_t* targets = array_arg<int32_t>(info, 3, "targets", (size_t)N, keep);
-  check_ids(env, targets, (size_t)N, V, "targets", true);
-  return run_op(info, async, keep, [=] {
-    backend().crossentropy_forward(losses, lse, logits, targets, N, V);
-  });
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* losses = args.array<float>("losses", (size_t)N);
+  float* lse = args.array<float>("lse", (size_t)N);
+  const float* logits = args.array<float>("logits", nv);
+  const int32_t* targets = args.array<int32_t>("targets", (size_t)N);
+  check_ids(info.Env(), targets, (size_t)N, V, "targets", true);
+  return run_op(info, args, [=] { backend().crossentropy_forward(losses, lse, logits, targets, N, V); });
 }
 
-// crossentropyBackward(dlogits, dlosses, logits, targets, lse, N, V, async).
-// dlogits may be logits itself (in place).
+// crossentropyBackward({dlogits, dlosses, logits, targets, lse, rows, vocab}, async). dlogits
+// may be logits itself (in place).
 Napi::Value CrossentropyBackward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int N = int_arg(info, 5, "N", 0), V = int_arg(info, 6, "V", 1);
-  bool async = bool_arg(info, 7, "async");
-  size_t nv = checked_size(env, {N, V});
-  float* dlogits = array_arg<float>(info, 0, "dlogits", nv, keep);
-  const float* dlosses = array_arg<float>(info, 1, "dlosses", (size_t)N, keep);
-  const float* logits = array_arg<float>(info, 2, "logits", nv, keep);
-  const int32_t* targets = array_arg<int32_t>(info, 3, "targets", (size_t)N, keep);
-  const float* lse = array_arg<float>(info, 4, "lse", (size_t)N, keep);
-  check_ids(env, targets, (size_t)N, V, "targets", true);
-  return run_op(info, async, keep, [=] {
-    backend().crossentropy_backward(dlogits, dlosses, logits, targets, lse, N, V);
-  });
+  Args args(info);
+  const auto [N, V, nv] = rows_vocab(args);
+  float* dlogits = args.array<float>("dlogits", nv);
+  const float* dlosses = args.array<float>("dlosses", (size_t)N);
+  const float* logits = args.array<float>("logits", nv);
+  const int32_t* targets = args.array<int32_t>("targets", (size_t)N);
+  const float* lse = args.array<float>("lse", (size_t)N);
+  check_ids(info.Env(), targets, (size_t)N, V, "targets", true);
+  return run_op(info, args, [=] { backend().crossentropy_backward(dlogits, dlosses, logits, targets, lse, N, V); });
 }
 
-// grpoLoss(grad, logprobs, oldLogprobs, refLogprobs | null, advantages, mask, S, T, clipLow,
-//          clipHigh, beta, filterThreshold, lossType (0 grpo, 1 bnpo, 2 dr_grpo, 3 dapo),
-//          normalizer, async) -> { loss, kept, clipFraction, kl, keptTokens }
-Napi::Value GrpoLoss(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<Napi::Value> keep;
-  int S = int_arg(info, 6, "S", 0), T = int_arg(info, 7, "T", 0);
+}  // namespace
+
+const char* const kGrpoLossTypes[4] = {"grpo", "bnpo", "dr_grpo", "dapo"};
+
+GrpoParams grpo_params(const Args& args) {
   GrpoParams p;
-  p.clip_low = (float)number_arg(info, 8, "clipLow");
-  p.clip_high = (float)number_arg(info, 9, "clipHigh");
-  p.beta = (float)number_arg(info, 10, "beta");
-  p.filter_threshold = (float)number_arg(info, 11, "filterThreshold");
-  p.loss_type = (GrpoLossType)int_arg(info, 12, "lossType", 0, 3);
-  p.normalizer = number_arg(info, 13, "normalizer");
-  bool async = bool_arg(info, 14, "async");
-  if (p.clip_low < 0 || p.clip_low >= 1)
-    throw Napi::RangeError::New(env, "clipLow must be in [0, 1)");
-  if (p.clip_high < 0) throw Napi::RangeError::New(env, "clipHigh must be >= 0");
-  if (p.beta < 0) throw Napi::RangeError::New(env, "beta must be >= 0");
-  // -1: no filtering (src/kernels/losses.ts maps null / omitted to it); any other negative is an error.
-  if (p.filter_threshold < 0 && p.filter_threshold != -1.0f) throw Napi::RangeError::New(env, "filterThreshold must be >= 0 (or -1: no filtering)");
+  p.clip_low = (float)args.number("clipLow", 0.2);
+  p.clip_high = (float)args.number("clipHigh", 0.2);
+  p.beta = (float)args.number("beta", 0.0);
+  // Absent or null: no filtering (-1 natively).
+  p.filter_threshold = args.present("filterThreshold") ? (float)args.number("filterThreshold") : -1.0f;
+  p.loss_type = args.present("lossType") ? (GrpoLossType)args.choice("lossType", kGrpoLossTypes) : GrpoLossType::grpo;
+  p.normalizer = args.number("normalizer", 0.0);
+  if (p.clip_low < 0 || p.clip_low >= 1) throw args.range_error(args.field("clipLow") + " must be in [0, 1)");
+  if (p.clip_high < 0) throw args.range_error(args.field("clipHigh") + " must be >= 0");
+  if (p.beta < 0) throw args.range_error(args.field("beta") + " must be >= 0");
+  if (p.filter_threshold < 0 && p.filter_threshold != -1.0f)
+    throw args.range_error(args.field("filterThreshold") + " must be >= 0 (or null: no filtering)");
   if (p.loss_type == GrpoLossType::dapo && !(p.normalizer > 0))
-    throw Napi::RangeError::New(env, "normalizer must be > 0 for dapo");
-  size_t st = checked_size(env, {S, T});
-  float* grad = array_arg<float>(info, 0, "grad", st, keep);
-  const float* lp = array_arg<float>(info, 1, "logprobs", st, keep);
-  const float* old = array_arg<float>(info, 2, "oldLogprobs", st, keep);
-  const float* ref = array_arg<float>(info, 3, "refLogprobs", st, keep, true);
-  const float* adv = array_arg<float>(info, 4, "advantages", (size_t)S, keep);
-  const float* mask = array_arg<float>(info, 5, "mask", st, keep);
+    throw args.range_error(args.field("normalizer") + " must be > 0 for the dapo loss");
+  return p;
+}
+
+namespace {
+
+// grpoLoss({grad, logprobs, oldLogprobs, refLogprobs?, advantages, mask, seqs, tokens, clipLow,
+//           clipHigh, beta, filterThreshold?, lossType, normalizer}, async)
+//   -> { loss, kept, clipFraction, kl, keptTokens }
+Napi::Value GrpoLoss(const Napi::CallbackInfo& info) {
+  Args args(info);
+  int S = args.integer("seqs", 0), T = args.integer("tokens", 0);
+  GrpoParams p = grpo_params(args);
+  size_t st = checked_size(info.Env(), {S, T});
+  float* grad = args.array<float>("grad", st);
+  const float* lp = args.array<float>("logprobs", st);
+  const float* old = args.array<float>("oldLogprobs", st);
+  const float* ref = args.optional_array<float>("refLogprobs", st);
+  const float* adv = args.array<float>("advantages", (size_t)S);
+  const float* mask = args.array<float>("mask", st);
   auto result = std::make_shared<GrpoResult>();
   return run_op(
-      info, async, keep,
+      info, args,
       [=] { *result = backend().grpo_loss(grad, lp, old, ref, adv, mask, S, T, p); },
       [result](Napi::Env env) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
@@ -152,13 +152,16 @@ Napi::Value GrpoLoss(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void register_losses(Napi::Env env, Napi::Object exports) {
-  exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward));
-  exports.Set("logSoftmaxForward", Napi::Function::New(env, LogSoftmaxForward));
-  exports.Set("tokenLogprobsForward", Napi::Function::New(env, TokenLogprobsForward));
-  exports.Set("tokenLogprobsBackward", Napi::Function::New(env, TokenLogprobsBackward));
-  exports.Set("crossentropyForward", Napi::Function::New(env, CrossentropyForward));
-  exports.Set("crossentropyBackward", Napi::Function::New(env, CrossentropyBackward));
-  exports.Set("grpoLoss", Napi::Function::New(env, GrpoLoss));
+  static const Export table[] = {
+      {"softmaxForward", SoftmaxForward},
+      {"logSoftmaxForward", LogSoftmaxForward},
+      {"tokenLogprobsForward", TokenLogprobsForward},
+      {"tokenLogprobsBackward", TokenLogprobsBackward},
+      {"crossentropyForward", CrossentropyForward},
+      {"crossentropyBackward", CrossentropyBackward},
+      {"grpoLoss", GrpoLoss},
+  };
+  export_all(env, exports, table);
 }
 
 }  // namespace wst::binding

@@ -12,32 +12,10 @@
 namespace wst::binding {
 namespace {
 
-int get_int(const Napi::Object& o, const char* key, int lo, int hi) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (d != std::floor(d) || d < lo || d > hi)
-    throw Napi::RangeError::New(o.Env(), std::string("config.") + key + " must be an integer in [" +
-                                             std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return (int)d;
-}
-double get_num(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
-    throw Napi::TypeError::New(o.Env(), std::string(key) + " must be a finite number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-bool get_bool(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return false;
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("config.") + key + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-template <class Info>
-Napi::Object object_arg(const Info& info, size_t i, const char* name) {
-  if (!info[i].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be an object");
-  return info[i].template As<Napi::Object>();
+// A name argument (getTensor(name), getGrad(name)).
+std::string name_param(const Napi::CallbackInfo& info) {
+  if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "name must be a string");
+  return info[0].As<Napi::String>().Utf8Value();
 }
 
 class ContextWrap;
@@ -76,30 +54,26 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
-    Napi::Object c = object_arg(info, 0, "config");
+    Args c(info.Env(), info[0], "config.", std::make_shared<std::vector<Napi::Value>>(), "config");
     LlamaConfig cfg;
-    cfg.vocab = get_int(c, "vocabSize", 1, 1 << 24);
-    cfg.dim = get_int(c, "hiddenSize", 1, 1 << 16);
-    cfg.hidden = get_int(c, "intermediateSize", 1, 1 << 18);
-    cfg.n_layers = get_int(c, "numLayers", 1, 1024);
-    cfg.n_heads = get_int(c, "numHeads", 1, 1024);
-    cfg.n_kv_heads = get_int(c, "numKvHeads", 1, cfg.n_heads);
-    cfg.head_dim = get_int(c, "headDim", 2, 1024);
+    cfg.vocab = c.integer("vocabSize", 1, 1 << 24);
+    cfg.dim = c.integer("hiddenSize", 1, 1 << 16);
+    cfg.hidden = c.integer("intermediateSize", 1, 1 << 18);
+    cfg.n_layers = c.integer("numLayers", 1, 1024);
+    cfg.n_heads = c.integer("numHeads", 1, 1024);
+    cfg.n_kv_heads = c.integer("numKvHeads", 1, cfg.n_heads);
+    cfg.head_dim = c.integer("headDim", 2, 1024);
     if (cfg.n_heads % cfg.n_kv_heads != 0)
       throw Napi::RangeError::New(info.Env(), "config.numHeads must be divisible by config.numKvHeads");
     if (cfg.head_dim % 2 != 0) throw Napi::RangeError::New(info.Env(), "config.headDim must be even");
-    cfg.rope_theta = (float)get_num(c, "ropeTheta", 10000.0);
-    cfg.norm_eps = (float)get_num(c, "rmsNormEps", 1e-5);
-    cfg.tied_embeddings = get_bool(c, "tieWordEmbeddings");
-    cfg.qkv_bias = get_bool(c, "attentionBias");
-    cfg.qk_norm = get_bool(c, "qkNorm");
+    cfg.rope_theta = (float)c.number("ropeTheta", 10000.0);
+    cfg.norm_eps = (float)c.number("rmsNormEps", 1e-5);
+    cfg.tied_embeddings = c.flag("tieWordEmbeddings");
+    cfg.qkv_bias = c.flag("attentionBias");
+    cfg.qk_norm = c.flag("qkNorm");
     // config.device: "cpu" (default) or "cuda" (weights, caches, activations and optimizer
     // state resident on the GPU; the CUDA build of the addon with a usable device).
-    std::string device = "cpu";
-    if (!c.Get("device").IsUndefined()) {
-      if (!c.Get("device").IsString()) throw Napi::TypeError::New(info.Env(), "config.device must be \"cpu\" or \"cuda\"");
-      device = c.Get("device").As<Napi::String>().Utf8Value();
-    }
+    const std::string device = c.present("device") ? c.string("device") : "cpu";
     const Backend* be = &cpu_backend();
     if (device == "cuda") {
 #ifdef WST_DASH_WITH_CUDA
@@ -126,11 +100,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  private:
   const LlamaConfig& cfg() const { return model_->config(); }
 
-  const TensorInfo& tensor_arg(const Napi::CallbackInfo& info, size_t i) {
-    if (!info[i].IsString()) throw Napi::TypeError::New(info.Env(), "name must be a string");
-    std::string name = info[i].As<Napi::String>();
+  const TensorInfo& tensor(Napi::Env env, const std::string& name) {
     const TensorInfo* t = model_->find(name);
-    if (!t) throw Napi::RangeError::New(info.Env(), "unknown tensor \"" + name + "\"");
+    if (!t) throw Napi::RangeError::New(env, "unknown tensor \"" + name + "\"");
     return *t;
   }
 
@@ -149,17 +121,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return out;
   }
 
+  // setTensor({name, data})
   Napi::Value SetTensor(const Napi::CallbackInfo& info) {
-    const TensorInfo& t = tensor_arg(info, 0);
-    std::vector<Napi::Value> keep;
-    const float* data = array_arg<float>(info, 1, "data", t.size, keep);
+    Args args(info);
+    const TensorInfo& t = tensor(info.Env(), args.string("name"));
+    const float* data = args.array<float>("data", t.size);
     std::lock_guard<std::mutex> lk(model_->mutex());
     model_->set_tensor(t, data);
     return info.Env().Undefined();
   }
 
   Napi::Value GetTensor(const Napi::CallbackInfo& info) {
-    const TensorInfo& t = tensor_arg(info, 0);
+    const TensorInfo& t = tensor(info.Env(), name_param(info));
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), t.size);
     std::lock_guard<std::mutex> lk(model_->mutex());
     model_->get_tensor(t, out.Data());
@@ -167,16 +140,18 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   Napi::Value GetGrad(const Napi::CallbackInfo& info) {
-    const TensorInfo& t = tensor_arg(info, 0);
+    const TensorInfo& t = tensor(info.Env(), name_param(info));
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), t.size);
     std::lock_guard<std::mutex> lk(model_->mutex());
     model_->get_grad(t, out.Data());
     return out;
   }
 
+  // initRandom({seed, std})
   Napi::Value InitRandom(const Napi::CallbackInfo& info) {
-    double seed = number_arg(info, 0, "seed");
-    double std = number_arg(info, 1, "std");
+    Args args(info);
+    double seed = args.number("seed");
+    double std = args.number("std");
     std::lock_guard<std::mutex> lk(model_->mutex());
     model_->init_random((uint64_t)seed, (float)std);
     return info.Env().Undefined();
@@ -202,46 +177,39 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::Number::New(info.Env(), (double)model_->activation_floats_per_token());
   }
 
-  // forwardLogits(tokens (B*T), B, T, async) -> Float32Array (B*T*V)
+  // forwardLogits({tokens (B*T), batch, seq}, async) -> Float32Array (B*T*V)
   Napi::Value ForwardLogits(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    int B = int_arg(info, 1, "batch", 1), T = int_arg(info, 2, "seq", 1);
-    bool async = bool_arg(info, 3, "async");
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", checked_size(env, {B, T}), keep);
-    check_ids(env, tokens, (size_t)B * T, "tokens");
+    Args args = call_args(info);
+    const auto [B, T, tokens] = token_batch(args);
     Napi::Float32Array out = Napi::Float32Array::New(env, checked_size(env, {B, T, cfg().vocab}));
-    keep.push_back(out);
+    args.keep().push_back(out);
     float* o = out.Data();
     auto m = model_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->forward_logits(tokens, B, T, o);
     }, [ref = persist(out)](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
-  // score(tokens, targets, B, T, entropy, async, prefix?) -> { logprobs, entropy? }
+  // score({tokens, targets, batch, seq, entropy?, prefix?}, async) -> { logprobs, entropy? }
   Napi::Value Score(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    int B = int_arg(info, 2, "batch", 1), T = int_arg(info, 3, "seq", 1);
-    bool want_entropy = bool_arg(info, 4, "entropy");
-    bool async = bool_arg(info, 5, "async");
-    size_t N = checked_size(env, {B, T});
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
-    const int32_t* targets = array_arg<int32_t>(info, 1, "targets", N, keep);
-    check_ids(env, tokens, N, "tokens");
-    check_targets(env, targets, N);
+    Args args = call_args(info);
+    const auto [B, T, tokens] = token_batch(args);
+    const size_t N = (size_t)B * T;
+    const int32_t* targets = target_field(args, N);
+    bool want_entropy = args.flag("entropy");
     PrefixBatch pb;
-    const bool prefixed = prefix_arg(info, 6, B, keep, pb);
+    const bool prefixed = prefix_field(args, B, pb);
     Napi::Float32Array lp = Napi::Float32Array::New(env, N);
     Napi::Float32Array ent = Napi::Float32Array::New(env, want_entropy ? N : 0);
-    keep.push_back(lp);
-    keep.push_back(ent);
+    args.keep().push_back(lp);
+    args.keep().push_back(ent);
     float* lpd = lp.Data();
     float* entd = want_entropy ? ent.Data() : nullptr;
     auto m = model_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->score(tokens, targets, B, T, lpd, entd, prefixed ? &pb : nullptr);
     }, [lpr = persist(lp), entr = persist(ent), want_entropy](Napi::Env env) -> Napi::Value {
@@ -263,118 +231,92 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return o;
   }
 
-  // valueForward(tokens (B*T), last (B), w (C), B, T, async, prefix?) -> Float32Array r (B)
+  // valueForward({tokens (B*T), last (B), w (C), batch, seq, prefix?}, async) -> Float32Array r (B)
   Napi::Value ValueForward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    int B = int_arg(info, 3, "batch", 1), T = int_arg(info, 4, "seq", 1);
-    bool async = bool_arg(info, 5, "async");
-    size_t N = checked_size(env, {B, T});
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
-    const int32_t* last = array_arg<int32_t>(info, 1, "last", (size_t)B, keep);
-    const float* w = array_arg<float>(info, 2, "w", (size_t)cfg().dim, keep);
-    check_ids(env, tokens, N, "tokens");
+    Args args = call_args(info);
+    const auto [B, T, tokens] = token_batch(args);
+    const int32_t* last = args.array<int32_t>("last", (size_t)B);
+    const float* w = args.array<float>("w", (size_t)cfg().dim);
     for (int b = 0; b < B; b++)
-      if (last[b] < 0 || last[b] >= T) throw Napi::RangeError::New(env, "last[" + std::to_string(b) + "] must be in [0, seq)");
+      if (last[b] < 0 || last[b] >= T) throw args.range_error("last[" + std::to_string(b) + "] must be in [0, seq)");
     PrefixBatch pb;
-    const bool prefixed = prefix_arg(info, 6, B, keep, pb);
+    const bool prefixed = prefix_field(args, B, pb);
     Napi::Float32Array r = Napi::Float32Array::New(env, B);
-    keep.push_back(r);
+    args.keep().push_back(r);
     float* rd = r.Data();
     auto m = model_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->value_forward(tokens, B, T, last, w, rd, prefixed ? &pb : nullptr);
     }, [ref = persist(r)](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
-  // valueBackward(dr (B), w (C), async) -> Float32Array dw (C); right after valueForward
+  // valueBackward({dr (B), w (C)}, async) -> Float32Array dw (C); right after valueForward
   Napi::Value ValueBackward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    bool async = bool_arg(info, 2, "async");
+    Args args = call_args(info);
     size_t n = 0;
-    const float* dr = array_arg<float>(info, 0, "dr", kAnyLength, keep, false, &n);
-    const float* w = array_arg<float>(info, 1, "w", (size_t)cfg().dim, keep);
+    const float* dr = args.array<float>("dr", kAnyLength, &n);
+    const float* w = args.array<float>("w", (size_t)cfg().dim);
     Napi::Float32Array dw = Napi::Float32Array::New(env, cfg().dim);
-    keep.push_back(dw);
+    args.keep().push_back(dw);
     float* dwd = dw.Data();
     auto m = model_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->value_backward(dr, (int)n, w, dwd);
     }, [ref = persist(dw)](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
-  // trainSft(tokens, targets, B, T, normalizer, async) -> { loss, tokens, entropy }
+  // trainSft({tokens, targets, batch, seq, normalizer}, async) -> { loss, tokens, entropy }
   Napi::Value TrainSft(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    int B = int_arg(info, 2, "batch", 1), T = int_arg(info, 3, "seq", 1);
-    double normalizer = number_arg(info, 4, "normalizer");
-    if (normalizer <= 0) throw Napi::RangeError::New(env, "normalizer must be > 0");
-    bool async = bool_arg(info, 5, "async");
-    size_t N = checked_size(env, {B, T});
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
-    const int32_t* targets = array_arg<int32_t>(info, 1, "targets", N, keep);
-    check_ids(env, tokens, N, "tokens");
-    check_targets(env, targets, N);
+    Args args = call_args(info);
+    const auto [B, T, tokens] = token_batch(args);
+    const int32_t* targets = target_field(args, (size_t)B * T);
+    double normalizer = args.number("normalizer");
+    if (normalizer <= 0) throw args.range_error("normalizer must be > 0");
     auto m = model_;
     auto result = std::make_shared<TrainStepResult>();
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       *result = m->train_sft(tokens, targets, B, T, SftParams{normalizer});
     }, [result](Napi::Env env) { return step_result(env, *result); });
   }
 
-  // trainGrpo(tokens, targets, mask|null, old, ref|null, advantages, B, T, params, async, prefix?)
-  // The arguments of one GRPO micro-batch (trainGrpo's, or one entry of trainGrpoMany's list):
-  // tokens, targets, mask?, oldLogprobs?, refLogprobs?, advantages, batch, seq, params, _, prefix?
+  // One GRPO micro-batch: {tokens, targets, mask?, oldLogprobs?, refLogprobs?, advantages, batch,
+  // seq, clipLow?, clipHigh?, beta?, filterThreshold?, lossType?, normalizer?, lossScale?,
+  // prefix?} (trainGrpo's options, or one entry of trainGrpoMany's microBatches).
   struct GrpoCall {
     GrpoMicroBatch mb;
     PrefixBatch pb;
     bool prefixed = false;
   };
-  template <class Info>
-  void parse_grpo(const Info& info, std::vector<Napi::Value>& keep, GrpoCall& c) {
-    Napi::Env env = info.Env();
-    int B = int_arg(info, 6, "batch", 1), T = int_arg(info, 7, "seq", 1);
-    Napi::Object p = object_arg(info, 8, "params");
-    size_t N = checked_size(env, {B, T});
+  void parse_grpo(const Args& args, GrpoCall& c) {
     GrpoMicroBatch& m = c.mb;
+    const auto [B, T, tokens] = token_batch(args);
+    const size_t N = (size_t)B * T;
     m.B = B;
     m.T = T;
-    m.tokens = array_arg<int32_t>(info, 0, "tokens", N, keep);
-    m.targets = array_arg<int32_t>(info, 1, "targets", N, keep);
-    m.mask = array_arg<float>(info, 2, "mask", N, keep, true);
-    m.old_logprobs = array_arg<float>(info, 3, "oldLogprobs", N, keep, true);
-    m.ref_logprobs = array_arg<float>(info, 4, "refLogprobs", N, keep, true);
-    m.advantages = array_arg<float>(info, 5, "advantages", (size_t)B, keep);
-    check_ids(env, m.tokens, N, "tokens");
-    check_targets(env, m.targets, N);
-    GrpoParams& gp = m.params;
-    gp.clip_low = (float)get_num(p, "clipLow", 0.2);
-    gp.clip_high = (float)get_num(p, "clipHigh", 0.2);
-    gp.beta = (float)get_num(p, "beta", 0.0);
-    gp.filter_threshold = (float)get_num(p, "filterThreshold", -1.0);
-    int lt = (int)get_num(p, "lossType", 0);
-    if (lt < 0 || lt > 3) throw Napi::RangeError::New(env, "params.lossType must be 0..3");
-    gp.loss_type = (GrpoLossType)lt;
-    gp.normalizer = get_num(p, "normalizer", 0.0);
-    if (gp.loss_type == GrpoLossType::dapo && !(gp.normalizer > 0))
-      throw Napi::RangeError::New(env, "params.normalizer must be > 0 for the dapo loss");
-    m.loss_scale = (float)get_num(p, "lossScale", 1.0);
-    c.prefixed = prefix_arg(info, 10, B, keep, c.pb);
+    m.tokens = tokens;
+    m.targets = target_field(args, N);
+    m.mask = args.optional_array<float>("mask", N);
+    m.old_logprobs = args.optional_array<float>("oldLogprobs", N);
+    m.ref_logprobs = args.optional_array<float>("refLogprobs", N);
+    m.advantages = args.array<float>("advantages", (size_t)B);
+    m.params = grpo_params(args);
+    m.loss_scale = (float)args.number("lossScale", 1.0);
+    c.prefixed = prefix_field(args, B, c.pb);
   }
 
+  // trainGrpo(micro-batch, async) -> { loss, tokens, entropy, kept, clipFraction, kl }
   Napi::Value TrainGrpo(const Napi::CallbackInfo& info) {
-    std::vector<Napi::Value> keep{info.This()};
-    bool async = bool_arg(info, 9, "async");
+    Args args = call_args(info);
     auto call = std::make_shared<GrpoCall>();
-    parse_grpo(info, keep, *call);
+    parse_grpo(args, *call);
     auto m = model_;
     auto result = std::make_shared<TrainStepResult>();
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       const GrpoMicroBatch& b = call->mb;
       *result = m->train_grpo(b.tokens, b.targets, b.mask, b.old_logprobs, b.ref_logprobs, b.advantages,
@@ -382,29 +324,21 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }, [result](Napi::Env env) { return step_result(env, *result); });
   }
 
-  // trainGrpoMany([[trainGrpo's arguments 0..8, unused, prefix?], ...], async) -> results[]: the
-  // micro-batches of one optimizer step at once (LlamaModel::train_grpo_many).
+  // trainGrpoMany({microBatches: [micro-batch, ...]}, async) -> results[]: the micro-batches of
+  // one optimizer step at once (LlamaModel::train_grpo_many).
   Napi::Value TrainGrpoMany(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::vector<Napi::Value> keep{info.This()};
-    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "microBatches must be an array of argument lists");
-    Napi::Array list = info[0].As<Napi::Array>();
-    if (list.Length() == 0) throw Napi::RangeError::New(env, "microBatches must not be empty");
-    bool async = bool_arg(info, 1, "async");
+    Args args = call_args(info);
+    Napi::Value v = args.get("microBatches");
+    if (!v.IsArray()) throw Napi::TypeError::New(info.Env(), "microBatches must be an array of micro-batches");
+    Napi::Array list = v.As<Napi::Array>();
+    if (list.Length() == 0) throw args.range_error("microBatches must not be empty");
     auto calls = std::make_shared<std::vector<GrpoCall>>(list.Length());
     for (uint32_t i = 0; i < list.Length(); i++) {
-      Napi::Value item = list.Get(i);
-      if (!item.IsArray())
-        throw Napi::TypeError::New(env, "microBatches[" + std::to_string(i) + "] must be an array of trainGrpo arguments");
-      try {
-        parse_grpo(ArrayArgs{env, item.As<Napi::Array>()}, keep, (*calls)[i]);
-      } catch (const Napi::Error& e) {
-        throw Napi::RangeError::New(env, "microBatches[" + std::to_string(i) + "]: " + e.Message());
-      }
+      parse_grpo(args.nested(list.Get(i), "microBatches[" + std::to_string(i) + "]"), (*calls)[i]);
     }
     auto m = model_;
     auto results = std::make_shared<std::vector<TrainStepResult>>();
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::vector<GrpoMicroBatch> mbs;
       for (GrpoCall& c : *calls) {
         c.mb.prefix = c.prefixed ? &c.pb : nullptr;
@@ -421,19 +355,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // optimizerStep({lr, beta1, beta2, eps, weightDecay, maxGradNorm}, async) -> grad norm
   Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
-    Napi::Object p = object_arg(info, 0, "params");
+    Args args = call_args(info);
     OptimizerParams op;
-    op.lr = get_num(p, "lr", 1e-3);
-    op.beta1 = get_num(p, "beta1", 0.9);
-    op.beta2 = get_num(p, "beta2", 0.999);
-    op.eps = get_num(p, "eps", 1e-8);
-    op.weight_decay = get_num(p, "weightDecay", 0.0);
-    op.max_grad_norm = get_num(p, "maxGradNorm", 0.0);
-    bool async = bool_arg(info, 1, "async");
-    std::vector<Napi::Value> keep{info.This()};
+    op.lr = args.number("lr", 1e-3);
+    op.beta1 = args.number("beta1", 0.9);
+    op.beta2 = args.number("beta2", 0.999);
+    op.eps = args.number("eps", 1e-8);
+    op.weight_decay = args.number("weightDecay", 0.0);
+    op.max_grad_norm = args.number("maxGradNorm", 0.0);
     auto m = model_;
     auto norm = std::make_shared<double>(0);
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       *norm = m->optimizer_step(op);
     }, [norm](Napi::Env env) { return Napi::Number::New(env, *norm); });
@@ -446,7 +378,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
   Napi::Value GetStep(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model_->step()); }
   Napi::Value SetStep(const Napi::CallbackInfo& info) {
-    model_->set_step(int_arg(info, 0, "step", 0));
+    model_->set_step(int_param(info, "step", 0));
     return info.Env().Undefined();
   }
 
@@ -463,10 +395,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return o;
   }
 
+  // setOptimizerState({m, v})
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
-    std::vector<Napi::Value> keep;
-    const float* m = array_arg<float>(info, 0, "m", model_->num_params(), keep);
-    const float* v = array_arg<float>(info, 1, "v", model_->num_params(), keep);
+    Args args(info);
+    const float* m = args.array<float>("m", model_->num_params());
+    const float* v = args.array<float>("v", model_->num_params());
     std::lock_guard<std::mutex> lk(model_->mutex());
     model_->set_optimizer_state(m, v);
     return info.Env().Undefined();
@@ -474,55 +407,55 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
 
-  void check_ids(Napi::Env env, const int32_t* ids, size_t n, const char* name) {
-    binding::check_ids(env, ids, n, cfg().vocab, name);
+  // A call's options; the model object itself is held until async work is done.
+  static Args call_args(const Napi::CallbackInfo& info) {
+    Args args(info);
+    args.keep().push_back(info.This());
+    return args;
   }
-  // Targets < 0 mean "not scored".
-  void check_targets(Napi::Env env, const int32_t* ids, size_t n) {
-    binding::check_ids(env, ids, n, cfg().vocab, "targets", true);
+
+  void check_ids(const Args& args, const int32_t* ids, size_t n, const char* name) {
+    binding::check_ids(args.env(), ids, n, cfg().vocab, (args.field(name)).c_str());
   }
-  // Optional argument i: shared prompt prefixes of a batch of B rows, { tokens: Int32Array
+  // batch, seq and tokens (batch * seq checked token ids).
+  struct TokenBatch {
+    int B, T;
+    const int32_t* tokens;
+  };
+  TokenBatch token_batch(const Args& args) {
+    TokenBatch t;
+    t.B = args.integer("batch", 1);
+    t.T = args.integer("seq", 1);
+    const size_t N = checked_size(args.env(), {t.B, t.T});
+    t.tokens = args.array<int32_t>("tokens", N);
+    check_ids(args, t.tokens, N, "tokens");
+    return t;
+  }
+  // Targets: token ids, or < 0 for "not scored".
+  const int32_t* target_field(const Args& args, size_t N) {
+    const int32_t* targets = args.array<int32_t>("targets", N);
+    binding::check_ids(args.env(), targets, N, cfg().vocab, args.field("targets").c_str(), true);
+    return targets;
+  }
+  // The optional field `prefix`: shared prompt prefixes of a batch of B rows, { tokens: Int32Array
   // (count * length, right-padded), count, length, lengths: Int32Array (count), rowPrefix:
   // Int32Array (B, non-decreasing) }. Absent (null / undefined): false.
-  template <class Info>
-  bool prefix_arg(const Info& info, size_t i, int B, std::vector<Napi::Value>& keep,
-                  PrefixBatch& pb) {
-    Napi::Env env = info.Env();
-    if (info.Length() <= i || info[i].IsNull() || info[i].IsUndefined()) return false;
-    if (!info[i].IsObject())
-      throw Napi::TypeError::New(env, "prefix must be an object {tokens, count, length, lengths, rowPrefix}");
-    Napi::Object o = info[i].template As<Napi::Object>();
-    auto get_int = [&](const char* k, int lo) {
-      Napi::Value v = o.Get(k);
-      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-      if (!(d >= lo && d <= 1e9 && d == std::floor(d)))
-        throw Napi::RangeError::New(env, std::string("prefix.") + k + " must be an integer >= " + std::to_string(lo));
-      return (int)d;
-    };
-    auto get_arr = [&](const char* k, size_t n) {
-      Napi::Value v = o.Get(k);
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-        throw Napi::TypeError::New(env, std::string("prefix.") + k + " must be an Int32Array");
-      auto arr = v.As<Napi::Int32Array>();
-      if (arr.ElementLength() != n)
-        throw Napi::RangeError::New(env, std::string("prefix.") + k + " must have length " + std::to_string(n) +
-                                             ", got " + std::to_string(arr.ElementLength()));
-      keep.push_back(v);
-      return (const int32_t*)arr.Data();
-    };
-    pb.Bp = get_int("count", 1);
-    pb.Tp = get_int("length", 0);
-    pb.tokens = get_arr("tokens", checked_size(env, {pb.Bp, pb.Tp}));
-    check_ids(env, pb.tokens, (size_t)pb.Bp * pb.Tp, "prefix.tokens");
-    pb.lengths = get_arr("lengths", (size_t)pb.Bp);
-    for (int p = 0; p < pb.Bp; p++)
-      if (pb.lengths[p] < 0 || pb.lengths[p] > pb.Tp)
-        throw Napi::RangeError::New(env, "prefix.lengths[" + std::to_string(p) + "] must be in 0.." + std::to_string(pb.Tp));
-    pb.row_prefix = get_arr("rowPrefix", (size_t)B);
+  bool prefix_field(const Args& args, int B, PrefixBatch& pb) {
+    if (!args.present("prefix")) return false;
+    Args p = args.object("prefix");
+    pb.Bp = p.integer("count", 1, 1000000000);
+    pb.Tp = p.integer("length", 0, 1000000000);
+    pb.tokens = p.array<int32_t>("tokens", checked_size(args.env(), {pb.Bp, pb.Tp}));
+    check_ids(p, pb.tokens, (size_t)pb.Bp * pb.Tp, "tokens");
+    pb.lengths = p.array<int32_t>("lengths", (size_t)pb.Bp);
+    for (int i = 0; i < pb.Bp; i++)
+      if (pb.lengths[i] < 0 || pb.lengths[i] > pb.Tp)
+        throw p.range_error(p.field("lengths") + "[" + std::to_string(i) + "] must be in 0.." + std::to_string(pb.Tp));
+    pb.row_prefix = p.array<int32_t>("rowPrefix", (size_t)B);
     for (int b = 0; b < B; b++)
       if (pb.row_prefix[b] < 0 || pb.row_prefix[b] >= pb.Bp || (b > 0 && pb.row_prefix[b] < pb.row_prefix[b - 1]))
-        throw Napi::RangeError::New(env, "prefix.rowPrefix must be non-decreasing values in 0.." + std::to_string(pb.Bp - 1) +
-                                             " (rows of one prefix together); rowPrefix[" + std::to_string(b) + "] breaks it");
+        throw p.range_error(p.field("rowPrefix") + " must be non-decreasing values in 0.." + std::to_string(pb.Bp - 1) +
+                            " (rows of one prefix together); rowPrefix[" + std::to_string(b) + "] breaks it");
     return true;
   }
 };
@@ -545,13 +478,14 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   }
 
   explicit ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ContextWrap>(info) {
-    if (info.Length() < 3 || !info[0].IsObject())
-      throw Napi::TypeError::New(info.Env(), "use model.createContext(maxBatch, maxSeq)");
+    if (info.Length() < 2 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(ModelWrap::ctor.Value()))
+      throw Napi::TypeError::New(info.Env(), "use model.createContext({maxBatch, maxSeq})");
     ModelWrap* mw = Napi::ObjectWrap<ModelWrap>::Unwrap(info[0].As<Napi::Object>());
     model_ = mw->model_;
     model_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
-    int max_batch = int_arg(info, 1, "maxBatch", 1, 4096);
-    int max_seq = int_arg(info, 2, "maxSeq", 1, 1 << 20);
+    Args args(info.Env(), info[1], "", std::make_shared<std::vector<Napi::Value>>(), "the options");
+    int max_batch = args.integer("maxBatch", 1, 4096);
+    int max_seq = args.integer("maxSeq", 1, 1 << 20);
     std::lock_guard<std::mutex> lk(model_->mutex());
     try {
       ctx_ = model_->create_context(max_batch, max_seq);
@@ -561,25 +495,26 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   }
 
  private:
-  // addRows(promptTokens Int32Array, offsets Int32Array (B+1), seeds BigUint64Array (B),
-  //         maxNew Int32Array (B), sampling {temperature, topK, topP, minP}, stopIds Int32Array, async,
-  //         keepPrompts? boolean: the prompts' activations stay in the model's prompt store)
+  // addRows({promptTokens Int32Array, offsets Int32Array (B+1), seeds BigUint64Array (B),
+  //          maxNew Int32Array (B), sampling {temperature?, topK?, topP?, minP?}, stopIds Int32Array,
+  //          keepPrompts?: the prompts' activations stay in the model's prompt store}, async)
+  //   -> the first new row's index
   Napi::Value AddRows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     live(env);
-    std::vector<Napi::Value> keep{info.This()};
+    Args args(info);
+    args.keep().push_back(info.This());
     size_t n_tokens = 0, n_off = 0;
-    const int32_t* tokens = array_arg<int32_t>(info, 0, "promptTokens", kAnyLength, keep, false, &n_tokens);
-    const int32_t* offsets = array_arg<int32_t>(info, 1, "offsets", kAnyLength, keep, false, &n_off);
-    if (n_off < 2) throw Napi::RangeError::New(env, "offsets must have at least 2 entries");
+    const int32_t* tokens = args.array<int32_t>("promptTokens", kAnyLength, &n_tokens);
+    const int32_t* offsets = args.array<int32_t>("offsets", kAnyLength, &n_off);
+    if (n_off < 2) throw args.range_error("offsets must have at least 2 entries");
     int B = (int)n_off - 1;
-    const uint64_t* seeds = array_arg<uint64_t>(info, 2, "seeds", (size_t)B, keep);
-    const int32_t* max_new = array_arg<int32_t>(info, 3, "maxNew", (size_t)B, keep);
-    Napi::Object s = object_arg(info, 4, "sampling");
+    const uint64_t* seeds = args.array<uint64_t>("seeds", (size_t)B);
+    const int32_t* max_new = args.array<int32_t>("maxNew", (size_t)B);
+    Args s = args.object("sampling");
     size_t n_stop = 0;
-    const int32_t* stop = array_arg<int32_t>(info, 5, "stopIds", kAnyLength, keep, false, &n_stop);
-    bool async = bool_arg(info, 6, "async");
-    const bool keep_prompts = info.Length() > 7 && !info[7].IsUndefined() ? bool_arg(info, 7, "keepPrompts") : false;
+    const int32_t* stop = args.array<int32_t>("stopIds", kAnyLength, &n_stop);
+    const bool keep_prompts = args.flag("keepPrompts");
     const LlamaConfig& cfg = model_->config();
     if (ctx_->active + B > ctx_->max_batch)
       throw Napi::RangeError::New(env, "too many rows: the context holds " + std::to_string(ctx_->max_batch) +
@@ -595,10 +530,10 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     }
     check_ids(env, tokens, n_tokens, cfg.vocab, "promptTokens");
     SamplingParams sp;
-    sp.temperature = (float)get_num(s, "temperature", 1.0);
-    sp.top_k = (int)get_num(s, "topK", 0);
-    sp.top_p = (float)get_num(s, "topP", 1.0);
-    sp.min_p = (float)get_num(s, "minP", 0.0);
+    sp.temperature = (float)s.number("temperature", 1.0);
+    sp.top_k = s.present("topK") ? s.integer("topK", 0) : 0;
+    sp.top_p = (float)s.number("topP", 1.0);
+    sp.min_p = (float)s.number("minP", 0.0);
     std::unique_lock<std::mutex> lk(model_->mutex());
     ctx_->sampling = sp;
     ctx_->stop_ids.assign(stop, stop + n_stop);
@@ -608,22 +543,22 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
     std::vector<int64_t> off64(offsets, offsets + B + 1);
     auto m = model_;
     auto ctx = ctx_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       ctx->keep_prompts = keep_prompts;
       m->prefill(*ctx, tokens, off64.data(), B);
     }, [first_row](Napi::Env env) { return Napi::Number::New(env, first_row); });
   }
 
-  // decode(nSteps, async) -> { active, counts Int32Array(rows), tokens, logprobs, finished }
+  // decode({steps}, async) -> { active, counts Int32Array(rows), tokens, logprobs, finished }
   Napi::Value Decode(const Napi::CallbackInfo& info) {
-    int n = int_arg(info, 0, "steps", 1);
-    bool async = bool_arg(info, 1, "async");
-    std::vector<Napi::Value> keep{info.This()};
     live(info.Env());
+    Args args(info);
+    args.keep().push_back(info.This());
+    int n = args.integer("steps", 1);
     auto m = model_;
     auto ctx = ctx_;
-    return run_op(info, async, keep, [=] {
+    return run_op(info, args, [=] {
       std::lock_guard<std::mutex> lk(m->mutex());
       m->decode(*ctx, n);
     }, [ctx](Napi::Env env) {
@@ -658,7 +593,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   // finishRow(row): stop a row early (e.g. a stop string matched on the JS side).
   Napi::Value FinishRow(const Napi::CallbackInfo& info) {
     live(info.Env());
-    int row = int_arg(info, 0, "row", 0, std::max(0, ctx_->rows() - 1));
+    int row = int_param(info, "row", 0, std::max(0, ctx_->rows() - 1));
     std::lock_guard<std::mutex> lk(model_->mutex());
     if (!ctx_->finished[row])
       for (int s = 0; s < ctx_->active; s++)
@@ -697,7 +632,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
 Napi::FunctionReference ContextWrap::ctor;
 
 Napi::Value ModelWrap::CreateContext(const Napi::CallbackInfo& info) {
-  return ContextWrap::ctor.New({info.This(), info[0], info[1]});
+  return ContextWrap::ctor.New({info.This(), info[0]});
 }
 
 }  // namespace

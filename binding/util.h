@@ -28,6 +28,10 @@ template <> struct TypedArrayTraits<uint16_t> {  // bf16 bits
   static constexpr napi_typedarray_type type = napi_uint16_array;
   static constexpr const char* name = "Uint16Array";
 };
+template <> struct TypedArrayTraits<uint32_t> {
+  static constexpr napi_typedarray_type type = napi_uint32_array;
+  static constexpr const char* name = "Uint32Array";
+};
 template <> struct TypedArrayTraits<int32_t> {
   static constexpr napi_typedarray_type type = napi_int32_array;
   static constexpr const char* name = "Int32Array";
@@ -39,65 +43,131 @@ template <> struct TypedArrayTraits<uint64_t> {
 
 constexpr size_t kAnyLength = std::numeric_limits<size_t>::max();
 
-// The arguments of one micro-batch inside an array argument (trainGrpoMany): indexed like a
-// CallbackInfo, so the argument helpers below read either.
-struct ArrayArgs {
-  Napi::Env env;
-  Napi::Array items;
-  Napi::Env Env() const { return env; }
-  size_t Length() const { return items.Length(); }
-  Napi::Value operator[](size_t i) const { return i < items.Length() ? items.Get((uint32_t)i) : env.Undefined(); }
-};
+// The reader of one call's arguments. Every addon function takes one options object (and, for
+// work that can run off the event loop, an `async` flag after it: see run_op); fields are read by
+// name, and every error names the field with its path ("prefix.count must be ..."). Typed arrays
+// read are collected in keep(), so that async work holds them alive. The TypeScript side of this
+// contract is src/native-api.ts.
+class Args {
+ public:
+  // info[0]: the options object.
+  explicit Args(const Napi::CallbackInfo& info)
+      : Args(info.Env(), info[0], "", std::make_shared<std::vector<Napi::Value>>(), "the options") {}
+  // An options object found elsewhere (a list element, a constructor's config): `path` prefixes
+  // its field names in errors ("config." or "microBatches[2].").
+  Args(Napi::Env env, Napi::Value value, std::string path, std::shared_ptr<std::vector<Napi::Value>> keep,
+       const std::string& what)
+      : env_(env), path_(std::move(path)), keep_(std::move(keep)) {
+    if (!value.IsObject() || value.IsTypedArray() || value.IsArray())
+      throw Napi::TypeError::New(env, what + " must be an object");
+    obj_ = value.As<Napi::Object>();
+  }
 
-// A typed-array argument. expected == kAnyLength accepts any length; `nullable` accepts
-// null/undefined and returns nullptr. The array is appended to `keep` so async work can
-// hold it alive.
-template <class T, class Info>
-T* array_arg(const Info& info, size_t i, const char* name, size_t expected,
-             std::vector<Napi::Value>& keep, bool nullable = false, size_t* length = nullptr) {
-  Napi::Env env = info.Env();
-  Napi::Value v = info[i];
-  if (nullable && (v.IsNull() || v.IsUndefined())) {
+  Napi::Env env() const { return env_; }
+  std::vector<Napi::Value>& keep() const { return *keep_; }
+  // The field's name as errors give it.
+  std::string field(const char* name) const { return path_ + name; }
+  Napi::Value get(const char* name) const { return obj_.Get(name); }
+  bool present(const char* name) const {
+    Napi::Value v = obj_.Get(name);
+    return !v.IsUndefined() && !v.IsNull();
+  }
+  Napi::Error range_error(const std::string& message) const { return Napi::RangeError::New(env_, message); }
+
+  // A nested options object (its errors say "name.field").
+  Args object(const char* name) const { return nested(get(name), field(name)); }
+  // An options object found inside this one (e.g. a list element), named `path` in errors; its
+  // typed arrays are kept with this call's.
+  Args nested(Napi::Value value, const std::string& path) const { return Args(env_, value, path + ".", keep_, path); }
+
+  // A typed array of element type T and length `expected` (kAnyLength: any; the length read is
+  // stored in *length when given).
+  template <class T>
+  T* array(const char* name, size_t expected = kAnyLength, size_t* length = nullptr) const {
+    Napi::Value v = get(name);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type)
+      throw Napi::TypeError::New(env_, field(name) + (TypedArrayTraits<T>::name[0] == 'I' ? " must be an " : " must be a ") +
+                                           TypedArrayTraits<T>::name);
+    auto arr = v.As<Napi::TypedArrayOf<T>>();
+    if (expected != kAnyLength && arr.ElementLength() != expected)
+      throw range_error(field(name) + " must have length " + std::to_string(expected) + ", got " +
+                        std::to_string(arr.ElementLength()));
+    if (length) *length = arr.ElementLength();
+    keep_->push_back(v);
+    return arr.Data();
+  }
+  // The same, or nullptr when the field is null or absent.
+  template <class T>
+  T* optional_array(const char* name, size_t expected = kAnyLength, size_t* length = nullptr) const {
+    if (present(name)) return array<T>(name, expected, length);
     if (length) *length = 0;
     return nullptr;
   }
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type)
-    throw Napi::TypeError::New(env, std::string(name) + " must be a " + TypedArrayTraits<T>::name);
-  auto arr = v.As<Napi::TypedArrayOf<T>>();
-  if (expected != kAnyLength && arr.ElementLength() != expected)
-    throw Napi::RangeError::New(env, std::string(name) + " must have length " +
-                                         std::to_string(expected) + ", got " +
-                                         std::to_string(arr.ElementLength()));
-  if (length) *length = arr.ElementLength();
-  keep.push_back(v);
-  return arr.Data();
-}
 
-template <class Info>
-double number_arg(const Info& info, size_t i, const char* name) {
-  Napi::Value v = info[i];
-  if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d)) throw Napi::RangeError::New(info.Env(), std::string(name) + " must be finite");
-  return d;
-}
+  double number(const char* name) const {
+    Napi::Value v = get(name);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env_, field(name) + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) throw range_error(field(name) + " must be finite");
+    return d;
+  }
+  // An optional number: `fallback` when the field is absent.
+  double number(const char* name, double fallback) const {
+    return get(name).IsUndefined() ? fallback : number(name);
+  }
+  int integer(const char* name, int64_t lo, int64_t hi = std::numeric_limits<int32_t>::max()) const {
+    double d = number(name);
+    if (d != std::floor(d) || d < (double)lo || d > (double)hi)
+      throw range_error(field(name) + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return (int)d;
+  }
+  // An optional boolean (absent: false).
+  bool flag(const char* name) const {
+    Napi::Value v = get(name);
+    if (v.IsUndefined()) return false;
+    if (!v.IsBoolean()) throw Napi::TypeError::New(env_, field(name) + " must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  std::string string(const char* name) const {
+    Napi::Value v = get(name);
+    if (!v.IsString()) throw Napi::TypeError::New(env_, field(name) + " must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+  // One of `names` (a string field), as its index.
+  template <size_t N>
+  int choice(const char* name, const char* const (&names)[N]) const {
+    std::string s = string(name), all;
+    for (size_t i = 0; i < N; i++) {
+      if (s == names[i]) return (int)i;
+      all += (i ? ", " : "") + std::string("\"") + names[i] + "\"";
+    }
+    throw range_error(field(name) + " must be one of " + all + ", got \"" + s + "\"");
+  }
 
-template <class Info>
-int int_arg(const Info& info, size_t i, const char* name, int64_t lo,
-                   int64_t hi = std::numeric_limits<int32_t>::max()) {
-  double d = number_arg(info, i, name);
-  if (d != std::floor(d) || d < (double)lo || d > (double)hi)
-    throw Napi::RangeError::New(info.Env(), std::string(name) + " must be an integer in [" +
-                                                std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  return (int)d;
-}
+ private:
+  Napi::Env env_;
+  Napi::Object obj_;
+  std::string path_;
+  std::shared_ptr<std::vector<Napi::Value>> keep_;
+};
 
-template <class Info>
-bool bool_arg(const Info& info, size_t i, const char* name) {
+// The async flag after a call's options object (absent: false).
+inline bool async_flag(const Napi::CallbackInfo& info, size_t i = 1) {
   Napi::Value v = info[i];
   if (v.IsUndefined()) return false;
-  if (!v.IsBoolean()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a boolean");
+  if (!v.IsBoolean()) throw Napi::TypeError::New(info.Env(), "async must be a boolean");
   return v.As<Napi::Boolean>().Value();
+}
+
+// One scalar argument of a call that takes nothing else (setThreads(n), finishRow(row)).
+inline int int_param(const Napi::CallbackInfo& info, const char* name, int64_t lo,
+                     int64_t hi = std::numeric_limits<int32_t>::max()) {
+  Napi::Value v = info[0];
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!(d == std::floor(d) && d >= (double)lo && d <= (double)hi))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " must be an integer in [" + std::to_string(lo) +
+                                                ", " + std::to_string(hi) + "]");
+  return (int)d;
 }
 
 // Product of sizes as size_t, refusing overflow and absurd totals.
@@ -136,6 +206,27 @@ using MakeResult = std::function<Napi::Value(Napi::Env)>;
 // resolves to make_result). `keep` holds the typed arrays alive until the work is done.
 Napi::Value run_op(const Napi::CallbackInfo& info, bool async, std::vector<Napi::Value>& keep,
                    Work work, MakeResult make_result = nullptr);
+
+// Runs `work` for the call `info` whose arguments `args` read: now, or on a worker when the
+// call's async flag (info[1]) is set.
+inline Napi::Value run_op(const Napi::CallbackInfo& info, const Args& args, Work work,
+                          MakeResult make_result = nullptr) {
+  return run_op(info, async_flag(info), args.keep(), std::move(work), std::move(make_result));
+}
+
+// The GRPO loss's parameters from fields clipLow, clipHigh, beta, filterThreshold (null: no
+// filtering), lossType ("grpo" | "bnpo" | "dr_grpo" | "dapo") and normalizer (losses.cpp).
+GrpoParams grpo_params(const Args& args);
+
+// A binding file's functions, by the name JavaScript calls them.
+struct Export {
+  const char* name;
+  Napi::Value (*fn)(const Napi::CallbackInfo&);
+};
+template <size_t N>
+void export_all(Napi::Env env, Napi::Object exports, const Export (&table)[N]) {
+  for (const Export& e : table) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
+}
 
 // Registration hooks, one per binding file.
 void register_gemm(Napi::Env env, Napi::Object exports);

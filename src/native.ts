@@ -9,14 +9,8 @@ const require = createRequire(import.meta.url);
 import { packageRoot } from './paths.js';
 export { packageRoot };
 
-// The addon's raw functions; the typed, validated surface is src/kernels.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & {
-  backend: string;
-  isa: string;
-  getThreads(): number;
-  setThreads(n: number): void;
-};
+import type { NativeAddon } from './native-api.js';
+export type { NativeAddon };
 
 /** The file the addon was loaded from (caches key their content on it: the engine's bits). */
 export let nativeFile = '';
@@ -46,8 +40,8 @@ function loadCuda(): NativeAddon | undefined {
   ].find((f) => existsSync(f));
   if (!file) return undefined;
   try {
-    const addon = require(file) as NativeAddon & { deviceCount(): number };
-    if (addon.deviceCount() <= 0) return undefined;
+    const addon = require(file) as NativeAddon;
+    if ((addon.deviceCount?.() ?? 0) <= 0) return undefined;
     nativeFile = file;
     return addon;
   } catch {

@@ -295,9 +295,9 @@ describe('attention rejects bad arguments', () => {
 
   it('the addon checks too (a direct call cannot read out of bounds)', () => {
     const out = new Float32Array(48);
-    expect(() => native.attentionForward(out, null, q, k, v, 1, 4, 3, 3, 5, 4, true, false)).toThrow(/kvHeads must divide heads/);
-    expect(() => native.attentionForward(out, null, q, k.subarray(1), v, 1, 4, 2, 3, 5, 4, true, false)).toThrow(/k must have length 40/);
-    expect(() => native.attentionDecode(new Float32Array(16), q.subarray(0, 16), k, v, Int32Array.from([6]), 1, 4, 2, 5, 4, false)).toThrow(/lengths\[0\] = 6 is outside \[1, 5\]/);
+    expect(() => native.attentionForward({ out, lse: null, q, k, v, batch: 1, heads: 4, kvHeads: 3, seqQ: 3, seqK: 5, headDim: 4, causal: true }, false)).toThrow(/kvHeads must divide heads/);
+    expect(() => native.attentionForward({ out, lse: null, q, k: k.subarray(1), v, batch: 1, heads: 4, kvHeads: 2, seqQ: 3, seqK: 5, headDim: 4, causal: true }, false)).toThrow(/k must have length 40/);
+    expect(() => native.attentionDecode({ out: new Float32Array(16), q: q.subarray(0, 16), kCache: k, vCache: v, lengths: Int32Array.from([6]), batch: 1, heads: 4, kvHeads: 2, maxSeq: 5, headDim: 4 }, false)).toThrow(/lengths\[0\] = 6 is outside \[1, 5\]/);
   });
 });
 

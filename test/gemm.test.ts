@@ -72,7 +72,7 @@ const edgeCases: GemmCase[] = [];
 
 function runNative(g: GemmCase): Float32Array {
   const { a, b, c } = inputs(g);
-  native.sgemm(a, b, c, g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, false);
+  native.sgemm({ a, b, c, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB, alpha: g.alpha, beta: g.beta }, false);
   return c;
 }
 
@@ -147,20 +147,20 @@ describe(`sgemm (${native.isa} path)`, () => {
     const a = randomF32(4 * 6, 1), b = randomF32(6 * 5, 2), c = randomF32(4 * 5, 3);
     const want = Array.from(c, (v) => Math.fround(2 * v));
     const c1 = c.slice();
-    native.sgemm(a, b, c1, 4, 5, 6, false, false, 0, 2, false);
+    native.sgemm({ a, b, c: c1, m: 4, n: 5, k: 6, alpha: 0, beta: 2 }, false);
     expect(Array.from(c1)).toEqual(want);
     const c2 = c.slice();
-    native.sgemm(new Float32Array(0), new Float32Array(0), c2, 4, 5, 0, false, false, 1, 2, false);
+    native.sgemm({ a: new Float32Array(0), b: new Float32Array(0), c: c2, m: 4, n: 5, k: 0, alpha: 1, beta: 2 }, false);
     expect(Array.from(c2)).toEqual(want);
     const c3 = new Float32Array(20).fill(NaN);
-    native.sgemm(a, b, c3, 4, 5, 6, false, true, 0, 0, false);
+    native.sgemm({ a, b, c: c3, m: 4, n: 5, k: 6, transB: true, alpha: 0, beta: 0 }, false);
     expect(Array.from(c3)).toEqual(new Array(20).fill(0));
   });
 
   it('m = 0 or n = 0 is a no-op', () => {
-    expect(() => native.sgemm(new Float32Array(0), new Float32Array(12), new Float32Array(0), 0, 4, 3, false, false, 1, 0, false)).not.toThrow();
+    expect(() => native.sgemm({ a: new Float32Array(0), b: new Float32Array(12), c: new Float32Array(0), m: 0, n: 4, k: 3, alpha: 1, beta: 0 }, false)).not.toThrow();
     const c = new Float32Array(0);
-    native.sgemm(new Float32Array(6), new Float32Array(0), c, 2, 0, 3, true, true, 1, 0, false);
+    native.sgemm({ a: new Float32Array(6), b: new Float32Array(0), c, m: 2, n: 0, k: 3, transA: true, transB: true, alpha: 1, beta: 0 }, false);
   });
 
   for (const g of bigCases)
@@ -179,10 +179,10 @@ describe(`sgemm (${native.isa} path)`, () => {
     });
 
   it('measureFmaPeak returns a positive throughput and checks its arguments', () => {
-    const g = native.measureFmaPeak(0.01, 1);
+    const g = native.measureFmaPeak({ seconds: 0.01, threads: 1 });
     expect(Number.isFinite(g) && g > 0.1).toBe(true);
-    expect(() => native.measureFmaPeak(0, 1)).toThrow(/seconds/);
-    expect(() => native.measureFmaPeak(0.01, 0)).toThrow(/threads/);
+    expect(() => native.measureFmaPeak({ seconds: 0, threads: 1 })).toThrow(/seconds/);
+    expect(() => native.measureFmaPeak({ seconds: 0.01, threads: 0 })).toThrow(/threads/);
   });
 });
 
@@ -198,7 +198,7 @@ const f32 = (s) => { const b = Buffer.from(s, 'base64'); return new Float32Array
 const out = cases.map((g) => [1, 3].map((t) => {
   native.setThreads(t);
   const c = f32(g.c).slice();
-  native.sgemm(f32(g.a), f32(g.b), c, g.m, g.n, g.k, g.transA, g.transB, g.alpha, g.beta, false);
+  native.sgemm({ a: f32(g.a), b: f32(g.b), c, m: g.m, n: g.n, k: g.k, transA: g.transA, transB: g.transB, alpha: g.alpha, beta: g.beta }, false);
   return Buffer.from(c.buffer).toString('base64');
 }));
 process.stdout.write(JSON.stringify({ isa: native.isa, out }));

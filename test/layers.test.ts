@@ -147,10 +147,10 @@ describe('rmsnorm', () => {
     const ref = ops.rmsnorm(x, w, { rows, dim });
     const refB = ops.rmsnormBackward({ dout, inp: x, weight: w, rstd: ref.rstd, rows, dim });
     const buf = x.slice(), rstd = new Float32Array(rows);
-    native.rmsnormForward(buf, rstd, buf, w, rows, dim, 1e-6, false);
+    native.rmsnormForward({ out: buf, rstd, inp: buf, weight: w, rows, dim, eps: 1e-6 }, false);
     expect(bitsEqual(buf, ref.out) && bitsEqual(rstd, ref.rstd)).toBe(true);
     const d = dout.slice(), dw = new Float32Array(dim);
-    native.rmsnormBackward(d, dw, d, x, w, rstd, rows, dim, false);
+    native.rmsnormBackward({ dinp: d, dweight: dw, dout: d, inp: x, weight: w, rstd, rows, dim }, false);
     expect(bitsEqual(d, refB.dinp) && bitsEqual(dw, refB.dweight)).toBe(true);
   });
 
@@ -177,7 +177,7 @@ describe('rmsnorm', () => {
     expect(() => ops.rmsnormBackward({ dout: x, inp: x, weight: w, rstd, rows: 3, dim: 4, dweight: new Float32Array(5) })).toThrow(/dweight must have length 4/);
     expect(() => ops.rmsnormBackward(null as never)).toThrow(/args must be an object/);
     // The binding's own checks hold for direct calls too.
-    expect(() => native.rmsnormForward(new Float32Array(12), null, x, w, 3, 5, 1e-5, false)).toThrow(/must have length 15/);
+    expect(() => native.rmsnormForward({ out: new Float32Array(12), rstd: null, inp: x, weight: w, rows: 3, dim: 5, eps: 1e-5 }, false)).toThrow(/must have length 15/);
   });
 });
 
@@ -219,9 +219,9 @@ describe('rope', () => {
     const T = 5, H = 2, D = 12, x = randomF32(T * H * D, 31), pos = randomInts(T, 32, 0, 5000);
     const expected = ops.rope(x, pos, { tokens: T, heads: H, headDim: D, theta: 10000 });
     const buf = x.slice();
-    native.ropeForward(buf, buf, pos, T, H, D, 10000, false);
+    native.ropeForward({ out: buf, inp: buf, positions: pos, tokens: T, heads: H, headDim: D, theta: 10000 }, false);
     expect(bitsEqual(buf, expected)).toBe(true);
-    native.ropeBackward(buf, buf, pos, T, H, D, 10000, false);
+    native.ropeBackward({ dinp: buf, dout: buf, positions: pos, tokens: T, heads: H, headDim: D, theta: 10000 }, false);
     expect(bitsEqual(buf, ops.ropeBackward(expected, pos, { tokens: T, heads: H, headDim: D }))).toBe(true);
   });
 
@@ -248,7 +248,7 @@ describe('rope', () => {
     expect(() => ops.rope(y, pos, { tokens: 2, heads: 3, headDim: 4, theta: 0.5 })).toThrow(/theta must be/);
     expect(() => ops.rope(x, pos, { tokens: 2, heads: 3, headDim: 4 })).toThrow(/inp must have length 24/);
     expect(() => ops.ropeBackward(x, pos, { tokens: 2, heads: 3, headDim: 4 })).toThrow(/dout must have length 24/);
-    expect(() => native.ropeForward(x, x, pos, 2, 3, 5, 10000, false)).toThrow(/headDim must be even/);
+    expect(() => native.ropeForward({ out: x, inp: x, positions: pos, tokens: 2, heads: 3, headDim: 5, theta: 10000 }, false)).toThrow(/headDim must be even/);
   });
 });
 
@@ -361,8 +361,8 @@ describe('embedding', () => {
     expect(() => ops.embeddingBackward({ dout: new Float32Array(8), ids: Int32Array.from([0, 9]), tokens: 2, vocab: 3, dim: 4 })).toThrow(/ids\[1\] = 9/);
     expect(() => ops.embeddingBackward({ dout: new Float32Array(8), ids: Int32Array.from([0, 1]), tokens: 2, vocab: 3, dim: 4, dtable: new Float32Array(11) })).toThrow(/dtable must have length 12/);
     // Direct binding calls check ids too instead of reading out of bounds.
-    expect(() => native.embeddingForward(new Float32Array(8), Int32Array.from([0, 1000000]), table, 2, 3, 4, false)).toThrow(/outside/);
-    expect(() => native.embeddingBackward(new Float32Array(12), new Float32Array(8), Int32Array.from([-5, 0]), 2, 3, 4, false)).toThrow(/outside/);
+    expect(() => native.embeddingForward({ out: new Float32Array(8), ids: Int32Array.from([0, 1000000]), table, tokens: 2, vocab: 3, dim: 4 }, false)).toThrow(/outside/);
+    expect(() => native.embeddingBackward({ dtable: new Float32Array(12), dout: new Float32Array(8), ids: Int32Array.from([-5, 0]), tokens: 2, vocab: 3, dim: 4 }, false)).toThrow(/outside/);
   });
 });
 
@@ -398,6 +398,6 @@ describe('residual', () => {
     expect(() => ops.residual(a, randomF32(9, 1))).toThrow(/b must have length 10, got 9/);
     expect(() => ops.residual(null as never, b)).toThrow(/a must be a Float32Array/);
     expect(() => ops.residualBackward(a, { da: new Float32Array(3) })).toThrow(/da must have length 10/);
-    expect(() => native.residualForward(new Float32Array(10), a, new Float32Array(4), false)).toThrow(/b must have length 10/);
+    expect(() => native.residualForward({ out: new Float32Array(10), a, b: new Float32Array(4) }, false)).toThrow(/b must have length 10/);
   });
 });

@@ -203,7 +203,7 @@ describe('tokenLogprobsBackward', () => {
     expect(bits(inPlace).equals(bits(out))).toBe(true);
     // and straight through the binding, with the same array as dlogits and logits
     const raw = z.slice();
-    native.tokenLogprobsBackward(raw, g, dH, raw, ids, fwd.lse, fwd.entropy, N, V, false);
+    native.tokenLogprobsBackward({ dlogits: raw, dlogprob: g, dentropy: dH, logits: raw, ids, lse: fwd.lse, entropy: fwd.entropy, rows: N, vocab: V }, false);
     expect(bits(raw).equals(bits(out))).toBe(true);
   });
 
@@ -212,8 +212,8 @@ describe('tokenLogprobsBackward', () => {
     const g = randomF32(N, 17), dH = randomF32(N, 18);
     const fwd = kernels.ops.tokenLogprobs(z, ids, { rows: N, vocab: V, entropy: true });
     const a = new Float32Array(N * V), b = new Float32Array(N * V);
-    native.tokenLogprobsBackward(a, g, dH, z, ids, fwd.lse, fwd.entropy, N, V, false);
-    native.tokenLogprobsBackward(b, g, dH, z, ids, fwd.lse, null, N, V, false);
+    native.tokenLogprobsBackward({ dlogits: a, dlogprob: g, dentropy: dH, logits: z, ids, lse: fwd.lse, entropy: fwd.entropy, rows: N, vocab: V }, false);
+    native.tokenLogprobsBackward({ dlogits: b, dlogprob: g, dentropy: dH, logits: z, ids, lse: fwd.lse, entropy: null, rows: N, vocab: V }, false);
     expectClose(b, a, 1e-5, 1e-8, 'dlogits');
   });
 });
@@ -288,8 +288,8 @@ describe('losses: determinism and bad input', () => {
     expect(() => kernels.ops.crossEntropyBackward({ logits: z, targets: ids, lse, dlosses: new Float32Array(4), ...o })).toThrow(/dlosses must have length 3/);
     expect(() => kernels.ops.crossEntropyBackward(null as never)).toThrow(/args must be an object/);
     // the binding's own checks (the last line behind the TS validation)
-    expect(() => native.tokenLogprobsForward(d, d, null, z, new Int32Array([0, 9, 0]), 3, 4, false)).toThrow(/ids\[1\] = 9/);
-    expect(() => native.crossentropyBackward(z, d, z, new Int32Array([0, 4, 0]), lse, 3, 4, false)).toThrow(/targets\[1\] = 4/);
-    expect(() => native.softmaxForward(z, z, 3, 5, false)).toThrow(/probs must have length 15/);
+    expect(() => native.tokenLogprobsForward({ logprob: d, lse: d, entropy: null, logits: z, ids: new Int32Array([0, 9, 0]), rows: 3, vocab: 4 }, false)).toThrow(/ids\[1\] = 9/);
+    expect(() => native.crossentropyBackward({ dlogits: z, dlosses: d, logits: z, targets: new Int32Array([0, 4, 0]), lse, rows: 3, vocab: 4 }, false)).toThrow(/targets\[1\] = 4/);
+    expect(() => native.softmaxForward({ probs: z, logits: z, rows: 3, vocab: 5 }, false)).toThrow(/probs must have length 15/);
   });
 });

@@ -12,7 +12,10 @@ const KEYS = ['m', 'k', 'n', 'transA', 'transB', 'batch', 'heads', 'kvHeads', 's
   'dim', 'tokens', 'temperature', 'topK', 'topP', 'minP', 'seed', 'counter', 'eps', 'theta', 'seqs', 'clipLow', 'clipHigh', 'beta',
   'filterThreshold', 'lossType', 'normalizer', 'lr', 'beta1', 'beta2', 'weightDecay', 'step', 'maxSeq', 'q', 'k', 'v', 'logits',
   'ids', 'logprobs', 'oldLogprobs', 'refLogprobs', 'advantages', 'mask', 'dout', 'inp', 'weight', 'rstd', 'param', 'grad', 'out',
-  'lse', 'kCache', 'vCache', 'lengths', 'gate', 'up', 'positions', 'table', 'dlogprobs', 'targets', 'dlosses', 'entropy'];
+  'lse', 'kCache', 'vCache', 'lengths', 'gate', 'up', 'positions', 'table', 'dlogprobs', 'targets', 'dlosses', 'entropy',
+  // the raw binding's own field names
+  'a', 'b', 'c', 'alpha', 'probs', 'dq', 'dk', 'dv', 'seqQ', 'maxSeq', 'seconds', 'threads', 'bytes', 'x', 's', 'key', 'keys',
+  'counters', 'seeds', 'dgate', 'dup', 'dinp', 'dweight', 'dtable', 'da', 'db', 'dlogits', 'dlogprob', 'dentropy', 'losses', 'logprob'];
 
 function junk(depth = 0): unknown {
   switch (Math.floor(r() * (depth > 1 ? 8 : 10))) {
@@ -33,6 +36,13 @@ function junk(depth = 0): unknown {
   }
 }
 
+function junkOptions(): Record<string, unknown> {
+  const o: Record<string, unknown> = {};
+  const n = 4 + Math.floor(r() * 20);
+  for (let i = 0; i < n; i++) o[pick(KEYS)] = junk(1);
+  return o;
+}
+
 function isClearError(e: unknown): boolean {
   return (e instanceof TypeError || e instanceof RangeError || (e instanceof Error && e.constructor.name === 'Error')) &&
     (e as Error).message.length > 5;
@@ -48,8 +58,9 @@ describe('malformed arguments', () => {
     for (let i = 0; i < 10_000; i++) {
       const useRaw = i % 4 === 3;
       const [name, fn] = useRaw ? pick(rawFns) : pick(ops);
-      const args = Array.from({ length: Math.floor(r() * 4) + (useRaw ? 4 : 1) }, () => junk());
-      if (useRaw) args.push(false); // never async on the raw path: every call returns or throws here
+      // The raw binding takes one options object (mostly a junk one, sometimes junk of any kind),
+      // never async here: every call returns or throws.
+      const args = useRaw ? [r() < 0.9 ? junkOptions() : junk(), false] : Array.from({ length: Math.floor(r() * 4) + 1 }, () => junk());
       try {
         const out = fn(...args);
         if (out instanceof Promise) await out;

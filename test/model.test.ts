@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ModelConfig } from '../src/models/config.js';
+import type { NativeModel, NativePrefix } from '../src/native-api.js';
 import { Model, type StepResult } from '../src/models/model.js';
 import { kernels } from '../src/kernels/index.js';
 import { CharTokenizer } from '../src/models/tokenizer.js';
@@ -302,12 +303,12 @@ describe('generation on a random model', () => {
   });
 
   it('a generation context frees its KV caches on dispose (generate does it); a disposed one refuses work', async () => {
-    const handle = (model as unknown as { handle: { createContext: (b: number, t: number) => { dispose(): void; decode(n: number, a: boolean): unknown; active(): number } } }).handle;
-    const ctx = handle.createContext(2, 16);
+    const handle = (model as unknown as { handle: NativeModel }).handle;
+    const ctx = handle.createContext({ maxBatch: 2, maxSeq: 16 });
     expect(ctx.active()).toBe(0);
     ctx.dispose();
     ctx.dispose();  // idempotent
-    expect(() => ctx.decode(1, false)).toThrow(/disposed/);
+    expect(() => ctx.decode({ steps: 1 }, false)).toThrow(/disposed/);
     expect(() => ctx.active()).toThrow(/disposed/);
     // Stopping a stream early still frees its context, and generation goes on working.
     for await (const chunk of model.stream([[3, 4]], { maxNewTokens: 8, temperature: 0 })) {
@@ -319,14 +320,14 @@ describe('generation on a random model', () => {
   });
 
   it('rejects a malformed shared-prefix description with errors naming the field', () => {
-    const handle = (model as unknown as { handle: { score: (...a: unknown[]) => unknown } }).handle;
+    const handle = (model as unknown as { handle: NativeModel }).handle;
     const B = 2, T = 3;
     const tokens = new Int32Array(B * T).fill(4), targets = new Int32Array(B * T).fill(-1);
     const ok = { tokens: new Int32Array(2 * 4).fill(5), count: 2, length: 4, lengths: Int32Array.from([4, 2]), rowPrefix: Int32Array.from([0, 1]) };
-    const call = (prefix: unknown) => handle.score(tokens, targets, B, T, false, false, prefix);
+    const call = (prefix: unknown) => handle.score({ tokens, targets, batch: B, seq: T, prefix: prefix as NativePrefix }, false);
     expect(() => call(ok)).not.toThrow();
     expect(() => call(5)).toThrow(/prefix must be an object/);
-    expect(() => call({ ...ok, count: 0 })).toThrow(/prefix.count must be an integer >= 1/);
+    expect(() => call({ ...ok, count: 0 })).toThrow(/prefix.count must be an integer in \[1, /);
     expect(() => call({ ...ok, length: 1.5 })).toThrow(/prefix.length must be an integer/);
     expect(() => call({ ...ok, tokens: new Float32Array(8) })).toThrow(/prefix.tokens must be an Int32Array/);
     expect(() => call({ ...ok, tokens: new Int32Array(7) })).toThrow(/prefix.tokens must have length 8/);

@@ -107,8 +107,10 @@ describe('adamw', () => {
     expect(() => ops.adamw({ ...base, step: 0 })).toThrow(/step must be an integer/);
     expect(() => ops.adamw({ ...base, step: 1.5 })).toThrow(/step must be an integer/);
     expect(() => ops.adamw({ ...base, m: new Float64Array(4) as never })).toThrow(/m must be a Float32Array/);
-    expect(() => native.adamwUpdate(x, x, x, new Float32Array(2), 1e-3, 0.9, 0.999, 1e-8, 0, 1, false)).toThrow(/v must have length 4/);
-    expect(() => native.adamwUpdate(x, x, x, x, 1e-3, 0.9, 1.5, 1e-8, 0, 1, false)).toThrow(/beta2/);
+    expect(() => native.adamwUpdate({ param: x, grad: x, m: x, v: new Float32Array(2), lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 }, false)).toThrow(/v must have length 4/);
+    expect(() => native.adamwUpdate({ param: x, grad: x, m: x, v: x, lr: 1e-3, beta1: 0.9, beta2: 1.5, eps: 1e-8, weightDecay: 0, step: 1 }, false)).toThrow(/beta2/);
+    // The old positional form is refused with a clear message, not misread.
+    expect(() => (native.adamwUpdate as (...a: unknown[]) => void)(x, x, x, x, 1e-3, 0.9, 1.5, 1e-8, 0, 1, false)).toThrow(/options must be an object/);
   });
 });
 

@@ -185,8 +185,8 @@ export async function runKernelBench(opts: KernelBenchOptions): Promise<KernelBe
       const trials = quick ? 5 : 12;
       let fma = 0, bw = 0;
       for (let i = 0; i < trials; i++) {
-        fma = Math.max(fma, native.measureFmaPeak(0.04, t));
-        bw = Math.max(bw, native.measureReadBandwidth(samplingRows * samplingVocab * 4, 0.03, t));
+        fma = Math.max(fma, native.measureFmaPeak({ seconds: 0.04, threads: t }));
+        bw = Math.max(bw, native.measureReadBandwidth({ bytes: samplingRows * samplingVocab * 4, seconds: 0.03, threads: t }));
       }
       report.machine.fmaPeakGflops[t] = fma;
       report.machine.readBandwidthGBps[t] = bw;
@@ -200,9 +200,9 @@ export async function runKernelBench(opts: KernelBenchOptions): Promise<KernelBe
       for (const t of threadList) {
         progress(`GEMM ${s.name} (m=${s.m} k=${s.k} n=${s.n}), ${t} thread(s)`);
         kernels.threads = t;
-        const ours = () => native.sgemm(a, b, c, s.m, s.n, s.k, s.transA, s.transB, 1, 0, false);
+        const ours = () => native.sgemm({ a, b, c, m: s.m, n: s.n, k: s.k, transA: s.transA, transB: s.transB, alpha: 1, beta: 0 }, false);
         const fns: (() => unknown)[] = [ours];
-        if (openblas) fns.push(() => native.openblasSgemm(a, b, c2, s.m, s.k, s.n, s.transB, t));
+        if (openblas) fns.push(() => native.openblasSgemm({ a, b, c: c2, m: s.m, k: s.k, n: s.n, transB: s.transB, threads: t }));
         const best: number[] = [];
         const [tOurs, tBlas] = interleaved(fns, budget, minSamples, minSample, best);
         const gflops = flops / tOurs * 1e-9;

@@ -184,7 +184,7 @@ export async function runModelBench(kind: ModelBenchKind, opts: ModelBenchOption
   progress(`loading ${opts.model ?? 'a random ~31M-parameter Llama'} (threads ${threads}, isa ${native.isa})`);
   const model = await loadBenchModel(opts.model, 1234, opts.device ?? 'cpu');
   const info = describeModel(model, opts.model ?? 'random');
-  const peak = native.measureFmaPeak(0.2, threads) as number;
+  const peak = native.measureFmaPeak({ seconds: 0.2, threads });
   const base = { kind, device: model.device, threads, isa: native.isa as string, fmaPeakGflops: peak, model: info };
   let result: Record<string, unknown>;
 

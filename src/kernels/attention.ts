@@ -3,6 +3,7 @@
 // projections: q (batch, seqQ, heads, headDim), k and v (batch, seqK, kvHeads, headDim).
 // Query head h reads kv head floor(h * kvHeads / heads); scores are scaled by 1/sqrt(headDim).
 import { native } from '../native.js';
+import type { AttentionShape as NativeAttentionShape } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
@@ -77,6 +78,11 @@ function dims(o: v.Options): Dims {
   };
 }
 
+/** The binding's shape fields of these dims. */
+function attentionShape(d: Dims): NativeAttentionShape {
+  return { batch: d.B, heads: d.H, kvHeads: d.KVH, seqQ: d.Tq, seqK: d.Tk, headDim: d.D, causal: d.causal };
+}
+
 function inputs(o: v.Options, d: Dims): [Float32Array, Float32Array, Float32Array] {
   return [v.f32(o.q, 'q', d.nq), v.f32(o.k, 'k', d.nk), v.f32(o.v, 'v', d.nk)];
 }
@@ -89,7 +95,7 @@ export const attention = defineOp((opts: AttentionOptions) => {
   const out = new Float32Array(d.nq);
   return {
     run: (async: boolean) =>
-      native.attentionForward(out, null, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+      native.attentionForward({ out, lse: null, q, k, v: vv, ...attentionShape(d) }, async),
     result: () => out,
   };
 });
@@ -114,7 +120,7 @@ export const attentionBf16 = defineOp((opts: AttentionBf16Options) => {
   const out = new Uint16Array(d.nq), lse = new Float32Array(d.nl);
   return {
     run: (async: boolean) =>
-      native.attentionForwardBf16(out, lse, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+      native.attentionForwardBf16({ out, lse, q, k, v: vv, ...attentionShape(d) }, async),
     result: () => ({ out, lse }),
   };
 });
@@ -127,7 +133,7 @@ export const attentionForward = defineOp((opts: AttentionOptions) => {
   const out = new Float32Array(d.nq), lse = new Float32Array(d.nl);
   return {
     run: (async: boolean) =>
-      native.attentionForward(out, lse, q, k, vv, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+      native.attentionForward({ out, lse, q, k, v: vv, ...attentionShape(d) }, async),
     result: () => ({ out, lse }),
   };
 });
@@ -141,7 +147,7 @@ export const attentionBackward = defineOp((opts: AttentionBackwardOptions) => {
   const dq = new Float32Array(d.nq), dk = new Float32Array(d.nk), dv = new Float32Array(d.nk);
   return {
     run: (async: boolean) =>
-      native.attentionBackward(dq, dk, dv, dout, q, k, vv, out, lse, d.B, d.H, d.KVH, d.Tq, d.Tk, d.D, d.causal, async),
+      native.attentionBackward({ dq, dk, dv, dout, q, k, v: vv, out, lse, ...attentionShape(d) }, async),
     result: () => ({ dq, dk, dv }),
   };
 });
@@ -160,7 +166,7 @@ export const attentionDecode = defineOp((opts: AttentionDecodeOptions) => {
       throw new RangeError(`lengths[${b}] = ${lengths[b]} is outside [1, ${maxT}]`);
   const out = new Float32Array(nq);
   return {
-    run: (async: boolean) => native.attentionDecode(out, q, kc, vc, lengths, B, H, KVH, maxT, D, async),
+    run: (async: boolean) => native.attentionDecode({ out, q, kCache: kc, vCache: vc, lengths, batch: B, heads: H, kvHeads: KVH, maxSeq: maxT, headDim: D }, async),
     result: () => out,
   };
 });

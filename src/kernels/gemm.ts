@@ -32,7 +32,7 @@ export const matmulBf16 = defineOp((a: Uint16Array, b: Uint16Array, opts: Matmul
   v.bf16(b, 'b', v.elements('b', k, n));
   const c = new Float32Array(v.elements('result', m, n));
   return {
-    run: (async: boolean) => native.gemmBf16(a, b, c, m, n, k, transA, transB, 1, 0, async),
+    run: (async: boolean) => native.gemmBf16({ a, b, c, m, n, k, transA, transB, alpha: 1, beta: 0 }, async),
     result: () => c,
   };
 });
@@ -47,7 +47,7 @@ export const matmulTf32 = defineOp((a: Float32Array, b: Float32Array, opts: Matm
   v.f32(b, 'b', v.elements('b', k, n));
   const c = new Float32Array(v.elements('result', m, n));
   return {
-    run: (async: boolean) => native.sgemmTf32(a, b, c, m, n, k, transA, transB, 1, 0, async),
+    run: (async: boolean) => native.sgemmTf32({ a, b, c, m, n, k, transA, transB, alpha: 1, beta: 0 }, async),
     result: () => c,
   };
 });
@@ -79,7 +79,7 @@ export const matmul = defineOp((a: Float32Array, b: Float32Array, opts: MatmulOp
   v.f32(b, 'b', v.elements('b', k, n));
   const c = new Float32Array(v.elements('result', m, n));
   return {
-    run: (async: boolean) => native.sgemm(a, b, c, m, n, k, transA, transB, 1, 0, async),
+    run: (async: boolean) => native.sgemm({ a, b, c, m, n, k, transA, transB, alpha: 1, beta: 0 }, async),
     result: () => c,
   };
 });

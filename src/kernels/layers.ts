@@ -21,7 +21,7 @@ export const rmsnorm = defineOp((inp: Float32Array, weight: Float32Array, opts: 
   v.f32(weight, 'weight', dim);
   const out = new Float32Array(rows * dim), rstd = new Float32Array(rows);
   return {
-    run: (async: boolean) => native.rmsnormForward(out, rstd, inp, weight, rows, dim, eps, async),
+    run: (async: boolean) => native.rmsnormForward({ out, rstd, inp, weight, rows, dim, eps }, async),
     result: () => ({ out, rstd }),
   };
 });
@@ -48,7 +48,7 @@ export const rmsnormBackward = defineOp((args: RmsnormBackwardArgs) => {
   const dweight = o.dweight === undefined ? new Float32Array(dim) : v.f32(o.dweight, 'dweight', dim);
   const dinp = new Float32Array(n);
   return {
-    run: (async: boolean) => native.rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, rows, dim, async),
+    run: (async: boolean) => native.rmsnormBackward({ dinp, dweight, dout, inp, weight, rstd, rows, dim }, async),
     result: () => ({ dinp, dweight }),
   };
 });
@@ -83,7 +83,7 @@ export const rope = defineOp((inp: Float32Array, positions: Int32Array, opts: Ro
   const a = ropeArgs(inp, 'inp', positions, opts);
   const out = new Float32Array(a.n);
   return {
-    run: (async: boolean) => native.ropeForward(out, inp, positions, a.tokens, a.heads, a.headDim, a.theta, async),
+    run: (async: boolean) => native.ropeForward({ out, inp, positions, tokens: a.tokens, heads: a.heads, headDim: a.headDim, theta: a.theta }, async),
     result: () => out,
   };
 });
@@ -93,7 +93,7 @@ export const ropeBackward = defineOp((dout: Float32Array, positions: Int32Array,
   const a = ropeArgs(dout, 'dout', positions, opts);
   const dinp = new Float32Array(a.n);
   return {
-    run: (async: boolean) => native.ropeBackward(dinp, dout, positions, a.tokens, a.heads, a.headDim, a.theta, async),
+    run: (async: boolean) => native.ropeBackward({ dinp, dout, positions, tokens: a.tokens, heads: a.heads, headDim: a.headDim, theta: a.theta }, async),
     result: () => dinp,
   };
 });
@@ -112,7 +112,7 @@ export const swiglu = defineOp((gate: Float32Array, up: Float32Array, opts: Rows
   v.f32(up, 'up', n);
   const out = new Float32Array(n);
   return {
-    run: (async: boolean) => native.swigluForward(out, gate, up, rows, dim, async),
+    run: (async: boolean) => native.swigluForward({ out, gate, up, rows, dim }, async),
     result: () => out,
   };
 });
@@ -133,7 +133,7 @@ export const swigluBackward = defineOp((args: SwigluBackwardArgs) => {
   const dout = v.f32(o.dout, 'dout', n), gate = v.f32(o.gate, 'gate', n), up = v.f32(o.up, 'up', n);
   const dgate = new Float32Array(n), dup = new Float32Array(n);
   return {
-    run: (async: boolean) => native.swigluBackward(dgate, dup, dout, gate, up, rows, dim, async),
+    run: (async: boolean) => native.swigluBackward({ dgate, dup, dout, gate, up, rows, dim }, async),
     result: () => ({ dgate, dup }),
   };
 });
@@ -152,7 +152,7 @@ export const embedding = defineOp((ids: Int32Array, table: Float32Array, opts: E
   v.f32(table, 'table', v.elements('table', vocab, dim));
   const out = new Float32Array(v.elements('out', tokens, dim));
   return {
-    run: (async: boolean) => native.embeddingForward(out, ids, table, tokens, vocab, dim, async),
+    run: (async: boolean) => native.embeddingForward({ out, ids, table, tokens, vocab, dim }, async),
     result: () => out,
   };
 });
@@ -173,7 +173,7 @@ export const embeddingBackward = defineOp((args: EmbeddingBackwardArgs) => {
   const n = v.elements('dtable', vocab, dim);
   const dtable = o.dtable === undefined ? new Float32Array(n) : v.f32(o.dtable, 'dtable', n);
   return {
-    run: (async: boolean) => native.embeddingBackward(dtable, dout, ids, tokens, vocab, dim, async),
+    run: (async: boolean) => native.embeddingBackward({ dtable, dout, ids, tokens, vocab, dim }, async),
     result: () => dtable,
   };
 });
@@ -184,7 +184,7 @@ export const residual = defineOp((a: Float32Array, b: Float32Array) => {
   v.f32(b, 'b', a.length);
   const out = new Float32Array(a.length);
   return {
-    run: (async: boolean) => native.residualForward(out, a, b, async),
+    run: (async: boolean) => native.residualForward({ out, a, b }, async),
     result: () => out,
   };
 });
@@ -204,7 +204,7 @@ export const residualBackward = defineOp((dout: Float32Array, into?: ResidualGra
   const da = o.da === undefined ? new Float32Array(dout.length) : v.f32(o.da, 'da', dout.length);
   const db = o.db === undefined ? new Float32Array(dout.length) : v.f32(o.db, 'db', dout.length);
   return {
-    run: (async: boolean) => native.residualBackward(da, db, dout, async),
+    run: (async: boolean) => native.residualBackward({ da, db, dout }, async),
     result: () => ({ da, db }),
   };
 });

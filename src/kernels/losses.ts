@@ -3,6 +3,7 @@
 // Backwards recompute the softmax from the logits and the saved lse; with `inPlace` they write
 // the gradient over the logits (no second rows x vocab buffer: 600 KB per row at vocab 151,936).
 import { native } from '../native.js';
+import type { GrpoLossResult, GrpoLossType } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
@@ -31,7 +32,7 @@ export const softmax = defineOp((logits: Float32Array, opts: RowsOptions) => {
   v.f32(logits, 'logits', n);
   const probs = new Float32Array(n);
   return {
-    run: (async: boolean) => native.softmaxForward(probs, logits, rows, vocab, async),
+    run: (async: boolean) => native.softmaxForward({ probs, logits, rows, vocab }, async),
     result: () => probs,
   };
 });
@@ -43,7 +44,7 @@ export const logSoftmax = defineOp((logits: Float32Array, opts: RowsOptions) => 
   v.f32(logits, 'logits', n);
   const out = new Float32Array(n);
   return {
-    run: (async: boolean) => native.logSoftmaxForward(out, logits, rows, vocab, async),
+    run: (async: boolean) => native.logSoftmaxForward({ out, logits, rows, vocab }, async),
     result: () => out,
   };
 });
@@ -58,7 +59,7 @@ export const logprobs = defineOp((logits: Float32Array, ids: Int32Array, opts: R
   v.ids(ids, 'ids', rows, vocab);
   const out = new Float32Array(rows), lse = new Float32Array(rows);
   return {
-    run: (async: boolean) => native.tokenLogprobsForward(out, lse, null, logits, ids, rows, vocab, async),
+    run: (async: boolean) => native.tokenLogprobsForward({ logprob: out, lse, entropy: null, logits, ids, rows, vocab }, async),
     result: () => out,
   };
 });
@@ -84,7 +85,7 @@ export const tokenLogprobs = defineOp((logits: Float32Array, ids: Int32Array, op
   const out = new Float32Array(rows), lse = new Float32Array(rows);
   const entropy = wantEntropy ? new Float32Array(rows) : null;
   return {
-    run: (async: boolean) => native.tokenLogprobsForward(out, lse, entropy, logits, ids, rows, vocab, async),
+    run: (async: boolean) => native.tokenLogprobsForward({ logprob: out, lse, entropy, logits, ids, rows, vocab }, async),
     result: (): TokenLogprobsResult => (entropy ? { logprobs: out, lse, entropy } : { logprobs: out, lse }),
   };
 });
@@ -120,7 +121,7 @@ export const tokenLogprobsBackward = defineOp((args: TokenLogprobsBackwardArgs) 
   const dlogits = v.bool(o.inPlace, 'inPlace') ? logits : new Float32Array(n);
   return {
     run: (async: boolean) =>
-      native.tokenLogprobsBackward(dlogits, dlogprobs, dentropy, logits, ids, lse, entropy, rows, vocab, async),
+      native.tokenLogprobsBackward({ dlogits, dlogprob: dlogprobs, dentropy, logits, ids, lse, entropy, rows, vocab }, async),
     result: () => dlogits,
   };
 });
@@ -138,7 +139,7 @@ export const crossEntropy = defineOp((logits: Float32Array, targets: Int32Array,
   targetsOf(targets, rows, vocab);
   const losses = new Float32Array(rows), lse = new Float32Array(rows);
   return {
-    run: (async: boolean) => native.crossentropyForward(losses, lse, logits, targets, rows, vocab, async),
+    run: (async: boolean) => native.crossentropyForward({ losses, lse, logits, targets, rows, vocab }, async),
     result: (): CrossEntropyResult => ({ losses, lse }),
   };
 });
@@ -163,13 +164,14 @@ export const crossEntropyBackward = defineOp((args: CrossEntropyBackwardArgs) =>
   const lse = v.f32(o.lse, 'lse', rows), dlosses = v.f32(o.dlosses, 'dlosses', rows);
   const dlogits = v.bool(o.inPlace, 'inPlace') ? logits : new Float32Array(n);
   return {
-    run: (async: boolean) => native.crossentropyBackward(dlogits, dlosses, logits, targets, lse, rows, vocab, async),
+    run: (async: boolean) => native.crossentropyBackward({ dlogits, dlosses, logits, targets, lse, rows, vocab }, async),
     result: () => dlogits,
   };
 });
 
-export type GrpoLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
-const lossTypes: readonly GrpoLossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo'];
+export type { GrpoLossType };
+/** The GRPO loss types, as the binding names them. */
+export const GRPO_LOSS_TYPES: readonly GrpoLossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo'];
 
 export interface GrpoArgs {
   /** Current policy log-probs of the sampled tokens (seqs, tokens). */
@@ -251,9 +253,9 @@ export const grpo = defineOp((args: GrpoArgs) => {
   if (clipLow >= 1) throw new RangeError(`clipLow must be a finite number in [0, 1), got ${clipLow}`);
   const clipHigh = v.optionalFinite(o.clipHigh, 'clipHigh', clipLow, 0);
   const beta = v.optionalFinite(o.beta, 'beta', 0, 0);
-  // null / omitted: no filtering (-1 natively: |A| <= -1 never holds).
-  const filterThreshold = o.filterThreshold === null || o.filterThreshold === undefined ? -1 : v.finite(o.filterThreshold, 'filterThreshold', 0);
-  const lossType = v.oneOf(o.lossType, 'lossType', lossTypes, 'grpo');
+  // null / omitted: no filtering.
+  const filterThreshold = o.filterThreshold === null || o.filterThreshold === undefined ? null : v.finite(o.filterThreshold, 'filterThreshold', 0);
+  const lossType = v.oneOf(o.lossType, 'lossType', GRPO_LOSS_TYPES, 'grpo');
   let normalizer = 1;
   if (lossType === 'dapo') {
     if (o.normalizer === undefined) throw new RangeError('normalizer is required for lossType "dapo"');
@@ -264,11 +266,9 @@ export const grpo = defineOp((args: GrpoArgs) => {
   const grad = new Float32Array(n);
   return {
     run: (async: boolean) =>
-      native.grpoLoss(grad, logprobs, oldLogprobs, refLogprobs, advantages, mask, seqs, tokens, clipLow, clipHigh,
-        beta, filterThreshold, lossTypes.indexOf(lossType), normalizer, async),
-    result: (r: unknown): GrpoResult => {
-      const res = r as { loss: number; kept: number; keptTokens: number; clipFraction: number; kl: number };
-      return { loss: res.loss, grad, kept: res.kept, keptTokens: res.keptTokens, clipFraction: res.clipFraction, kl: res.kl };
-    },
+      native.grpoLoss({ grad, logprobs, oldLogprobs, refLogprobs, advantages, mask, seqs, tokens, clipLow, clipHigh,
+        beta, filterThreshold, lossType, normalizer }, async),
+    result: (res: GrpoLossResult): GrpoResult =>
+      ({ loss: res.loss, grad, kept: res.kept, keptTokens: res.keptTokens, clipFraction: res.clipFraction, kl: res.kl }),
   };
 });

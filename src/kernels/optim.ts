@@ -43,7 +43,7 @@ export const adamw = defineOp((args: AdamwArgs) => {
   const weightDecay = v.optionalFinite(o.weightDecay, 'weightDecay', 0.01, 0);
   const step = v.size(o.step, 'step', 1);
   return {
-    run: (async: boolean) => native.adamwUpdate(param, grad, m, s, lr, beta1, beta2, eps, weightDecay, step, async),
+    run: (async: boolean) => native.adamwUpdate({ param, grad, m, v: s, lr, beta1, beta2, eps, weightDecay, step }, async),
     result: () => ({ param, m, v: s }),
   };
 });
@@ -52,8 +52,8 @@ export const adamw = defineOp((args: AdamwArgs) => {
 export const sumSquares = defineOp((x: Float32Array) => {
   v.f32(x, 'x');
   return {
-    run: (async: boolean) => native.sumSquares(x, async),
-    result: (r: unknown) => r as number,
+    run: (async: boolean) => native.sumSquares({ x }, async),
+    result: (r: number) => r,
   };
 });
 
@@ -62,7 +62,7 @@ export const scaleInPlace = defineOp((x: Float32Array, s: number) => {
   v.f32(x, 'x');
   const factor = v.finite(s, 's');
   return {
-    run: (async: boolean) => native.scaleInplace(x, factor, async),
+    run: (async: boolean) => native.scaleInplace({ x, s: factor }, async),
     result: () => x,
   };
 });
@@ -104,19 +104,19 @@ export const clipGradNorm = defineOp((grads: Float32Array[], maxNorm: number, op
     run: (async: boolean): ClipResult | Promise<ClipResult> => {
       if (!async) {
         let sumSq = 0;
-        for (const g of grads) sumSq += native.sumSquares(g, false) as number;
+        for (const g of grads) sumSq += native.sumSquares({ x: g }, false);
         const r = decide(sumSq);
-        if (r.scale < 1) for (const g of grads) native.scaleInplace(g, r.scale, false);
+        if (r.scale < 1) for (const g of grads) native.scaleInplace({ x: g, s: r.scale }, false);
         return r;
       }
       return (async () => {
         let sumSq = 0;
-        for (const g of grads) sumSq += (await native.sumSquares(g, true)) as number;
+        for (const g of grads) sumSq += await native.sumSquares({ x: g }, true);
         const r = decide(sumSq);
-        if (r.scale < 1) for (const g of grads) await native.scaleInplace(g, r.scale, true);
+        if (r.scale < 1) for (const g of grads) await native.scaleInplace({ x: g, s: r.scale }, true);
         return r;
       })();
     },
-    result: (r: unknown) => r as ClipResult,
+    result: (r: ClipResult) => r,
   };
 });

@@ -86,7 +86,7 @@ function prepareSample(logits: Float32Array, opts: SampleOptions, withLogprobs: 
     ids,
     logprobs,
     run: (async: boolean) =>
-      native.sampleTokens(logits, ids, logprobs, rows, vocab, temperature, topK, topP, minP, seeds, counters, async),
+      native.sampleTokens({ logits, ids, logprobs, rows, vocab, temperature, topK, topP, minP, seeds, counters }, async),
   };
 }
 
@@ -120,7 +120,7 @@ export const sampleWithLogprobs = defineOp((logits: Float32Array, opts: SampleOp
 export function philox4x32(counter: Uint32Array, key: Uint32Array): Uint32Array {
   if (!(counter instanceof Uint32Array) || counter.length !== 4) throw new TypeError('counter must be a Uint32Array of length 4');
   if (!(key instanceof Uint32Array) || key.length !== 2) throw new TypeError('key must be a Uint32Array of length 2');
-  return native.philox4x32(counter, key) as Uint32Array;
+  return native.philox4x32({ counter, key });
 }
 
 /** The uniform in [0, 1) that the sampler draws for each (key, counter): top 24 bits of word 0. */
@@ -129,6 +129,6 @@ export function philoxUniform(keys: BigUint64Array, counters: BigUint64Array): F
   if (!(counters instanceof BigUint64Array) || counters.length !== keys.length)
     throw new TypeError(`counters must be a BigUint64Array of length ${keys.length}`);
   const out = new Float32Array(keys.length);
-  native.philoxUniform(keys, counters, out);
+  native.philoxUniform({ keys, counters, out });
   return out;
 }

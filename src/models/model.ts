@@ -5,6 +5,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { native } from '../native.js';
+import type { GrpoLossType, GrpoMicroBatchArgs, NativeModel } from '../native-api.js';
+import { GRPO_LOSS_TYPES } from '../kernels/losses.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
 import { configToHf, validateConfig, type ModelConfig } from './config.js';
 import { loadCheckpoint, readSafetensors, writeSafetensors } from './safetensors.js';
@@ -102,7 +104,7 @@ export interface GrpoStepOptions {
   beta?: number;
   /** Drop sequences with |A| <= τ (a number >= 0); null or omitted keeps every sequence (as kernels.grpo). */
   filterThreshold?: number | null;
-  lossType?: 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
+  lossType?: GrpoLossType;
   normalizer?: number;
   /** Multiplies this micro-batch's loss and gradient (weighting for gradient accumulation). Default 1. */
   lossScale?: number;
@@ -134,9 +136,7 @@ export interface OptimizerOptions {
   maxGradNorm?: number;
 }
 
-const LOSS_TYPES = { grpo: 0, bnpo: 1, dr_grpo: 2, dapo: 3 } as const;
-
-/** The one "no filtering" convention: null/undefined keeps every sequence (null here, -1 natively); τ must be >= 0. */
+/** The one "no filtering" convention: null/undefined keeps every sequence; τ must be >= 0. */
 export function checkFilterThreshold(tau: number | null | undefined): number | null {
   if (tau === undefined || tau === null) return null;
   if (typeof tau !== 'number' || !Number.isFinite(tau) || tau < 0) throw new RangeError(`filterThreshold must be a number >= 0 (or null: no filtering), got ${String(tau)}`);
@@ -162,8 +162,7 @@ function rowSeed(seed: number, row: number): bigint {
 }
 
 export class Model {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  private readonly handle: any;
+  private readonly handle: NativeModel;
   private queue: Promise<unknown> = Promise.resolve();
   /** The trainer state saved with this checkpoint (save(dir, { training })), when loaded from one. */
   trainingState: Record<string, unknown> | undefined;
@@ -191,14 +190,14 @@ export class Model {
   static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer; device?: Device } = {}): Model {
     validateConfig(config);
     const m = new Model(config, options.tokenizer, checkDevice(options.device, 'options.device'));
-    m.handle.initRandom(options.seed ?? 0, options.std ?? 0.02);
+    m.handle.initRandom({ seed: options.seed ?? 0, std: options.std ?? 0.02 });
     return m;
   }
 
   /** A reward model on this language model's backbone and tokenizer (its LM head dropped), with a zero score head. */
   static rewardModelFrom(lm: Model): Model {
     const rm = new Model({ ...lm.config, scoreHead: true }, lm.tokenizer, lm.device);
-    for (const t of rm.tensorNames()) rm.handle.setTensor(t.name, lm.getTensor(t.name));
+    for (const t of rm.tensorNames()) rm.handle.setTensor({ name: t.name, data: lm.getTensor(t.name) });
     return rm;
   }
 
@@ -211,7 +210,7 @@ export class Model {
     const m = new Model(config, tokenizer, device);
     for (const [name, t] of tensors) {
       if (name === 'score.weight' && m.head) m.head.w.set(t.data);
-      else m.handle.setTensor(name, t.data);
+      else m.handle.setTensor({ name, data: t.data });
     }
     const trainer = path.join(dir, 'trainer_state.json');
     if (existsSync(trainer)) m.trainingState = await m.loadTrainingState(dir);
@@ -266,7 +265,7 @@ export class Model {
     if (name === 'score.weight' && this.head) {
       if (data.length !== this.head.w.length) throw new RangeError(`score.weight must have ${this.head.w.length} values, got ${data.length}`);
       this.head.w.set(data);
-    } else this.handle.setTensor(name, data);
+    } else this.handle.setTensor({ name, data });
   }
 
   private checkIds(ids: readonly number[], name: string): void {
@@ -293,7 +292,7 @@ export class Model {
 
   /** Logits (B,T,V) of right-padded tokens (B,T). */
   forwardLogits(tokens: Int32Array, batch: number, seq: number): Promise<Float32Array> {
-    return this.run(() => this.handle.forwardLogits(tokens, batch, seq, true));
+    return this.run(() => this.handle.forwardLogits({ tokens, batch, seq }, true));
   }
 
   /** Logits at the last position of one sequence of token ids. */
@@ -369,7 +368,7 @@ export class Model {
     if (encoded.length === 0) return;
 
     const rowsTotal = encoded.length;
-    const ctx = this.handle.createContext(Math.min(batchSize, rowsTotal), Math.min(maxPrompt + maxNew, context));
+    const ctx = this.handle.createContext({ maxBatch: Math.min(batchSize, rowsTotal), maxSeq: Math.min(maxPrompt + maxNew, context) });
     const sampling = { temperature, topK, topP, minP };
     const stopArr = Int32Array.from(stopIds);
     const rowOf: number[] = []; // context row -> prompt index
@@ -391,19 +390,20 @@ export class Model {
           take.forEach((t, i) => promptTokens.set(t, offsets[i]));
           const seeds = new BigUint64Array(take.map((_, i) =>
             Array.isArray(seed) ? BigInt.asUintN(64, BigInt(seed[next + i])) : rowSeed(seed as number, next + i)));
-          await this.run(() => ctx.addRows(promptTokens, offsets, seeds,
-            Int32Array.from(rowMaxNew.slice(next, next + take.length)), sampling, stopArr, true, options.keepPromptActivations === true));
+          const maxNew = Int32Array.from(rowMaxNew.slice(next, next + take.length));
+          await this.run(() => ctx.addRows({ promptTokens, offsets, seeds, maxNew, sampling, stopIds: stopArr,
+            keepPrompts: options.keepPromptActivations === true }, true));
           for (let i = 0; i < take.length; i++) rowOf.push(next + i);
           next += take.length;
           active += take.length;
         }
-        const out = await this.run(() => ctx.decode(stepsPerCall, true));
+        const out = await this.run(() => ctx.decode({ steps: stepsPerCall }, true));
         let at = 0;
         for (let r = 0; r < out.counts.length; r++) {
           const n = out.counts[r];
           const idx = rowOf[r];
-          const ids = Array.from(out.tokens.subarray(at, at + n) as Int32Array);
-          const lps = Array.from(out.logprobs.subarray(at, at + n) as Float32Array);
+          const ids = Array.from(out.tokens.subarray(at, at + n));
+          const lps = Array.from(out.logprobs.subarray(at, at + n));
           at += n;
           if (done[idx]) continue;
           const res = results[idx];
@@ -521,23 +521,23 @@ export class Model {
       const f = typeof from === 'number' ? from : from.slice(i, i + batchSize);
       if (options.sharePrefix) {
         const { B, T, tokens, targets, froms, order, prefix } = this.packPrefixBatch(seqs, f);
-        const r = await this.run(() => this.handle.score(tokens, targets, B, T, options.entropy ?? false, true, prefix));
+        const r = await this.run(() => this.handle.score({ tokens, targets, batch: B, seq: T, entropy: options.entropy ?? false, prefix }, true));
         const lpRows = new Array<Float32Array>(B), entRows = new Array<Float32Array>(B);
         order.forEach((b, k) => {
           const n = seqs[b].length - froms[b];
           lpRows[b] = r.logprobs.slice(k * T, k * T + n);
-          if (options.entropy) entRows[b] = r.entropy.slice(k * T, k * T + n);
+          if (r.entropy) entRows[b] = r.entropy.slice(k * T, k * T + n);
         });
         lps.push(...lpRows);
         if (options.entropy) ents.push(...entRows);
         continue;
       }
       const { B, T, tokens, targets, froms } = this.packBatch(seqs, f);
-      const r = await this.run(() => this.handle.score(tokens, targets, B, T, options.entropy ?? false, true));
+      const r = await this.run(() => this.handle.score({ tokens, targets, batch: B, seq: T, entropy: options.entropy ?? false }, true));
       for (let b = 0; b < B; b++) {
         const lo = b * T + froms[b] - 1, hi = b * T + seqs[b].length - 1;
         lps.push(r.logprobs.slice(lo, hi));
-        if (options.entropy) ents.push(r.entropy.slice(lo, hi));
+        if (r.entropy) ents.push(r.entropy.slice(lo, hi));
       }
     }
     return options.entropy ? { logprobs: lps, entropy: ents } : { logprobs: lps };
@@ -549,13 +549,13 @@ export class Model {
     let count = 0;
     for (const t of targets) if (t >= 0) count++;
     const normalizer = options.normalizer ?? Math.max(1, count);
-    return this.run(() => this.handle.trainSft(tokens, targets, B, T, normalizer, true));
+    return this.run(() => this.handle.trainSft({ tokens, targets, batch: B, seq: T, normalizer }, true));
   }
 
   /** One GRPO micro-batch (the loss of kernels.grpo on the policy's log-probs); gradients accumulate. */
   async trainGrpo(batch: TrainBatch, options: GrpoStepOptions): Promise<StepResult> {
     const args = this.grpoArgs(batch, options);
-    return this.run(() => this.handle.trainGrpo(...args.slice(0, 9), true, args[10]));
+    return this.run(() => this.handle.trainGrpo(args, true));
   }
 
   /**
@@ -568,18 +568,18 @@ export class Model {
    */
   async trainGrpoMany(microBatches: readonly { batch: TrainBatch; options: GrpoStepOptions }[]): Promise<StepResult[]> {
     if (!Array.isArray(microBatches) || microBatches.length === 0) throw new RangeError('microBatches must be a non-empty array of { batch, options }');
-    const args = microBatches.map((mb, i) => {
+    const list = microBatches.map((mb, i) => {
       try {
         return this.grpoArgs(mb.batch, mb.options);
       } catch (e) {
         throw new RangeError(`microBatches[${i}]: ${(e as Error).message}`);
       }
     });
-    return this.run(() => this.handle.trainGrpoMany(args, true));
+    return this.run(() => this.handle.trainGrpoMany({ microBatches: list }, true));
   }
 
-  // trainGrpo's native arguments: tokens, targets, mask, old, ref, advantages, B, T, params, async, prefix.
-  private grpoArgs(batch: TrainBatch, options: GrpoStepOptions): unknown[] {
+  // One micro-batch as the native trainGrpo takes it.
+  private grpoArgs(batch: TrainBatch, options: GrpoStepOptions): GrpoMicroBatchArgs {
     const shared = options.sharePrefix ? this.packPrefixBatch(batch.sequences, batch.from) : null;
     const { B, T, tokens, targets, froms } = shared ?? this.packBatch(batch.sequences, batch.from);
     // Packed row k holds the caller's row order[k]; its scored tokens start at `start(k)`.
@@ -601,18 +601,19 @@ export class Model {
     const old = options.oldLogprobs ? scatter(options.oldLogprobs, 'oldLogprobs') : null;
     const ref = options.refLogprobs ? scatter(options.refLogprobs, 'refLogprobs') : null;
     const lossType = options.lossType ?? 'grpo';
-    if (!(lossType in LOSS_TYPES)) throw new RangeError(`lossType must be one of ${Object.keys(LOSS_TYPES).join(', ')}`);
-    const params = {
+    if (!GRPO_LOSS_TYPES.includes(lossType)) throw new RangeError(`lossType must be one of ${GRPO_LOSS_TYPES.join(', ')}`);
+    return {
+      tokens, targets, batch: B, seq: T, oldLogprobs: old, refLogprobs: ref,
+      advantages: Float32Array.from({ length: B }, (_, k) => options.advantages[rowAt(k)]),
       clipLow: options.clipLow ?? 0.2,
       clipHigh: options.clipHigh ?? 0.2,
       beta: options.beta ?? 0,
-      filterThreshold: checkFilterThreshold(options.filterThreshold) ?? -1,
-      lossType: LOSS_TYPES[lossType],
+      filterThreshold: checkFilterThreshold(options.filterThreshold) ?? null,
+      lossType,
       normalizer: options.normalizer ?? 0,
       lossScale: options.lossScale ?? 1,
+      prefix: shared?.prefix ?? null,
     };
-    const adv = Float32Array.from({ length: B }, (_, k) => options.advantages[rowAt(k)]);
-    return [tokens, targets, null, old, ref, adv, B, T, params, true, shared?.prefix ?? null];
   }
 
   /** Clip (global norm), AdamW, zero gradients. Returns the gradient norm before clipping. */
@@ -673,13 +674,13 @@ export class Model {
     if (!options.from) {
       this.valueOrder = null;
       const { B, T, tokens, last } = this.packLast(sequences);
-      return this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true));
+      return this.run(() => this.handle.valueForward({ tokens, last, w: head.w, batch: B, seq: T }, true));
     }
     // Shared prefixes: row b's tokens before from[b] - 1 are its prefix, computed once for the
     // rows that share it (a preference pair's common dialogue), as in trainGrpo.
     const { B, T, tokens, froms, order, prefix } = this.packPrefixBatch(sequences, options.from);
     const last = Int32Array.from(order, (b) => sequences[b].length - froms[b]);
-    const packed: Float32Array = await this.run(() => this.handle.valueForward(tokens, last, head.w, B, T, true, prefix));
+    const packed = await this.run(() => this.handle.valueForward({ tokens, last, w: head.w, batch: B, seq: T, prefix }, true));
     this.valueOrder = order;
     const r = new Float32Array(B);
     order.forEach((b, k) => (r[b] = packed[k]));
@@ -694,7 +695,7 @@ export class Model {
     const head = this.needHead();
     const order = this.valueOrder;
     const packed = order && order.length === dr.length ? Float32Array.from(order, (b) => dr[b]) : dr;
-    const dw: Float32Array = await this.run(() => this.handle.valueBackward(packed, head.w, true));
+    const dw = await this.run(() => this.handle.valueBackward({ dr: packed, w: head.w }, true));
     for (let i = 0; i < dw.length; i++) head.g[i] += dw[i];
   }
 
@@ -747,7 +748,7 @@ export class Model {
       const opt = await readSafetensors(path.join(dir, 'optimizer.safetensors'));
       const m = opt.get('m'), v = opt.get('v');
       if (!m || !v) throw new Error(`${dir}/optimizer.safetensors must hold tensors m and v`);
-      this.handle.setOptimizerState(m.data, v.data);
+      this.handle.setOptimizerState({ m: m.data, v: v.data });
     }
     this.handle.setStep(Number(state.step ?? 0));
     return state;
