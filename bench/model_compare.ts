@@ -207,7 +207,7 @@ async function main() {
   const o = args();
   const peaks = Object.fromEntries(o.threads.map((t) => {
     native.setThreads(t);
-    return [t, native.measureFmaPeak(0.3, t) as number];
+    return [t, native.measureFmaPeak({ seconds: 0.3, threads: t })];
   }));
   const result: Record<string, unknown> = { date: new Date().toISOString(), isa: native.isa, fmaPeakGflops: peaks };
   if (o.what.includes('decode')) result.decode = await compareDecode(o);
