@@ -131,6 +131,11 @@ struct OptimizerParams {
   double lr, beta1, beta2, eps, weight_decay, max_grad_norm;  // max_grad_norm <= 0: no clipping
 };
 
+// A Llama-family model (Llama, Qwen2, Qwen3) over a Backend. Implemented by concern: llama.cpp
+// (parameters, the graph's forward and backward per layer, the loss heads, train steps, the
+// optimizer), generation.cpp (contexts, prefill, decode), lanes.cpp (train_grpo_many's CPU lanes),
+// prompt_store.cpp (prompts' activations kept for training); llama_internal.h holds their shared
+// private parts.
 class LlamaModel {
  public:
   LlamaModel(const Backend* backend, const LlamaConfig& cfg);
