@@ -3,18 +3,7 @@
 namespace wst::binding {
 namespace {
 
-// rows and dim, and the size rows * dim.
-struct RowsDim {
-  int N, C;
-  size_t nc;
-};
-RowsDim rows_dim(const Args& args) {
-  RowsDim d;
-  d.N = args.integer("rows", 0);
-  d.C = args.integer("dim", 0);
-  d.nc = checked_size(args.env(), {d.N, d.C});
-  return d;
-}
+Matrix rows_dim(const Args& args) { return matrix_fields(args, "rows", "dim", 0); }
 
 // rmsnormForward({out, rstd?, inp, weight, rows, dim, eps}, async)
 Napi::Value RmsnormForward(const Napi::CallbackInfo& info) {

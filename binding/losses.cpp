@@ -7,36 +7,21 @@
 namespace wst::binding {
 namespace {
 
-// rows and vocab: the shape (rows, vocab) of a call's logits.
-struct RowsVocab {
-  int N, V;
-  size_t nv;
-};
-RowsVocab rows_vocab(const Args& args) {
-  RowsVocab d;
-  d.N = args.integer("rows", 0);
-  d.V = args.integer("vocab", 1);
-  d.nv = checked_size(args.env(), {d.N, d.V});
-  return d;
-}
+// The shape (rows, vocab) of a call's logits.
+Matrix rows_vocab(const Args& args) { return matrix_fields(args, "rows", "vocab", 1); }
 
-// softmaxForward({probs, logits, rows, vocab}, async)
-Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
+// softmaxForward({probs, logits, rows, vocab}, async) and logSoftmaxForward({out, logits, rows,
+// vocab}, async): one row-wise op of the backend from logits to an output of the same shape.
+template <decltype(&Backend::softmax_forward) Op>
+Napi::Value RowsOp(const Napi::CallbackInfo& info, const char* out_name) {
   Args args(info);
   const auto [N, V, nv] = rows_vocab(args);
-  float* probs = args.array<float>("probs", nv);
+  float* out = args.array<float>(out_name, nv);
   const float* logits = args.array<float>("logits", nv);
-  return run_op(info, args, [=] { backend().softmax_forward(probs, logits, N, V); });
+  return run_op(info, args, [=] { (backend().*Op)(out, logits, N, V); });
 }
-
-// logSoftmaxForward({out, logits, rows, vocab}, async)
-Napi::Value LogSoftmaxForward(const Napi::CallbackInfo& info) {
-  Args args(info);
-  const auto [N, V, nv] = rows_vocab(args);
-  float* out = args.array<float>("out", nv);
-  const float* logits = args.array<float>("logits", nv);
-  return run_op(info, args, [=] { backend().log_softmax_forward(out, logits, N, V); });
-}
+Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) { return RowsOp<&Backend::softmax_forward>(info, "probs"); }
+Napi::Value LogSoftmaxForward(const Napi::CallbackInfo& info) { return RowsOp<&Backend::log_softmax_forward>(info, "out"); }
 
 // tokenLogprobsForward({logprob, lse, entropy?, logits, ids, rows, vocab}, async)
 Napi::Value TokenLogprobsForward(const Napi::CallbackInfo& info) {

@@ -5,12 +5,13 @@
 namespace wst::binding {
 namespace {
 
-// adamwUpdate({param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step}, async): param, m,
-// v updated in place.
+// adamwUpdate({param, grad, m, v, lr, beta1?, beta2?, eps?, weightDecay?, step}, async): param,
+// m, v updated in place.
 Napi::Value AdamwUpdate(const Napi::CallbackInfo& info) {
   Args args(info);
-  double lr = args.number("lr"), beta1 = args.number("beta1"), beta2 = args.number("beta2"),
-         eps = args.number("eps"), wd = args.number("weightDecay");
+  // The defaults of torch.optim.AdamW (src/native-api.ts AdamwArgs).
+  double lr = args.number("lr"), beta1 = args.number("beta1", 0.9), beta2 = args.number("beta2", 0.999),
+         eps = args.number("eps", 1e-8), wd = args.number("weightDecay", 0.01);
   int step = args.integer("step", 1);
   if (lr < 0) throw args.range_error("lr must be >= 0");
   if (beta1 < 0 || beta1 >= 1) throw args.range_error("beta1 must be in [0, 1)");

@@ -214,6 +214,19 @@ inline Napi::Value run_op(const Napi::CallbackInfo& info, const Args& args, Work
   return run_op(info, async_flag(info), args.keep(), std::move(work), std::move(make_result));
 }
 
+// A row-major matrix shape read from two integer fields (rows >= 0, cols >= min_cols), and its size.
+struct Matrix {
+  int rows, cols;
+  size_t size;
+};
+inline Matrix matrix_fields(const Args& args, const char* rows, const char* cols, int min_cols) {
+  Matrix m;
+  m.rows = args.integer(rows, 0);
+  m.cols = args.integer(cols, min_cols);
+  m.size = checked_size(args.env(), {m.rows, m.cols});
+  return m;
+}
+
 // The GRPO loss's parameters from fields clipLow, clipHigh, beta, filterThreshold (null: no
 // filtering), lossType ("grpo" | "bnpo" | "dr_grpo" | "dapo") and normalizer (losses.cpp).
 GrpoParams grpo_params(const Args& args);

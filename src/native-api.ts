@@ -5,6 +5,8 @@
 // from the addon names the field as it is written here. The typed, validated surface for users is
 // src/kernels; this file is the boundary.
 
+import type { ModelConfig } from './models/config.js';
+
 /** A native op: runs now (`async` false) or on a worker thread (`async` true: a Promise). */
 export interface NativeOp<A, R = void> {
   (args: A, async: false): R;
@@ -32,10 +34,17 @@ export interface GemmArgs<T extends Float32Array | Bf16Bits> {
 export interface AttentionShape {
   batch: number;
   heads: number;
+  /** Must divide heads (heads / kvHeads query heads share each kv head). */
   kvHeads: number;
   seqQ: number;
   seqK: number;
   headDim: number;
+  /**
+   * Default true in src/kernels (the binding's default: false). Query i sits at absolute position
+   * seqK - seqQ + i and sees keys 0..that position (so seqQ < seqK continues a prefix). With
+   * seqQ > seqK the first seqQ - seqK queries see no key: their output is 0, their lse -Infinity
+   * and their gradients 0.
+   */
   causal?: boolean;
 }
 export interface AttentionForwardArgs<T extends Float32Array | Bf16Bits> extends AttentionShape {
@@ -94,15 +103,19 @@ export interface EmbeddingShape {
 
 export type GrpoLossType = 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo';
 
-/** The GRPO loss's parameters (defaults: clip 0.2/0.2, beta 0, no filtering, "grpo"). */
+/** The GRPO loss's parameters. */
 export interface GrpoParams {
+  /** Lower clip epsilon, in [0, 1): ratios below 1 - clipLow are clipped (default 0.2). */
   clipLow?: number;
+  /** Upper clip epsilon, >= 0: ratios above 1 + clipHigh are clipped (default 0.2; kernels.grpo: clipLow). */
   clipHigh?: number;
+  /** KL penalty weight, >= 0 (default 0). */
   beta?: number;
-  /** |advantage| ≤ this is dropped before backprop; null or absent: no filtering. */
+  /** Sequences with |advantage| <= filterThreshold (>= 0) are dropped before backprop; null or omitted keeps every sequence. */
   filterThreshold?: number | null;
+  /** Normalisation (default "grpo"). */
   lossType?: GrpoLossType;
-  /** Required > 0 for "dapo". */
+  /** dapo only (required there, finite > 0): the global count of unmasked tokens. */
   normalizer?: number;
 }
 
@@ -131,34 +144,30 @@ export interface SamplingArgs {
 export interface AdamwArgs {
   param: Float32Array;
   grad: Float32Array;
+  /** First moment, updated in place (start at zeros). */
   m: Float32Array;
+  /** Second moment, updated in place (start at zeros). */
   v: Float32Array;
   lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
+  /** Default 0.9. */
+  beta1?: number;
+  /** Default 0.999. */
+  beta2?: number;
+  /** Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay (default 0.01, as torch.optim.AdamW). */
+  weightDecay?: number;
+  /** 1 for the first update. */
   step: number;
 }
 
 // --- the model ------------------------------------------------------------------------------
 
-/** The native model's configuration (src/models/config.ts ModelConfig carries these and more). */
-export interface NativeModelConfig {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  ropeTheta?: number;
-  rmsNormEps?: number;
-  tieWordEmbeddings?: boolean;
-  attentionBias?: boolean;
-  qkNorm?: boolean;
+/** The native model's configuration: the fields of ModelConfig (src/models/config.ts) that shape the graph. */
+export type NativeModelConfig = Pick<ModelConfig, 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' |
+  'numKvHeads' | 'headDim'> & Partial<Pick<ModelConfig, 'ropeTheta' | 'rmsNormEps' | 'tieWordEmbeddings' | 'attentionBias' | 'qkNorm'>> & {
   device?: 'cpu' | 'cuda';
-}
+};
 
 /** Shared prompt prefixes of a batch of rows (rows of one prefix together). */
 export interface NativePrefix {

@@ -3,25 +3,11 @@
 // projections: q (batch, seqQ, heads, headDim), k and v (batch, seqK, kvHeads, headDim).
 // Query head h reads kv head floor(h * kvHeads / heads); scores are scaled by 1/sqrt(headDim).
 import { native } from '../native.js';
-import type { AttentionShape as NativeAttentionShape } from '../native-api.js';
+import type { AttentionShape } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
-export interface AttentionShape {
-  batch: number;
-  heads: number;
-  /** Must divide heads (heads / kvHeads query heads share each kv head). */
-  kvHeads: number;
-  seqQ: number;
-  seqK: number;
-  headDim: number;
-  /**
-   * Default true. Query i sits at absolute position seqK - seqQ + i and sees keys 0..that
-   * position (so seqQ < seqK continues a prefix). With seqQ > seqK the first seqQ - seqK queries
-   * see no key: their output is 0, their lse -Infinity and their gradients 0.
-   */
-  causal?: boolean;
-}
+export type { AttentionShape };
 
 export interface AttentionOptions extends AttentionShape {
   /** (batch, seqQ, heads, headDim) */
@@ -79,7 +65,7 @@ function dims(o: v.Options): Dims {
 }
 
 /** The binding's shape fields of these dims. */
-function attentionShape(d: Dims): NativeAttentionShape {
+function attentionShape(d: Dims): AttentionShape {
   return { batch: d.B, heads: d.H, kvHeads: d.KVH, seqQ: d.Tq, seqK: d.Tk, headDim: d.D, causal: d.causal };
 }
 

@@ -3,7 +3,7 @@
 // Backwards recompute the softmax from the logits and the saved lse; with `inPlace` they write
 // the gradient over the logits (no second rows x vocab buffer: 600 KB per row at vocab 151,936).
 import { native } from '../native.js';
-import type { GrpoLossResult, GrpoLossType } from '../native-api.js';
+import type { GrpoLossResult, GrpoLossType, GrpoParams } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
@@ -173,7 +173,7 @@ export type { GrpoLossType };
 /** The GRPO loss types, as the binding names them. */
 export const GRPO_LOSS_TYPES: readonly GrpoLossType[] = ['grpo', 'bnpo', 'dr_grpo', 'dapo'];
 
-export interface GrpoArgs {
+export interface GrpoArgs extends GrpoParams {
   /** Current policy log-probs of the sampled tokens (seqs, tokens). */
   logprobs: Float32Array;
   /** Log-probs under the policy that generated the samples (seqs, tokens). */
@@ -186,18 +186,6 @@ export interface GrpoArgs {
   mask: Float32Array;
   seqs: number;
   tokens: number;
-  /** Lower clip epsilon, in [0, 1): ratios below 1 - clipLow are clipped (default 0.2). */
-  clipLow?: number;
-  /** Upper clip epsilon, >= 0: ratios above 1 + clipHigh are clipped (default clipLow). */
-  clipHigh?: number;
-  /** KL penalty weight, >= 0 (default 0). */
-  beta?: number;
-  /** Sequences with |advantage| <= filterThreshold (>= 0) are dropped; null or omitted keeps every sequence. */
-  filterThreshold?: number | null;
-  /** Normalisation (default "grpo"). */
-  lossType?: GrpoLossType;
-  /** dapo only (required there, finite > 0): the global count of unmasked tokens. */
-  normalizer?: number;
 }
 
 export interface GrpoResult {

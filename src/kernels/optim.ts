@@ -1,28 +1,11 @@
 // Optimiser ops: AdamW (torch.optim.AdamW's algorithm), sum of squares, scaling and global-norm
 // gradient clipping (torch.nn.utils.clip_grad_norm_).
 import { native } from '../native.js';
+import type { AdamwArgs } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
-export interface AdamwArgs {
-  param: Float32Array;
-  grad: Float32Array;
-  /** First moment, updated in place (start at zeros). */
-  m: Float32Array;
-  /** Second moment, updated in place (start at zeros). */
-  v: Float32Array;
-  lr: number;
-  /** Default 0.9. */
-  beta1?: number;
-  /** Default 0.999. */
-  beta2?: number;
-  /** Default 1e-8. */
-  eps?: number;
-  /** Decoupled weight decay (default 0.01, as torch.optim.AdamW). */
-  weightDecay?: number;
-  /** 1 for the first update. */
-  step: number;
-}
+export type { AdamwArgs };
 
 /**
  * One AdamW step, in place: param, m and v are updated and returned (the same arrays).

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { native } from '../native.js';
-import type { GrpoLossType, GrpoMicroBatchArgs, NativeModel } from '../native-api.js';
+import type { GrpoMicroBatchArgs, GrpoParams, NativeModel } from '../native-api.js';
 import { GRPO_LOSS_TYPES } from '../kernels/losses.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
 import { configToHf, validateConfig, type ModelConfig } from './config.js';
@@ -90,7 +90,7 @@ export interface SftStepOptions {
   normalizer?: number;
 }
 
-export interface GrpoStepOptions {
+export interface GrpoStepOptions extends GrpoParams {
   /** Per-sequence advantage. */
   advantages: readonly number[];
   /**
@@ -99,13 +99,6 @@ export interface GrpoStepOptions {
    */
   oldLogprobs?: readonly (ArrayLike<number>)[];
   refLogprobs?: readonly (ArrayLike<number>)[];
-  clipLow?: number;
-  clipHigh?: number;
-  beta?: number;
-  /** Drop sequences with |A| <= τ (a number >= 0); null or omitted keeps every sequence (as kernels.grpo). */
-  filterThreshold?: number | null;
-  lossType?: GrpoLossType;
-  normalizer?: number;
   /** Multiplies this micro-batch's loss and gradient (weighting for gradient accumulation). Default 1. */
   lossScale?: number;
   /**
