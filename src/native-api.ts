@@ -167,6 +167,8 @@ export interface AdamwArgs {
 export type NativeModelConfig = Pick<ModelConfig, 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' |
   'numKvHeads' | 'headDim'> & Partial<Pick<ModelConfig, 'ropeTheta' | 'rmsNormEps' | 'tieWordEmbeddings' | 'attentionBias' | 'qkNorm'>> & {
   device?: 'cpu' | 'cuda';
+  /** The linear layers' GEMM inputs (default fp32): "bf16" is mixed precision, fp32 master weights and math elsewhere. */
+  dtype?: 'fp32' | 'bf16';
 };
 
 /** Shared prompt prefixes of a batch of rows (rows of one prefix together). */
