@@ -306,6 +306,8 @@ export interface NativeAddon {
   sgemmTf32: NativeOp<GemmArgs<Float32Array>>;
   /** bf16 bits in, fp32 C. */
   gemmBf16: NativeOp<GemmArgs<Bf16Bits>>;
+  /** out = bf16 bits of x (round to nearest even; NaN stays NaN). */
+  castBf16: NativeOp<{ out: Bf16Bits; x: Float32Array }>;
   /** GFLOP/s of the SIMD path's FMA loop over `threads` pool threads at once. */
   measureFmaPeak(args: { seconds: number; threads: number }): number;
   /** GB/s of a streaming sum over `bytes` per thread. */
