@@ -7,6 +7,8 @@
 // micro-kernel over its tiles (A panel in L1, the B block in L2). Every C element is summed
 // by one micro-kernel call per k block, in the same order whatever the tiling or the thread
 // count, so results are bit-identical for any thread count (only M and N are split).
+// With several threads and a wide C (>= 8 NC blocks), the tasks split the columns instead: each
+// packs its own B for whole NC blocks and runs every row panel over it (see blocked()).
 //
 // Shape-chosen special paths (the choice depends on m only, never on threads):
 // - m <= MR with B not transposed: the micro-kernel reads B in place (no B packing);
