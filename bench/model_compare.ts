@@ -4,9 +4,13 @@
 //   npx tsx bench/model_compare.ts [--what decode,train,tiny] [--threads 1,2] [--reps 5] [--json]
 //        [--openblas-core SkylakeX]  (OPENBLAS_CORETYPE for torch; "" = OpenBLAS auto-detection, which
 //        picks the SSE3 "Prescott" kernels on this KVM Sapphire Rapids and makes torch ~5x slower)
+//        [--python PATH]  (the Python with torch; default $WST_DASH_PYTHON, else /usr/bin/python3)
+//        [--torch-isa native|avx2]  (avx2: torch's kernels, oneDNN and MKL limited to AVX2, as on an
+//        AVX2-only machine; to pair with WST_DASH_ISA=avx2 on an AVX-512 machine)
 //
 // Needs node-llama-cpp 3.21.1 installed apart (bench/llamacpp_decode.mjs says where) for decode, and
-// /usr/bin/python3 with torch (Debian python3-torch) for train/tiny. The engine runs in this process;
+// a Python with torch for train/tiny (e.g. python3 -m venv /work/venv-torch && /work/venv-torch/bin/pip
+// install torch; then WST_DASH_PYTHON=/work/venv-torch/bin/python3). The engine runs in this process;
 // llama.cpp and torch run in child processes kept alive in --serve mode, so every repetition of one
 // engine is followed by the same repetition of the other at the same thread count.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -25,7 +29,7 @@ import { benchConfig, benchPrompts, forwardFlopsPerToken, measureDecode, measure
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 function args() {
-  const o = { what: ['decode', 'train', 'tiny'], threads: [1, 2], reps: 5, json: false, promptLen: 32, newTokens: 64, python: '/usr/bin/python3', tinySteps: 20, openblasCore: 'SkylakeX' };
+  const o = { what: ['decode', 'train', 'tiny'], threads: [1, 2], reps: 5, json: false, promptLen: 32, newTokens: 64, python: process.env.WST_DASH_PYTHON || '/usr/bin/python3', tinySteps: 20, openblasCore: 'SkylakeX', torchIsa: 'native' };
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i++) {
     const v = () => a[++i];
@@ -38,8 +42,10 @@ function args() {
     else if (a[i] === '--python') o.python = v();
     else if (a[i] === '--tiny-steps') o.tinySteps = +v();
     else if (a[i] === '--openblas-core') o.openblasCore = v();
+    else if (a[i] === '--torch-isa') o.torchIsa = v();
     else throw new Error(`unknown argument ${a[i]}`);
   }
+  if (o.torchIsa !== 'native' && o.torchIsa !== 'avx2') throw new Error(`--torch-isa must be native or avx2, got ${o.torchIsa}`);
   return o;
 }
 
@@ -86,6 +92,13 @@ class Server {
   close(): void {
     this.proc.stdin.end();
   }
+}
+
+/** The environment that limits torch's CPU code to a SIMD level: its own kernels, oneDNN, MKL, OpenBLAS. */
+function torchIsaEnv(isa: string): Record<string, string> {
+  return isa === 'avx2'
+    ? { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', MKL_ENABLE_INSTRUCTIONS: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' }
+    : {};
 }
 
 function torchArgs(c: ModelConfig, batch: number, seq: number): string[] {
@@ -160,7 +173,7 @@ async function compareTrain(o: ReturnType<typeof args>, shape: '30m' | 'stories2
   const batch = 4, seq = 128;
   const model = Model.create(config, { seed: 1234, std: 0.02 });
   const py = spawn(o.python, [path.join(here, 'torch_train.py'), '--serve', '--warmup', '2', '--threads', String(o.threads[0]), ...torchArgs(config, batch, seq)],
-    { stdio: 'pipe', env: { ...process.env, OMP_NUM_THREADS: String(Math.max(...o.threads)), OMP_WAIT_POLICY: 'PASSIVE', ...(o.openblasCore ? { OPENBLAS_CORETYPE: o.openblasCore } : {}) } });
+    { stdio: 'pipe', env: { ...process.env, OMP_NUM_THREADS: String(Math.max(...o.threads)), OMP_WAIT_POLICY: 'PASSIVE', ...(o.openblasCore ? { OPENBLAS_CORETYPE: o.openblasCore } : {}), ...torchIsaEnv(o.torchIsa) } });
   const torch = new Server(py, `torch ${shape}`);
   const ready = await torch.next();
   const ours = new Map<number, number[]>(o.threads.map((t) => [t, []]));
@@ -200,7 +213,7 @@ async function compareTrain(o: ReturnType<typeof args>, shape: '30m' | 'stories2
       oursRuns: ours.get(t)!, torchRuns: theirs.get(t)!,
     };
   });
-  return { shape, model: { ...config, params: parameterCount(config) }, torch: ready.torch, openblasCoretype: o.openblasCore || '(auto)', batch, seq, stepsPerRep, reps: o.reps, gflopsPerStep: flops / 1e9, rows };
+  return { shape, model: { ...config, params: parameterCount(config) }, torch: ready.torch, torchCpuCapability: ready.cpu_capability ?? null, torchIsa: o.torchIsa, openblasCoretype: o.openblasCore || '(auto)', batch, seq, stepsPerRep, reps: o.reps, gflopsPerStep: flops / 1e9, rows };
 }
 
 async function main() {
@@ -222,7 +235,7 @@ async function main() {
     return;
   }
   const f = (x: number, d = 1) => x.toFixed(d);
-  console.log(`FMA peak GFLOP/s: ${o.threads.map((t) => `${t} thread(s) ${f(peaks[t])}`).join(', ')}`);
+  console.log(`engine SIMD path ${native.isa}${process.env.WST_DASH_ISA ? ` (WST_DASH_ISA=${process.env.WST_DASH_ISA})` : ''}; FMA peak GFLOP/s: ${o.threads.map((t) => `${t} thread(s) ${f(peaks[t])}`).join(', ')}`);
   const dec = result.decode as Awaited<ReturnType<typeof compareDecode>> | undefined;
   if (dec) {
     console.log(`\ndecode, batch 1, ${(dec.model.params / 1e6).toFixed(1)}M F32, prompt ${dec.promptLen}, ${dec.newTokens} greedy tokens (ids agree: ${dec.greedyIdsAgree})`);
@@ -233,7 +246,7 @@ async function main() {
   for (const key of ['train', 'tiny'] as const) {
     const tr = result[key] as Awaited<ReturnType<typeof compareTrain>> | undefined;
     if (!tr) continue;
-    console.log(`\ntrain step (fwd + bwd + AdamW), ${tr.shape} (${(tr.model.params / 1e6).toFixed(2)}M), ${tr.batch} x ${tr.seq}, torch ${tr.torch}`);
+    console.log(`\ntrain step (fwd + bwd + AdamW), ${tr.shape} (${(tr.model.params / 1e6).toFixed(2)}M), ${tr.batch} x ${tr.seq}, ours ${native.isa}, torch ${tr.torch} (CPU capability ${tr.torchCpuCapability ?? '?'}${tr.torchIsa === 'avx2' ? ', limited to AVX2' : ''})`);
     console.log('threads  ours ms/step  torch ms/step  speedup  ours GFLOP/s  torch GFLOP/s  CPU-ms speedup');
     for (const r of tr.rows)
       console.log(`${String(r.threads).padStart(7)}  ${f(r.oursMsPerStep, 2).padStart(12)}  ${f(r.torchMsPerStep, 2).padStart(13)}  ${f(r.speedup, 2).padStart(6)}x  ${f(r.oursGflops).padStart(12)}  ${f(r.torchGflops).padStart(13)}  ${f(r.cpuSpeedup, 2).padStart(13)}x`);

@@ -175,7 +175,11 @@ def main():
         return times, cpu
 
     n_params = sum(p.numel() for p in model.parameters())
-    info = {"torch": torch.__version__, "params": n_params, "batch": a.batch, "seq": a.seq}
+    try:  # the SIMD level of torch's own CPU kernels (ATEN_CPU_CAPABILITY lowers it)
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:
+        capability = None
+    info = {"torch": torch.__version__, "cpu_capability": capability, "params": n_params, "batch": a.batch, "seq": a.seq}
 
     def report(tc, threads):
         times, cpu = tc

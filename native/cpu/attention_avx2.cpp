@@ -131,26 +131,34 @@ void scores_rm(float* S, const float* A, const float* Bm, long ldb, int nk, int 
   }
 }
 
-// NR rows of C, columns [c0, c0 + 8 NV) (the last vector masked by `last`).
+// NR rows of C, columns [c0, c0 + 8 NV) (the last vector masked by `last`). Every element is
+// summed over k in order, then C += alpha * sum: the same bits for any NR.
 template <int NR, int NV>
 inline void accum_rows(float* const* C, float alpha, const float* P, long prow, long pcol, int K,
                        const float* Bm, long ldb, int c0, __m256i last) {
   __m256 acc[NR][NV];
+#pragma GCC unroll 8
   for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
     for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
   for (int k = 0; k < K; k++) {
     const float* b = Bm + k * ldb + c0;
     __m256 bv[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV - 1; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
     bv[NV - 1] = _mm256_maskload_ps(b + 8 * (NV - 1), last);
+#pragma GCC unroll 8
     for (int r = 0; r < NR; r++) {
       const __m256 p = _mm256_broadcast_ss(P + r * prow + k * pcol);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(p, bv[v], acc[r][v]);
     }
   }
   const __m256 al = _mm256_set1_ps(alpha);
+#pragma GCC unroll 8
   for (int r = 0; r < NR; r++) {
     float* c = C[r] + c0;
+#pragma GCC unroll 4
     for (int v = 0; v < NV - 1; v++)
       _mm256_storeu_ps(c + 8 * v, _mm256_fmadd_ps(al, acc[r][v], _mm256_loadu_ps(c + 8 * v)));
     float* cl = c + 8 * (NV - 1);
@@ -158,15 +166,23 @@ inline void accum_rows(float* const* C, float alpha, const float* P, long prow, 
   }
 }
 
-template <int NR>
-inline void accum_nv(int nv, float* const* C, float alpha, const float* P, long prow, long pcol,
-                     int K, const float* Bm, long ldb, int c0, __m256i last) {
-  switch (nv) {
-    case 4: accum_rows<NR, 4>(C, alpha, P, prow, pcol, K, Bm, ldb, c0, last); break;
-    case 3: accum_rows<NR, 3>(C, alpha, P, prow, pcol, K, Bm, ldb, c0, last); break;
-    case 2: accum_rows<NR, 2>(C, alpha, P, prow, pcol, K, Bm, ldb, c0, last); break;
-    default: accum_rows<NR, 1>(C, alpha, P, prow, pcol, K, Bm, ldb, c0, last); break;
+// The M rows in blocks of NR (NR * NV accumulators: at least 8 independent FMA chains, enough to
+// cover the FMA latency even at head dim 8, where one vector holds a whole row), then the rest.
+template <int NR, int NV>
+inline void accum_tail(int rem, float* const* C, float alpha, const float* P, long prow, long pcol,
+                       int K, const float* Bm, long ldb, int c0, __m256i last) {
+  if constexpr (NR > 0) {
+    if (rem == NR) accum_rows<NR, NV>(C, alpha, P, prow, pcol, K, Bm, ldb, c0, last);
+    else accum_tail<NR - 1, NV>(rem, C, alpha, P, prow, pcol, K, Bm, ldb, c0, last);
   }
+}
+
+template <int NR, int NV>
+inline void accum_cols(float* const* C, float alpha, const float* P, long prow, long pcol, int M,
+                       int K, const float* Bm, long ldb, int c0, __m256i last) {
+  int m = 0;
+  for (; m + NR <= M; m += NR) accum_rows<NR, NV>(C + m, alpha, P + m * prow, prow, pcol, K, Bm, ldb, c0, last);
+  if (m < M) accum_tail<NR - 1, NV>(M - m, C + m, alpha, P + m * prow, prow, pcol, K, Bm, ldb, c0, last);
 }
 
 void accum(float* const* C, float alpha, const float* P, long prow, long pcol, int M, int K,
@@ -175,9 +191,12 @@ void accum(float* const* C, float alpha, const float* P, long prow, long pcol, i
     const int w = D - c0 < 32 ? D - c0 : 32;
     const int nv = (w + 7) / 8;
     const __m256i last = lanes(w - 8 * (nv - 1));
-    int m = 0;
-    for (; m + 2 <= M; m += 2) accum_nv<2>(nv, C + m, alpha, P + m * prow, prow, pcol, K, Bm, ldb, c0, last);
-    if (m < M) accum_nv<1>(nv, C + m, alpha, P + m * prow, prow, pcol, K, Bm, ldb, c0, last);
+    switch (nv) {
+      case 4: accum_cols<2, 4>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, last); break;
+      case 3: accum_cols<3, 3>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, last); break;
+      case 2: accum_cols<4, 2>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, last); break;
+      default: accum_cols<8, 1>(C, alpha, P, prow, pcol, M, K, Bm, ldb, c0, last); break;
+    }
   }
 }
 

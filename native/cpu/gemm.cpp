@@ -7,6 +7,8 @@
 // micro-kernel over its tiles (A panel in L1, the B block in L2). Every C element is summed
 // by one micro-kernel call per k block, in the same order whatever the tiling or the thread
 // count, so results are bit-identical for any thread count (only M and N are split).
+// With several threads and a wide C (>= 8 NC blocks), the tasks split the columns instead: each
+// packs its own B for whole NC blocks and runs every row panel over it (see blocked()).
 //
 // Shape-chosen special paths (the choice depends on m only, never on threads):
 // - m <= MR with B not transposed: the micro-kernel reads B in place (no B packing);
@@ -154,6 +156,7 @@ struct Scratch {
   ~Scratch() { std::free(p); }
 };
 thread_local Scratch scratch_a, scratch_b;
+thread_local Scratch scratch_bt;  // a column task's own B block (on the thread that runs it)
 
 constexpr double kSerialWork = 96.0 * 96 * 96;  // m*n*k below this: one thread, no pool
 // Tuning knobs (compile-time overrides for experiments).
@@ -164,6 +167,10 @@ constexpr double kSerialWork = 96.0 * 96 * 96;  // m*n*k below this: one thread,
 #define WST_GEMM_NC_PANELS 16  // NC = 16 * NR: 512 columns with AVX-512 (a 1 MiB B block at KC 512)
 #endif
 constexpr int kDotMaxM = WST_GEMM_DOT_MAX_M;        // m <= this, transB, !transA: dot kernel
+#ifndef WST_GEMM_COL_BLOCKS
+#define WST_GEMM_COL_BLOCKS 8
+#endif
+constexpr int kColBlocks = WST_GEMM_COL_BLOCKS;  // n >= this many NC blocks: column tasks
 
 void scale_c(int m, int n, float beta, float* C, long ldc) {
   for (int i = 0; i < m; i++) {
@@ -190,6 +197,51 @@ void blocked(const KernelSet& K, bool transA, bool transB, int m, int n, int k, 
   float* Ap = scratch_a.get((size_t)np * MR * (k < KC ? k : KC));
   float* Bp = scratch_b.get((size_t)(k < KC ? k : KC) * (direct ? NR : NC));
   const bool par = tasks_target > 1;
+
+  // Wide C (at least kColBlocks NC blocks, e.g. the LM head: n = vocab): column tasks. Each task
+  // owns a range of whole NC blocks, packs its own B for them (no B block shared between cores)
+  // and runs every row panel over it, so a k block costs two parallel regions (pack A, then the
+  // tasks) instead of two per NC block (64 regions of ~0.2 ms each for 512 x 512 x 8192 on AVX2,
+  // where the row split's per-region cost took ~15 % at 2 threads). Narrower shapes keep the row
+  // split below, which measured faster for them (A packed once and reused from L1 across a whole
+  // NC block). Each C tile still gets one micro-kernel call per k block, k blocks in order: the
+  // same bits either way.
+  const int nblocks = ceil_div(n, NC);
+  const int col_tasks = tasks_target < nblocks ? tasks_target : nblocks;
+  if (par && !direct && nblocks >= kColBlocks && col_tasks >= 2 * num_threads()) {
+    for (int pc = 0; pc < k; pc += KC) {
+      const int kc = k - pc < KC ? k - pc : KC;
+      const float beta_k = pc == 0 ? beta : 1.0f;
+      const int g = ceil_div(np, 2 * tasks_target);
+      parallel_for(ceil_div(np, g), [&](int t) {
+        for (int r = t * g; r < (t + 1) * g && r < np; r++) {
+          int i0 = r * MR, mr = m - i0 < MR ? m - i0 : MR;
+          pack_a(K, Ap + (size_t)r * MR * kc, A, lda, transA, i0, mr, pc, kc);
+        }
+      });
+      parallel_for(col_tasks, [&](int t) {
+        const int b0 = (int)((long)t * nblocks / col_tasks), b1 = (int)((long)(t + 1) * nblocks / col_tasks);
+        float* Bt = scratch_bt.get((size_t)kc * NC);
+        for (int jc = b0 * NC; jc < b1 * NC && jc < n; jc += NC) {
+          const int nc = n - jc < NC ? n - jc : NC, nq = ceil_div(nc, NR);
+          for (int q = 0; q < nq; q++) {
+            const int j0 = q * NR, nr = nc - j0 < NR ? nc - j0 : NR;
+            pack_b(K, Bt + (size_t)q * NR * kc, NR, B, ldb, transB, jc + j0, nr, pc, kc);
+          }
+          for (int r = 0; r < np; r++) {
+            const int i0 = r * MR, mr = m - i0 < MR ? m - i0 : MR;
+            const float* a = Ap + (size_t)r * MR * kc;
+            const MicroKernel kern = K.kern[mr];
+            for (int q = 0; q < nq; q++) {
+              const int j0 = q * NR, nr = nc - j0 < NR ? nc - j0 : NR;
+              kern(kc, a, Bt + (size_t)q * NR * kc, NR, C + (long)i0 * ldc + jc + j0, ldc, nr, alpha, beta_k);
+            }
+          }
+        }
+      });
+    }
+    return;
+  }
 
   for (int pc = 0; pc < k; pc += KC) {
     const int kc = k - pc < KC ? k - pc : KC;

@@ -17,6 +17,9 @@ namespace {
 #endif
 constexpr int MR = 6, NR = 16, KC = WST_GEMM_AVX2_KC;
 
+// Lane masks: kMaskTable + 8 - n selects the first n (0..8) of 8 lanes.
+alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
 // Register tile MR_ x 16: 2 ymm accumulators per row (12 with MR_ = 6) + 2 B + 1 broadcast.
 template <int MR_>
 void kern(long kc, const float* A, const float* B, long ldb, float* C, long ldc, int nr,
@@ -50,28 +53,21 @@ void kern(long kc, const float* A, const float* B, long ldb, float* C, long ldc,
     }
     return;
   }
-  // Partial tile: the same arithmetic, through a buffer (constant indices only, so the
-  // accumulators stay in registers in the loop above).
-  alignas(32) float t[MR_][NR];
+  // Partial tile (nr < 16 columns): the same arithmetic, with masked loads and stores.
+  const __m256i m0 = _mm256_loadu_si256((const __m256i*)(kMaskTable + 8 - (nr < 8 ? nr : 8)));
+  const __m256i m1 = _mm256_loadu_si256((const __m256i*)(kMaskTable + 8 - (nr > 8 ? nr - 8 : 0)));
 #pragma GCC unroll 8
   for (int i = 0; i < MR_; i++) {
-    _mm256_store_ps(t[i], _mm256_mul_ps(va, c0[i]));
-    _mm256_store_ps(t[i] + 8, _mm256_mul_ps(va, c1[i]));
-  }
-  for (int i = 0; i < MR_; i++) {
     float* c = C + i * ldc;
+    __m256 r0 = _mm256_mul_ps(va, c0[i]), r1 = _mm256_mul_ps(va, c1[i]);
     if (beta != 0.0f) {
-      alignas(32) float old[NR];
-      for (int j = 0; j < nr; j++) old[j] = c[j];
-      for (int j = nr; j < NR; j++) old[j] = 0.0f;
-      _mm256_store_ps(t[i], _mm256_fmadd_ps(vb, _mm256_load_ps(old), _mm256_load_ps(t[i])));
-      _mm256_store_ps(t[i] + 8, _mm256_fmadd_ps(vb, _mm256_load_ps(old + 8), _mm256_load_ps(t[i] + 8)));
+      r0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c, m0), r0);
+      r1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(c + 8, m1), r1);
     }
-    for (int j = 0; j < nr; j++) c[j] = t[i][j];
+    _mm256_maskstore_ps(c, m0, r0);
+    _mm256_maskstore_ps(c + 8, m1, r1);
   }
 }
-
-alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

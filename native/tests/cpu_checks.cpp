@@ -121,8 +121,14 @@ AttnRef ref_attention(const AttnShape& s, const std::vector<float>& q, const std
 // ---- checks -------------------------------------------------------------------------------------
 void check_sgemm(Report& rep) {
   struct S { int m, n, k; };
-  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {67, 131, 19}, {42, 96, 128}, {43, 33, 20}};
+  // Each shape at 1 and 3 threads (the task grids differ; the last is wide enough for the column
+  // tasks of gemm.cpp on every SIMD path).
+  const S shapes[] = {{37, 53, 71}, {1, 129, 65}, {130, 3, 257}, {67, 131, 19}, {42, 96, 128}, {43, 33, 20},
+                      {29, 1100, 37}, {70, 777, 300}, {45, 4100, 33}};
+  const int threads = wst::num_threads();
   Rng rng(11);
+  for (int nt : {1, 3}) {
+  wst::set_num_threads(nt);
   for (const S& s : shapes)
     for (int t = 0; t < 4; t++)
       for (int bc = 0; bc < 2; bc++) {
@@ -142,10 +148,12 @@ void check_sgemm(Report& rep) {
           for (size_t i = 0; i < got.size(); i++)
             if ((int)(i % ldc) >= s.n) got[i] = 0;
         char name[96];
-        std::snprintf(name, sizeof name, "cpu sgemm %dx%dx%d %c%c beta=%g vs f64", s.m, s.n, s.k,
-                      tA ? 'T' : 'N', tB ? 'T' : 'N', beta);
+        std::snprintf(name, sizeof name, "cpu sgemm %dx%dx%d %c%c beta=%g vs f64 (%d thread%s)", s.m, s.n, s.k,
+                      tA ? 'T' : 'N', tB ? 'T' : 'N', beta, nt, nt > 1 ? "s" : "");
         rep.check(name, rel_err(got, want), 1e-5);
       }
+  }
+  wst::set_num_threads(threads);
 }
 
 const AttnShape kAttnShapes[] = {

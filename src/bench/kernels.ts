@@ -75,7 +75,7 @@ export interface KernelBenchReport {
     loadAverage: number[];
     fmaPeakGflops: Record<string, number>;
     readBandwidthGBps: Record<string, number>;
-    openblas: { available: boolean; coretype: string | null };
+    openblas: { available: boolean; coretype: string | null; threadTimeout: string | null };
   };
   gemm: GemmResult[];
   attention: AttentionResult[] | { skipped: string };
@@ -102,6 +102,15 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[s.length >> 1] : 0.5 * (s[s.length / 2 - 1] + s[s.length / 2]);
 };
 
+// A blocking sleep (the timed loops are synchronous).
+const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+// How long the OpenBLAS and the engine's pools spin after a call before their threads sleep
+// (OpenBLAS: 2^OPENBLAS_THREAD_TIMEOUT TSC cycles, set below to 2^20, ~0.5 ms at a 2.1 GHz TSC;
+// the engine: ~0.4 ms, threadpool.cpp): each sample starts this long after the other library's
+// last call, so that neither library's idle threads spin on a core the other one is timed on.
+const SETTLE_MS = 2;
+
 /**
  * Seconds per call of each function, measured side by side: every sample runs each function
  * `reps` times in turn (reps sized so a sample lasts at least minSample), until `budget` seconds
@@ -124,6 +133,7 @@ function interleaved(fns: (() => unknown)[], budget: number, minSamples: number,
   const start = nowSec();
   while (nowSec() - start < budget || samples[0].length < minSamples) {
     fns.forEach((fn, j) => {
+      if (fns.length > 1) sleepSync(SETTLE_MS);
       const t0 = nowSec();
       for (let i = 0; i < reps[j]; i++) fn();
       samples[j].push((nowSec() - t0) / reps[j]);
@@ -154,6 +164,12 @@ export async function runKernelBench(opts: KernelBenchOptions): Promise<KernelBe
   // environment variable must be set before OpenBLAS is loaded; a user's own value wins).
   if (process.env.OPENBLAS_CORETYPE === undefined && native.isa !== 'generic')
     process.env.OPENBLAS_CORETYPE = native.isa === 'avx512' ? 'SkylakeX' : 'Haswell';
+  // OpenBLAS's idle threads spin for 2^28 TSC cycles (~0.13 s here) after each call before they
+  // sleep: interleaved in one process, that spinning took the second core from the engine's next
+  // 2-thread sample (issue 16's "2-thread collapse": ours at 2 threads measured below 1 thread,
+  // while alone it scaled 1.8x). 2^20 cycles (~0.5 ms) still spans the back-to-back calls of
+  // one sample, and samples are SETTLE_MS apart. A user's own value wins.
+  if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '20';
   const openblas = Boolean(native.openblasAvailable());
   const threadsBefore = kernels.threads;
 
@@ -168,7 +184,11 @@ export async function runKernelBench(opts: KernelBenchOptions): Promise<KernelBe
       loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100),
       fmaPeakGflops: {},
       readBandwidthGBps: {},
-      openblas: { available: openblas, coretype: openblas ? (process.env.OPENBLAS_CORETYPE ?? null) : null },
+      openblas: {
+        available: openblas,
+        coretype: openblas ? (process.env.OPENBLAS_CORETYPE ?? null) : null,
+        threadTimeout: openblas ? (process.env.OPENBLAS_THREAD_TIMEOUT ?? null) : null,
+      },
     },
     gemm: [],
     attention: [],
@@ -304,7 +324,7 @@ function renderTable(r: KernelBenchReport): string {
   lines.push(`CPU ${m.cpu} (${m.cores} cores), SIMD path ${m.isa}, load average ${m.loadAverage.join(' ')}`);
   for (const t of m.threads)
     lines.push(`  ${t} thread(s): FMA peak ${fmt(m.fmaPeakGflops[t])} GFLOP/s, read bandwidth ${fmt(m.readBandwidthGBps[t])} GB/s`);
-  lines.push(`  OpenBLAS: ${m.openblas.available ? `yes (OPENBLAS_CORETYPE=${m.openblas.coretype ?? 'auto'})` : 'not installed'}`);
+  lines.push(`  OpenBLAS: ${m.openblas.available ? `yes (OPENBLAS_CORETYPE=${m.openblas.coretype ?? 'auto'}, OPENBLAS_THREAD_TIMEOUT=${m.openblas.threadTimeout ?? 'default'})` : 'not installed'}`);
   lines.push('');
   lines.push('GEMM                    m     k     n  thr   GFLOP/s  OpenBLAS  ratio  (best)  of peak');
   for (const g of r.gemm)

@@ -222,7 +222,7 @@ export async function runModelBench(kind: ModelBenchKind, opts: ModelBenchOption
       maxRssMB: process.resourceUsage().maxRSS / 1024,
     };
     if (!opts.json) {
-      console.log(`decode: ${info.params / 1e6 | 0}M params, prompt ${seq}, ${newTokens} new tokens, greedy, ${threads} thread(s), median of ${reps}`);
+      console.log(`decode: ${info.params / 1e6 | 0}M params, prompt ${seq}, ${newTokens} new tokens, greedy, ${threads} thread(s), SIMD path ${native.isa}, median of ${reps}`);
       console.log('batch  prefill tok/s  decode tok/s  ms/step  GFLOP/s');
       for (const r of rows)
         console.log(`${String(r.batch).padStart(5)}  ${fmt(r.prefillTokensPerSecond).padStart(13)}  ${fmt(r.decodeTokensPerSecond).padStart(12)}  ${fmt(r.decodeMsPerStep, 2).padStart(7)}  ${fmt(r.decodeGflops).padStart(7)}`);
@@ -254,7 +254,7 @@ export async function runModelBench(kind: ModelBenchKind, opts: ModelBenchOption
     };
     if (!opts.json) {
       const r = result as Record<string, number>;
-      console.log(`train: ${info.params / 1e6 | 0}M params, ${batch} x ${seq} tokens, forward + backward + AdamW, ${threads} thread(s), median of ${reps}`);
+      console.log(`train: ${info.params / 1e6 | 0}M params, ${batch} x ${seq} tokens, forward + backward + AdamW, ${threads} thread(s), SIMD path ${native.isa}, median of ${reps}`);
       console.log(`  ${fmt(r.msPerStep)} ms/step   ${fmt(r.tokensPerSecond)} tokens/s   ${fmt(r.achievedGflops)} GFLOP/s (${fmt(100 * r.fractionOfPeak)}% of ${fmt(peak)} FMA peak)`);
       console.log(`  activations ${fmt(act * 4 / 1024)} KiB/token (${fmt(r.activationMBForBatch)} MiB for the batch), parameter state ${fmt(r.parameterStateMB)} MiB, peak RSS ${fmt(r.maxRssMB)} MiB`);
     }
