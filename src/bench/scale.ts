@@ -116,6 +116,8 @@ export interface OurRow {
   /** generate: whether every row got exactly newTokens tokens. */
   fixedLength?: boolean;
   ids0?: number[];
+  /** Why the phase has no numbers. */
+  error?: string;
 }
 
 export interface TorchRow {
@@ -299,7 +301,8 @@ export function scaleTable(r: ScaleResult): string {
   for (const phase of ['train', 'generate'] as const) {
     const ours = r.ours.find((o) => o.phase === phase);
     if (!ours) continue;
-    lines.push(`${phase.padEnd(9)} ${'wst-dash'.padEnd(16)} ${fmt(ours.tokensPerSecond).padStart(9)} ${fmt(ours.seconds, 3).padStart(8)}   ${mem(ours).padEnd(24)}`);
+    if (ours.error) lines.push(`${phase.padEnd(9)} ${'wst-dash'.padEnd(16)} failed: ${ours.error.slice(0, 120)}`);
+    else lines.push(`${phase.padEnd(9)} ${'wst-dash'.padEnd(16)} ${fmt(ours.tokensPerSecond).padStart(9)} ${fmt(ours.seconds, 3).padStart(8)}   ${mem(ours).padEnd(24)}`);
     for (const t of r.torch.rows.filter((x) => x.phase === phase)) {
       const name = `torch ${t.mode}`;
       if (t.error) lines.push(`${phase.padEnd(9)} ${name.padEnd(16)} failed: ${t.error.slice(0, 120)}`);
@@ -343,7 +346,17 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
   for (const phase of (['generate', 'train'] as const).filter((p) => what.includes(p))) {
     log(`ours: ${phase}`);
     if (device === 'cuda') poll.start();
-    const row: OurRow = phase === 'generate' ? await measureOurGenerate(model, settings, settings.reps) : await measureOurTrain(model, settings, settings.reps);
+    let row: OurRow;
+    try {
+      row = phase === 'generate' ? await measureOurGenerate(model, settings, settings.reps) : await measureOurTrain(model, settings, settings.reps);
+    } catch (e) {
+      // Reported in its row (out of memory at this shape, say); the other phase and torch still run.
+      if (device === 'cuda') await poll.stop();
+      const error = ((e as Error).message ?? String(e)).split('\n')[0].slice(0, 400);
+      log(`ours: ${phase} failed: ${error}`);
+      result.ours.push({ phase, tokensPerSecond: NaN, seconds: NaN, secondsRuns: [], warmupSeconds: NaN, error });
+      continue;
+    }
     if (device === 'cuda') {
       const peak = await poll.stop();
       row.peakDeviceMB = peak !== null && baseMB !== null ? peak - baseMB : null;
@@ -377,7 +390,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
       }
       for (const t of peer.rows) {
         const ours = result.ours.find((x) => x.phase === t.phase);
-        if (ours && !t.error && typeof t.tokensPerSecond === 'number' && t.tokensPerSecond > 0) result.ratios[`${t.phase}_vs_${t.mode}`] = ours.tokensPerSecond / t.tokensPerSecond;
+        if (ours && !ours.error && !t.error && typeof t.tokensPerSecond === 'number' && t.tokensPerSecond > 0) result.ratios[`${t.phase}_vs_${t.mode}`] = ours.tokensPerSecond / t.tokensPerSecond;
       }
     }
   }
