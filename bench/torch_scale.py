@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_train import RMSNorm, rope_tables, rotate_half  # the same layers as the CPU training reference
+
 # The published Qwen2.5-0.5B config (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocab
 # 151,936, q/k/v biases, tied embeddings, rope_theta 1e6, rms_norm_eps 1e-6), and a tiny shape of the
 # same architecture for CPU smoke tests. src/bench/scale.ts has the same table.
@@ -44,23 +46,6 @@ SHAPES = {
 
 def log(msg):
     print(f"[torch_scale] {msg}", file=sys.stderr, flush=True)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        dt = x.dtype
-        x = x.float()
-        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(dt) * self.weight.to(dt)
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
 
 def sdpa_gqa(q, k, v, causal, mask=None):
@@ -124,12 +109,9 @@ class Qwen2(nn.Module):
                 nn.init.normal_(p, std=0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
-        D = s["hidden"] // s["heads"]
-        inv = 1.0 / (s["rope_theta"] ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
-        freqs = torch.outer(torch.arange(max_pos, dtype=torch.float32), inv)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        cos, sin = rope_tables(max_pos, s["hidden"] // s["heads"], s["rope_theta"])
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def logits(self, h):
         return F.linear(self.norm(h), self.embed_tokens.weight)  # tied LM head
