@@ -26,7 +26,7 @@
 # WST_GPU_REPEAT (race runs per arm, default 2), WST_GPU_RACE_ARGS (e.g. --ablation),
 # WST_GPU_RACE_S (race timeout), WST_GPU_KERNELS=full (gpu-check.sh's shapes, not --quick),
 # WST_GPU_SCALE_ARGS (extra bench scale options, e.g. "--torch-compile off" or "--reps 3"),
-# WST_GPU_SCALE_S (bench scale timeout, default 270), WST_GPU_TORCH_S (its torch peer, default 200),
+# WST_GPU_SCALE_S (bench scale timeout, default 300), WST_GPU_TORCH_S (its torch peer, default 200),
 # WST_GPU_SCALE_RACE_ARGS (default "--steps 2 --new-tokens 256"), WST_GPU_SCALE_RACE_S (default 150).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -70,8 +70,9 @@ run)
   node -e "const a=require('./build/Release/cuda/wst_dash_cuda.node'); console.log('CUDA addon:', a.backend, 'devices', a.deviceCount())" 2>&1 | tail -3
   log "setup done"
   if [[ " $steps " == *" scale "* ]]; then
-    # Ours first, then torch (eager rows, then torch.compile's); the table to the log, JSON to scale.json.
-    WST_DASH_PYTHON=python3 timeout ${WST_GPU_SCALE_S:-270} node bin/wst-dash.js bench scale --shape qwen2.5-0.5b --device cuda \
+    # The torch peer first (eager rows, then torch.compile's; killed at WST_GPU_TORCH_S), then ours;
+    # the table to the log, JSON to scale.json.
+    WST_DASH_PYTHON=python3 timeout ${WST_GPU_SCALE_S:-300} node bin/wst-dash.js bench scale --shape qwen2.5-0.5b --device cuda \
       --reps 2 --torch-timeout ${WST_GPU_TORCH_S:-200} --out "$out/scale.json" ${WST_GPU_SCALE_ARGS:-} > "$out/scale.txt" 2>&1
     log "bench scale rc $?"; grep -v '^\[' "$out/scale.txt" | tail -14
     timeout ${WST_GPU_SCALE_RACE_S:-150} node bin/wst-dash.js bench dash --shape qwen2.5-0.5b --device cuda \

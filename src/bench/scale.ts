@@ -5,8 +5,8 @@
 //   generate  prompts × newTokens (64 × 512 at 0.5B), every row exactly newTokens long (the config
 //             has no EOS id and no stop is given), greedy unless --temperature > 0: new tokens/s
 //             (prefill included), from the first prompt token to the last new one.
-// The PyTorch peer is bench/torch_scale.py (eager, then torch.compile), run as a child process with
-// $WST_DASH_PYTHON (default python3) when that Python imports torch; otherwise the table says why not.
+// The PyTorch peer is bench/torch_scale.py (eager, then torch.compile), run first as a child process
+// with $WST_DASH_PYTHON (default python3) when that Python imports torch; otherwise the table says why not.
 // Peak memory: on the CPU each process's peak RSS; on CUDA, ours is the device's memory.used (from
 // nvidia-smi, polled every 100 ms) above what was in use before the model was created, torch's is its
 // allocator's max_memory_allocated (and max_memory_reserved), per phase.
@@ -264,6 +264,11 @@ function runTorchPeer(python: string, args: string[], timeoutS: number, log: (l:
     const proc = spawn(python, [path.join(packageRoot, 'bench', 'torch_scale.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let timedOut = false;
     const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutS * 1000);
+    // A `timeout` around this process must not leave the peer holding the GPU for the next step.
+    const onSignal = () => { proc.kill('SIGKILL'); process.exit(143); };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    const settle = () => { clearTimeout(timer); process.off('SIGTERM', onSignal); process.off('SIGINT', onSignal); };
     createInterface({ input: proc.stdout }).on('line', (l) => {
       if (!l.startsWith('{')) return;
       try {
@@ -277,9 +282,9 @@ function runTorchPeer(python: string, args: string[], timeoutS: number, log: (l:
       if (l.startsWith('[torch_scale]')) log(l);
       tail = (tail + '\n' + l).slice(-600);
     });
-    proc.on('error', (e) => { clearTimeout(timer); resolve({ rows, note: `torch peer could not start: ${e.message}` }); });
+    proc.on('error', (e) => { settle(); resolve({ rows, note: `torch peer could not start: ${e.message}` }); });
     proc.on('close', (code) => {
-      clearTimeout(timer);
+      settle();
       const note = timedOut ? `torch peer killed after ${timeoutS} s (--torch-timeout)` : code !== 0 ? `torch peer exited with ${code}: ${tail.trim().split('\n').pop()}` : undefined;
       resolve({ rows, note });
     });
@@ -337,36 +342,6 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
     torch: { ran: false, rows: [] }, ratios: {},
   };
 
-  // Ours first (the torch peer's child process comes after, so that a slow or failing torch.compile
-  // cannot cost our rows). Generation first: its peak memory is the weights + KV cache, before the
-  // training state exists.
-  const baseMB = device === 'cuda' ? DeviceMemory.used() : null;
-  if (device === 'cuda') result.gpu = gpuName();
-  log(`creating the ${shape} model (${(result.params / 1e6).toFixed(1)}M parameters) on ${device}`);
-  const model = createScaleModel(shape, { device });
-  const poll = new DeviceMemory();
-  for (const phase of (['generate', 'train'] as const).filter((p) => what.includes(p))) {
-    log(`ours: ${phase}`);
-    if (device === 'cuda') poll.start();
-    let row: OurRow;
-    try {
-      row = phase === 'generate' ? await measureOurGenerate(model, settings, settings.reps) : await measureOurTrain(model, settings, settings.reps);
-    } catch (e) {
-      // Reported in its row (out of memory at this shape, say); the other phase and torch still run.
-      if (device === 'cuda') await poll.stop();
-      const error = ((e as Error).message ?? String(e)).split('\n')[0].slice(0, 400);
-      log(`ours: ${phase} failed: ${error}`);
-      result.ours.push({ phase, tokensPerSecond: NaN, seconds: NaN, secondsRuns: [], warmupSeconds: NaN, error });
-      continue;
-    }
-    if (device === 'cuda') {
-      const peak = await poll.stop();
-      row.peakDeviceMB = peak !== null && baseMB !== null ? peak - baseMB : null;
-    } else row.maxRssMB = process.resourceUsage().maxRSS / 1024;
-    log(`ours: ${phase} ${fmt(row.tokensPerSecond)} tokens/s`);
-    result.ours.push(row);
-  }
-
   if (o.torch !== 'off') {
     const python = torchPython();
     const script = path.join(packageRoot, 'bench', 'torch_scale.py');
@@ -390,11 +365,43 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
         result.torch.skipped = peer.note;
         log(peer.note);
       }
-      for (const t of peer.rows) {
-        const ours = result.ours.find((x) => x.phase === t.phase);
-        if (ours && !ours.error && !t.error && typeof t.tokensPerSecond === 'number' && t.tokensPerSecond > 0) result.ratios[`${t.phase}_vs_${t.mode}`] = ours.tokensPerSecond / t.tokensPerSecond;
-      }
     }
+  }
+
+  // Ours after the torch peer: its process has exited and freed its GPU memory before our model
+  // exists (ours is freed only when this process exits), and --torch-timeout bounds what a slow
+  // torch.compile can cost. Generation first: its peak is the weights + KV cache, before the
+  // training state exists.
+  const baseMB = device === 'cuda' ? DeviceMemory.used() : null;
+  if (device === 'cuda') result.gpu = gpuName();
+  log(`creating the ${shape} model (${(result.params / 1e6).toFixed(1)}M parameters) on ${device}`);
+  const model = createScaleModel(shape, { device });
+  const poll = new DeviceMemory();
+  for (const phase of (['generate', 'train'] as const).filter((p) => what.includes(p))) {
+    log(`ours: ${phase}`);
+    if (device === 'cuda') poll.start();
+    let row: OurRow;
+    try {
+      row = phase === 'generate' ? await measureOurGenerate(model, settings, settings.reps) : await measureOurTrain(model, settings, settings.reps);
+    } catch (e) {
+      // Reported in its row (out of memory at this shape, say); the other phase still runs.
+      if (device === 'cuda') await poll.stop();
+      const error = ((e as Error).message ?? String(e)).split('\n')[0].slice(0, 400);
+      log(`ours: ${phase} failed: ${error}`);
+      result.ours.push({ phase, tokensPerSecond: NaN, seconds: NaN, secondsRuns: [], warmupSeconds: NaN, error });
+      continue;
+    }
+    if (device === 'cuda') {
+      const peak = await poll.stop();
+      row.peakDeviceMB = peak !== null && baseMB !== null ? peak - baseMB : null;
+    } else row.maxRssMB = process.resourceUsage().maxRSS / 1024;
+    log(`ours: ${phase} ${fmt(row.tokensPerSecond)} tokens/s`);
+    result.ours.push(row);
+  }
+
+  for (const t of result.torch.rows) {
+    const ours = result.ours.find((x) => x.phase === t.phase);
+    if (ours && !ours.error && !t.error && typeof t.tokensPerSecond === 'number' && t.tokensPerSecond > 0) result.ratios[`${t.phase}_vs_${t.mode}`] = ours.tokensPerSecond / t.tokensPerSecond;
   }
 
   if (o.out) {
