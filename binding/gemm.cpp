@@ -37,6 +37,15 @@ Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
   return gemm_call<uint16_t>(info, [](auto... args) { backend().gemm_bf16(args...); });
 }
 
+// castBf16({out: Uint16Array(n), x: Float32Array(n)}, async): bf16 bits, round to nearest even.
+Napi::Value CastBf16(const Napi::CallbackInfo& info) {
+  Args args(info);
+  size_t n = 0;
+  const float* x = args.array<float>("x", kAnyLength, &n);
+  uint16_t* out = args.array<uint16_t>("out", n);
+  return run_op(info, args, [=] { backend().cast_bf16(out, x, n); });
+}
+
 double seconds_field(const Args& args) {
   double seconds = args.number("seconds");
   if (seconds <= 0 || seconds > 60) throw args.range_error("seconds must be in (0, 60]");
@@ -67,7 +76,7 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
 
 void register_gemm(Napi::Env env, Napi::Object exports) {
   static const Export table[] = {
-      {"sgemm", Sgemm}, {"gemmBf16", GemmBf16}, {"sgemmTf32", SgemmTf32},
+      {"sgemm", Sgemm}, {"gemmBf16", GemmBf16}, {"sgemmTf32", SgemmTf32}, {"castBf16", CastBf16},
       {"measureFmaPeak", MeasureFmaPeak}, {"measureReadBandwidth", MeasureReadBandwidth},
   };
   export_all(env, exports, table);

@@ -71,6 +71,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     cfg.tied_embeddings = c.flag("tieWordEmbeddings");
     cfg.qkv_bias = c.flag("attentionBias");
     cfg.qk_norm = c.flag("qkNorm");
+    static const char* const kDtypes[] = {"fp32", "bf16"};
+    cfg.bf16 = c.present("dtype") && c.choice("dtype", kDtypes) == 1;
     // config.device: "cpu" (default) or "cuda" (weights, caches, activations and optimizer
     // state resident on the GPU; the CUDA build of the addon with a usable device).
     const std::string device = c.present("device") ? c.string("device") : "cpu";

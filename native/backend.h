@@ -22,7 +22,7 @@ namespace wst {
   X(token_logprobs_forward) X(token_logprobs_backward) X(crossentropy_forward) X(crossentropy_backward) \
   X(sample_tokens) X(grpo_loss) X(adamw_update) X(sum_squares) \
   X(scale_inplace) X(gemm_bf16) X(sgemm_tf32) X(attention_forward_bf16) \
-  X(copy_rows) X(attention_decode_shared)
+  X(copy_rows) X(attention_decode_shared) X(cast_bf16)
 
 struct Backend {
   const char* name;    // "cpu" or "cuda"

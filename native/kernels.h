@@ -37,6 +37,10 @@ inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays Na
   return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// out (n) = bf16(in (n)): float_to_bf16 of each element (round to nearest even; NaN stays NaN).
+// The bf16 model casts its weights and each GEMM's fp32 inputs with it.
+void cast_bf16(uint16_t* out, const float* in, size_t n);
+
 // The fp32 GEMM on tf32 tensor cores: A and B rounded to tf32 (10-bit mantissa, round to nearest,
 // ties away from zero, as cvt.rna.tf32.f32), fp32 accumulation. Products of tf32 values are exact
 // in fp32, so the CPU twin (round, then sgemm) differs from the GPU only by the order of the sums;

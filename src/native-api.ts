@@ -167,6 +167,8 @@ export interface AdamwArgs {
 export type NativeModelConfig = Pick<ModelConfig, 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' |
   'numKvHeads' | 'headDim'> & Partial<Pick<ModelConfig, 'ropeTheta' | 'rmsNormEps' | 'tieWordEmbeddings' | 'attentionBias' | 'qkNorm'>> & {
   device?: 'cpu' | 'cuda';
+  /** The linear layers' GEMM inputs (default fp32): "bf16" is mixed precision, fp32 master weights and math elsewhere. */
+  dtype?: 'fp32' | 'bf16';
 };
 
 /** Shared prompt prefixes of a batch of rows (rows of one prefix together). */
@@ -304,6 +306,8 @@ export interface NativeAddon {
   sgemmTf32: NativeOp<GemmArgs<Float32Array>>;
   /** bf16 bits in, fp32 C. */
   gemmBf16: NativeOp<GemmArgs<Bf16Bits>>;
+  /** out = bf16 bits of x (round to nearest even; NaN stays NaN). */
+  castBf16: NativeOp<{ out: Bf16Bits; x: Float32Array }>;
   /** GFLOP/s of the SIMD path's FMA loop over `threads` pool threads at once. */
   measureFmaPeak(args: { seconds: number; threads: number }): number;
   /** GB/s of a streaming sum over `bytes` per thread. */

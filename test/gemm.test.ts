@@ -244,6 +244,7 @@ describe('bf16 matmul', () => {
     const r = randomF32(1000, 5);
     const rb = kernels.fromBf16(kernels.toBf16(r));
     for (let i = 0; i < r.length; i++) expect(Math.abs(rb[i] - r[i])).toBeLessThanOrEqual(Math.abs(r[i]) * 2 ** -8);
+    expect(() => native.castBf16({ out: new Uint16Array(3), x: new Float32Array(4) }, false)).toThrow(/out must have length 4/);
   });
 
   for (const [m, k, n] of [[37, 71, 53], [64, 128, 96], [1, 40, 257]] as const)

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, type ModelConfig } from '../src/models/config.js';
 import type { NativeModel, NativePrefix } from '../src/native-api.js';
-import { Model, type StepResult } from '../src/models/model.js';
+import { checkDtype, Model, type StepResult } from '../src/models/model.js';
 import { kernels } from '../src/kernels/index.js';
 import { CharTokenizer } from '../src/models/tokenizer.js';
 import { rng } from './helpers.js';
@@ -430,6 +430,69 @@ describe.skipIf(!haveStories)('stories260K (real pretrained checkpoint)', () => 
   });
 });
 
+describe('bf16 mixed precision', () => {
+  const cfg = tinyConfig('qwen2', false);
+  const maxRel = (x: Float32Array, y: Float32Array) => {
+    let e = 0, d = 0;
+    for (let i = 0; i < x.length; i++) {
+      e = Math.max(e, Math.abs(x[i] - y[i]));
+      d = Math.max(d, Math.abs(y[i]));
+    }
+    return e / d;
+  };
+  it('defaults to fp32 on the CPU and bf16 on CUDA, $WST_DASH_DTYPE overriding; a bad dtype is a clear error', () => {
+    expect(checkDtype(undefined, 'cpu')).toBe('fp32');
+    expect(checkDtype(undefined, 'cuda')).toBe('bf16');
+    expect(checkDtype('fp32', 'cuda')).toBe('fp32');
+    process.env.WST_DASH_DTYPE = 'bf16';
+    try {
+      expect(checkDtype(undefined, 'cpu')).toBe('bf16');
+      process.env.WST_DASH_DTYPE = 'fp16';
+      expect(() => checkDtype(undefined, 'cpu')).toThrow(/WST_DASH_DTYPE must be "fp32" or "bf16"/);
+    } finally {
+      delete process.env.WST_DASH_DTYPE;
+    }
+    expect(() => Model.create(cfg, { dtype: 'half' as never })).toThrow(/options.dtype must be "fp32" or "bf16"/);
+  });
+  it('a bf16 model agrees with the fp32 one within bf16 tolerances (logits, SFT loss and gradients), and differs', async () => {
+    const a = Model.create(cfg, { seed: 3, std: 0.1 });
+    const b = Model.create(cfg, { seed: 3, std: 0.1, dtype: 'bf16' });
+    expect([a.dtype, b.dtype]).toEqual(['fp32', 'bf16']);
+    const ids = [1, 5, 9, 2, 7, 3, 8, 4, 6];
+    const la = await a.logits(ids), lb = await b.logits(ids);
+    expect(maxRel(lb, la)).toBeLessThan(2e-2);
+    expect(maxRel(lb, la)).toBeGreaterThan(1e-6);
+    const batch = { sequences: [ids, [4, 4, 2, 9, 1]], from: 2 };
+    const ra = await a.trainSft(batch), rb = await b.trainSft(batch);
+    expect(Math.abs(rb.loss - ra.loss) / Math.abs(ra.loss)).toBeLessThan(2e-3);
+    for (const { name } of a.tensorNames()) expect(maxRel(b.getGrad(name), a.getGrad(name)), name).toBeLessThan(5e-2);
+  });
+  it.skipIf(kernels.backend !== 'cuda')('on the GPU (bf16 by default) it agrees with the fp32 CPU model within bf16 tolerances', async () => {
+    const a = Model.create(cfg, { seed: 3, std: 0.1 });
+    const b = Model.create(cfg, { seed: 3, std: 0.1, device: 'cuda' });
+    expect(b.dtype).toBe('bf16');
+    const ids = [1, 5, 9, 2, 7, 3, 8, 4, 6];
+    expect(maxRel(await b.logits(ids), await a.logits(ids))).toBeLessThan(2e-2);
+    const batch = { sequences: [ids, [4, 4, 2, 9, 1]], from: 2 };
+    await a.trainSft(batch);
+    await b.trainSft(batch);
+    for (const { name } of a.tensorNames()) expect(maxRel(b.getGrad(name), a.getGrad(name)), name).toBeLessThan(5e-2);
+  });
+  it('GRPO micro-batches in CPU lanes give what they give one by one, in bf16 too', async () => {
+    const mk = () => Model.create(cfg, { seed: 4, std: 0.1, dtype: 'bf16' });
+    const a = mk(), b = mk();
+    const seqs = Array.from({ length: 8 }, (_, i) => Array.from({ length: 6 + (i % 3) }, (_, t) => 3 + ((i * 5 + t * 7) % 30)));
+    const mbs = [0, 2, 4, 6].map((i) => ({ batch: { sequences: seqs.slice(i, i + 2), from: 3 }, options: { advantages: [1 - i / 4, -0.5] } }));
+    const many = await a.trainGrpoMany(mbs);
+    const one = [];
+    for (const mb of mbs) one.push(await b.trainGrpo(mb.batch, mb.options));
+    for (let i = 0; i < mbs.length; i++) expect(Math.abs(many[i].loss - one[i].loss)).toBeLessThan(1e-5 * Math.max(1, Math.abs(one[i].loss)));
+    for (const { name } of a.tensorNames()) expect(maxRel(a.getGrad(name), b.getGrad(name)), name).toBeLessThan(1e-4);
+    const gen = await a.generate([[3, 4, 5]], { maxNewTokens: 5, temperature: 0 });
+    expect(gen[0].ids.length).toBe(5);
+  });
+});
+
 describe('device placement', () => {
   const cfg = tinyConfig('qwen3', true);
   it('rejects an unknown device with a clear error', () => {
@@ -442,7 +505,7 @@ describe('device placement', () => {
   // with the CPU one on logits, a train step's gradients and greedy generation.
   it.skipIf(kernels.backend !== 'cuda')('a model resident on the GPU matches the CPU model (logits, greedy tokens, SFT gradients)', async () => {
     const a = Model.create(cfg, { seed: 9, std: 0.3 });
-    const b = Model.create(cfg, { seed: 9, std: 0.3, device: 'cuda' });
+    const b = Model.create(cfg, { seed: 9, std: 0.3, device: 'cuda', dtype: 'fp32' });
     expect(b.device).toBe('cuda');
     const ids = [1, 5, 9, 2, 7, 3, 8];
     const la = await a.logits(ids), lb = await b.logits(ids);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../kernels.h"
+#include "threadpool.h"
 
 namespace wst {
 namespace {
@@ -24,6 +25,12 @@ void gemm_bf16(bool transA, bool transB, int m, int n, int k, float alpha, const
   const std::vector<float> a = k > 0 ? widen(A, transA ? k : m, transA ? m : k, lda) : std::vector<float>();
   const std::vector<float> b = k > 0 ? widen(B, transB ? n : k, transB ? k : n, ldb) : std::vector<float>();
   sgemm(transA, transB, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
+}
+
+void cast_bf16(uint16_t* out, const float* in, size_t n) {
+  parallel_chunks(n, size_t(1) << 15, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; i++) out[i] = float_to_bf16(in[i]);
+  });
 }
 
 void sgemm_tf32(bool transA, bool transB, int m, int n, int k, float alpha, const float* A,

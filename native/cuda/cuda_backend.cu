@@ -545,6 +545,14 @@ void st_copy_rows(float* dst, const float* src, const int64_t* dst_off, const in
   s.finish();
 }
 
+void st_cast_bf16(uint16_t* out, const float* in, size_t n) {
+  Stage s;
+  const float* d_in = s.in(in, n);
+  uint16_t* d_out = s.out(out, n);
+  cuda::cast_bf16(d_out, d_in, n);
+  s.finish();
+}
+
 void st_scale_inplace(float* x, size_t n, float sc) {
   Stage s;
   float* d = s.inout(x, n);

@@ -337,6 +337,19 @@ void copy_rows(float* dst, const float* src, const int64_t* dst_off, const int64
   check_launch("copy_rows");
 }
 
+__global__ void cast_bf16_kernel(uint16_t* out, const float* in, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const uint32_t u = __float_as_uint(in[i]);  // as float_to_bf16 (kernels.h): nearest even, NaN kept
+    out[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u) : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+void cast_bf16(uint16_t* out, const float* in, size_t n) {
+  if (!n) return;
+  WST_LAUNCH(cast_bf16_kernel, grid_for(n, kThreads), kThreads, out, in, n);
+  check_launch("cast_bf16");
+}
+
 void scale_inplace(float* x, size_t n, float s) {
   if (!n) return;
   WST_LAUNCH(scale_kernel, grid_for(n, kThreads), kThreads, x, n, s);

@@ -338,6 +338,10 @@ void LlamaModel::Context::finish_slots(const std::vector<uint8_t>& done, const B
 }
 
 bool LlamaModel::ensure_decode_weights() {
+  if (cfg_.bf16) {  // the bf16 GEMMs read the bf16 copy instead
+    ensure_bf16_weights();
+    return false;
+  }
   if (!be_->transposed_decode_weights || total_ > kDecodeWtMaxParams) return false;
   if (decode_wt_version_ == params_version_) return true;
   decode_wt_.resize(be_, total_);
@@ -361,11 +365,17 @@ bool LlamaModel::ensure_decode_weights() {
 }
 
 bool LlamaModel::transposed_ready() const {
-  return be_->transposed_decode_weights && decode_wt_version_ == params_version_ && decode_wt_.size() == total_;
+  return !cfg_.bf16 && be_->transposed_decode_weights && decode_wt_version_ == params_version_ && decode_wt_.size() == total_;
 }
 
 void LlamaModel::linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
                                const float* ones, int n, int in_dim, int out_dim) {
+  if (cfg_.bf16) {
+    be_->gemm_bf16(false, true, n, out_dim, in_dim, 1.f, to_bf16(0, in, (size_t)n * in_dim), in_dim, W16(w), in_dim,
+                   0.f, out, out_dim);
+    if (bias) be_->sgemm(false, false, n, out_dim, 1, 1.f, ones, 1, bias, out_dim, 1.f, out, out_dim);
+    return;
+  }
   if (!transposed) {
     linear_forward(be_, out, in, P(w), bias, ones, n, in_dim, out_dim);
     return;
@@ -374,6 +384,42 @@ void LlamaModel::linear_fwd(bool transposed, float* out, const float* in, size_t
   // that, linear_forward takes the dot kernel, this the register tile: last bits differ).
   be_->sgemm(false, false, n, out_dim, in_dim, 1.f, in, in_dim, decode_wt_.data() + w, out_dim, 0.f, out, out_dim);
   if (bias) be_->sgemm(false, false, n, out_dim, 1, 1.f, ones, 1, bias, out_dim, 1.f, out, out_dim);
+}
+
+void LlamaModel::linear_bwd(float* din, size_t w, float* dbias, const float* dout, const float* in,
+                            const float* ones, int n, int in_dim, int out_dim, bool accumulate_din) {
+  if (!cfg_.bf16) {
+    linear_backward(be_, din, G(w), dbias, dout, in, P(w), ones, n, in_dim, out_dim, accumulate_din);
+    return;
+  }
+  const uint16_t* d16 = to_bf16(0, dout, (size_t)n * out_dim);
+  const uint16_t* x16 = to_bf16(1, in, (size_t)n * in_dim);
+  if (din)
+    be_->gemm_bf16(false, false, n, in_dim, out_dim, 1.f, d16, out_dim, W16(w), in_dim, accumulate_din ? 1.f : 0.f,
+                   din, in_dim);
+  be_->gemm_bf16(true, false, out_dim, in_dim, n, 1.f, d16, out_dim, x16, in_dim, 1.f, G(w), in_dim);
+  if (dbias) be_->sgemm(true, false, 1, out_dim, n, 1.f, ones, 1, dout, out_dim, 1.f, dbias, out_dim);
+}
+
+void LlamaModel::ensure_bf16_weights() {
+  if (w16_version_ == params_version_ && w16_.size() == (total_ + 1) / 2) return;
+  w16_.resize(be_, (total_ + 1) / 2);
+  be_->cast_bf16(reinterpret_cast<uint16_t*>(w16_.data()), params_.data(), total_);
+  w16_version_ = params_version_;
+}
+
+const uint16_t* LlamaModel::to_bf16(int slot, const float* x, size_t n) {
+  uint16_t* dst;
+  if (be_->concurrent_pieces) {  // host memory, lanes and shards at once: scratch per thread
+    thread_local std::vector<uint16_t> scratch[2];
+    scratch[slot].resize(n);
+    dst = scratch[slot].data();
+  } else {
+    cast16_[slot].resize(be_, (n + 1) / 2);
+    dst = reinterpret_cast<uint16_t*>(cast16_[slot].data());
+  }
+  be_->cast_bf16(dst, x, n);
+  return dst;
 }
 
 // One decode step of the active slots [s0, s0 + n): their tokens last_token[s] at positions[s],

@@ -497,8 +497,7 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T, const ValueRows* 
 
   if (!value_rows) {
     // logits = xf[rows] @ Wlm^T (prefix tokens have no logits: no gradient from here)
-    linear_backward(be_, dxn + Npre * C, G(lm_head_off_), nullptr, a.logits.data(), a.xf.data() + Npre * C,
-                    P(lm_head_off_), ones, Nrow, C, V, false);
+    linear_bwd(dxn + Npre * C, lm_head_off_, nullptr, a.logits.data(), a.xf.data() + Npre * C, ones, Nrow, C, V, false);
     if (Npre) be_->zero(dxn, Npre * C * sizeof(float));
   } else {
     // r = xf[row] . w: the gradient enters at the value rows only
@@ -517,17 +516,17 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T, const ValueRows* 
     const LayerOffsets& o = layers_[l];
     const int Nz = N - (int)z;
     // x_next = x_mid + h @ Wdown^T: dres flows to x_mid unchanged, and into the MLP.
-    linear_backward(be_, a.dI3.data() + z * I, G(o.w_down), nullptr, dres + z * C, a.h[l].data() + z * I, P(o.w_down), ones, Nz, I, C, false);
+    linear_bwd(a.dI3.data() + z * I, o.w_down, nullptr, dres + z * C, a.h[l].data() + z * I, ones, Nz, I, C, false);
     // h = silu(g) * u
     be_->swiglu_backward(a.dI1.data() + z * I, a.dI2.data() + z * I, a.dI3.data() + z * I, a.g[l].data() + z * I, a.u[l].data() + z * I, Nz, I);
     // g = xn2 @ Wgate^T, u = xn2 @ Wup^T
-    linear_backward(be_, dxn + z * C, G(o.w_gate), nullptr, a.dI1.data() + z * I, a.xn2[l].data() + z * C, P(o.w_gate), ones, Nz, C, I, false);
-    linear_backward(be_, dxn + z * C, G(o.w_up), nullptr, a.dI2.data() + z * I, a.xn2[l].data() + z * C, P(o.w_up), ones, Nz, C, I, true);
+    linear_bwd(dxn + z * C, o.w_gate, nullptr, a.dI1.data() + z * I, a.xn2[l].data() + z * C, ones, Nz, C, I, false);
+    linear_bwd(dxn + z * C, o.w_up, nullptr, a.dI2.data() + z * I, a.xn2[l].data() + z * C, ones, Nz, C, I, true);
     // xn2 = rmsnorm(x_mid)
     be_->rmsnorm_backward(dtmp + z * C, G(o.ffn_norm), dxn + z * C, a.x_mid[l].data() + z * C, P(o.ffn_norm), a.rstd2[l].data() + z, Nz, C);
     be_->residual_forward(dres + z * C, dres + z * C, dtmp + z * C, (size_t)Nz * C);
     // x_mid = x_in + att @ Wo^T
-    linear_backward(be_, a.datt.data() + z * Hq, G(o.wo), nullptr, dres + z * C, a.att[l].data() + z * Hq, P(o.wo), ones, Nz, Hq, C, false);
+    linear_bwd(a.datt.data() + z * Hq, o.wo, nullptr, dres + z * C, a.att[l].data() + z * Hq, ones, Nz, Hq, C, false);
     if (z) be_->zero(a.datt.data(), z * Hq * sizeof(float));
     // att = attention(q, k, v) (attention_layer_forward)
     attention_layer_backward(l, z > 0);
@@ -544,10 +543,10 @@ void LlamaModel::backward(const int32_t* tokens, int B, int T, const ValueRows* 
     }
     // q/k/v = xn1 @ W^T (+ b); the queries of rows [0, z) have zero gradient
     const bool bias = cfg_.qkv_bias;
-    linear_backward(be_, dxn + z * C, G(o.wq), bias ? G(o.bq) : nullptr, dqpre + z * Hq, a.xn1[l].data() + z * C, P(o.wq), ones, Nz, C, Hq, false);
+    linear_bwd(dxn + z * C, o.wq, bias ? G(o.bq) : nullptr, dqpre + z * Hq, a.xn1[l].data() + z * C, ones, Nz, C, Hq, false);
     if (z) be_->zero(dxn, z * C * sizeof(float));
-    linear_backward(be_, dxn, G(o.wk), bias ? G(o.bk) : nullptr, dkpre, a.xn1[l].data(), P(o.wk), ones, N, C, Hk, true);
-    linear_backward(be_, dxn, G(o.wv), bias ? G(o.bv) : nullptr, a.dv.data(), a.xn1[l].data(), P(o.wv), ones, N, C, Hk, true);
+    linear_bwd(dxn, o.wk, bias ? G(o.bk) : nullptr, dkpre, a.xn1[l].data(), ones, N, C, Hk, true);
+    linear_bwd(dxn, o.wv, bias ? G(o.bv) : nullptr, a.dv.data(), a.xn1[l].data(), ones, N, C, Hk, true);
     // xn1 = rmsnorm(x_in)
     be_->rmsnorm_backward(dtmp, G(o.attn_norm), dxn, a.x_in[l].data(), P(o.attn_norm), a.rstd1[l].data(), N, C);
     be_->residual_forward(dres, dres, dtmp, (size_t)N * C);

@@ -20,6 +20,11 @@ struct LlamaConfig {
   int vocab = 0, dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   float rope_theta = 10000.f, norm_eps = 1e-5f;
   bool tied_embeddings = false, qkv_bias = false, qk_norm = false;
+  // Mixed precision: every linear layer's GEMM (forward and backward, the LM head included) takes
+  // bf16 inputs (the weights' bf16 copy, the activations and gradients cast per call) with fp32
+  // accumulation and fp32 outputs, as torch's bf16 autocast does; the master weights, gradients,
+  // AdamW state, norms, attention, softmax, log-probs and losses stay fp32.
+  bool bf16 = false;
 };
 
 struct TensorInfo {
@@ -317,6 +322,16 @@ class LlamaModel {
   // copy when `transposed` (the same bits as without for n > 16, where both take the packed GEMM).
   void linear_fwd(bool transposed, float* out, const float* in, size_t w, const float* bias,
                   const float* ones, int n, int in_dim, int out_dim);
+  // Inverts linear_fwd: din (n, in_dim) = dout @ W (+= when accumulate_din; none when din is
+  // null), dW += dout^T @ in at gradient offset w, dbias += ones^T @ dout.
+  void linear_bwd(float* din, size_t w, float* dbias, const float* dout, const float* in, const float* ones,
+                  int n, int in_dim, int out_dim, bool accumulate_din);
+  // bf16 (cfg_.bf16): the weights' bf16 copy, current for params_version_ (ensure_decode_weights
+  // refreshes it, outside lanes and shards), and x (n) cast into scratch `slot` (0 or 1; per
+  // thread where pieces run concurrently).
+  void ensure_bf16_weights();
+  const uint16_t* W16(size_t off) const { return reinterpret_cast<const uint16_t*>(w16_.data()) + off; }
+  const uint16_t* to_bf16(int slot, const float* x, size_t n);
   // prefix_outputs_unused: no gradient reaches the prefix rows' attention outputs (the top
   // layer), so the prefixes' own attention backward is all zeros and is skipped.
   void attention_layer_backward(int l, bool prefix_outputs_unused = false);
@@ -333,6 +348,8 @@ class LlamaModel {
   Buffer params_, grads_, m_, v_;
   Buffer decode_wt_;  // transposed linear weights at their params offsets (ensure_decode_weights)
   uint64_t params_version_ = 1, decode_wt_version_ = 0;
+  Buffer w16_, cast16_[2];  // bf16 weights (total_ halves) and cast scratch (device backends)
+  uint64_t w16_version_ = 0;
   int step_ = 0;
   std::unique_ptr<Activations> acts_;
   std::vector<std::unique_ptr<Lane>> lanes_;

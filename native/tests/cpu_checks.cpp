@@ -4,6 +4,8 @@
 // Philox4x32-10 known-answer vectors.
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <set>
 #include <stdexcept>
@@ -229,6 +231,44 @@ void check_decode(Report& rep) {
   }
 }
 
+// bf16 casts against a reference that rounds by distance in double (ties to the even mantissa).
+void check_cast_bf16(Report& rep) {
+  Rng rng(93);
+  std::vector<float> x(20011);
+  for (auto& v : x) v = rng.nonzero() * std::ldexp(1.f, (int)rng.below(200) - 100);
+  const float specials[] = {0.f, -0.f, INFINITY, -INFINITY, 1.00390625f, 1.01171875f, -3.0078125f, 1e-40f, 3.4e38f, 3.40282347e38f};
+  for (size_t i = 0; i < sizeof(specials) / sizeof(float); i++) x[i] = specials[i];
+  std::vector<uint16_t> got(x.size());
+  wst::cast_bf16(got.data(), x.data(), x.size());
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); i++) {
+    uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    const uint16_t lo = (uint16_t)(u >> 16);
+    uint16_t want = lo;
+    if ((u & 0xffffu) != 0 && (u & 0x7f800000u) != 0x7f800000u) {
+      const uint16_t hi = (uint16_t)(lo + 1);  // the next bf16 away from zero (may be infinity)
+      // A bf16's value; infinity counts as 2^128 (the next power past the largest finite one), so
+      // that rounding past the largest finite bf16 goes to infinity as IEEE rounding does.
+      auto val = [](uint16_t h) {
+        if ((h & 0x7fffu) == 0x7f80u) return std::copysign(std::ldexp(1.0, 128), (h & 0x8000u) ? -1.0 : 1.0);
+        uint32_t w = (uint32_t)h << 16;
+        float f;
+        std::memcpy(&f, &w, 4);
+        return (double)f;
+      };
+      const double dlo = std::fabs((double)x[i] - val(lo)), dhi = std::fabs(val(hi) - (double)x[i]);
+      want = (dhi < dlo || (dhi == dlo && (lo & 1))) ? hi : lo;
+    }
+    bad += got[i] != want;
+  }
+  float nan = NAN;
+  uint16_t h = 0;
+  wst::cast_bf16(&h, &nan, 1);
+  rep.check("cast_bf16 vs rounding by distance (bits differing)", (double)bad, 0);
+  rep.check("cast_bf16 keeps NaN a NaN", ((h & 0x7f80u) == 0x7f80u && (h & 0x7fu) != 0) ? 0 : 1, 0);
+}
+
 void check_philox(Report& rep) {
   const uint32_t kats[3][10] = {
       {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
@@ -351,11 +391,13 @@ std::vector<Check> cpu_checks() {
       {"attention", check_attention},
       {"decode", check_decode},
       {"philox", check_philox},
+      {"cast_bf16", check_cast_bf16},
       {"subnormals", check_subnormal_mode},
       {"pool exceptions", check_pool_exceptions},
       {"model", [](Report& rep) { check_model_prefix_batch(rep, wst::cpu_backend(), ""); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cpu_backend(), ""); }},
       {"model value head", [](Report& rep) { check_model_value_head(rep, wst::cpu_backend(), ""); }},
+      {"model bf16", [](Report& rep) { check_model_bf16(rep, wst::cpu_backend(), ""); }},
       {"model decode shards", check_model_decode_shards},
       {"lane deal", check_lane_deal},
       {"model finish row", check_model_finish_row},

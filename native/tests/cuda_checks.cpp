@@ -808,6 +808,21 @@ void check_copy_rows(Report& rep) {
   rep.check("copy_rows: runs and the untouched gaps (values differing)", (double)mismatches(got, want), 0);
 }
 
+// bf16 casts: random values over many binades, the halfway cases, zeros, infinities and NaNs.
+void check_cast_bf16(Report& rep) {
+  Rng rng(92);
+  std::vector<float> x(100003);
+  for (auto& v : x) v = rng.nonzero() * std::ldexp(1.f, (int)rng.below(60) - 30);
+  const float specials[] = {0.f, -0.f, INFINITY, -INFINITY, NAN, 1.00390625f, 1.01171875f, -3.0078125f, 1e-40f, 3.4e38f};
+  for (size_t i = 0; i < sizeof(specials) / sizeof(float); i++) x[i] = specials[i];
+  std::vector<uint16_t> want(x.size()), got(x.size());
+  CPU().cast_bf16(want.data(), x.data(), x.size());
+  GPU().cast_bf16(got.data(), x.data(), x.size());
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); i++) bad += want[i] != got[i];
+  rep.check("cuda cast_bf16 (bits differing)", (double)bad, 0);
+}
+
 // Last: every op of the op list went through a CUDA-vs-CPU case above.
 void check_op_coverage(Report& rep) {
   if (!g_all_groups) return;  // a filter ran some groups only
@@ -830,7 +845,9 @@ std::vector<Check> cuda_checks() {
       {"model prefix", [](Report& rep) { check_model_prefix_batch(rep, wst::cuda_backend(), " (cuda)"); }},
       {"model grpo many", [](Report& rep) { check_model_grpo_many(rep, wst::cuda_backend(), " (cuda)"); }},
       {"model value head", [](Report& rep) { check_model_value_head(rep, wst::cuda_backend(), " (cuda)"); }},
+      {"model bf16", [](Report& rep) { check_model_bf16(rep, wst::cuda_backend(), " (cuda)"); }},
       {"copy_rows", check_copy_rows},
+      {"cast_bf16", check_cast_bf16},
       {"op list coverage", check_op_coverage},
   };
 }

@@ -657,4 +657,88 @@ void check_model_prefill_logits(Report& rep) {
   }
 }
 
+// Mixed precision (LlamaConfig::bf16): a bf16 model on `be` against the same model in fp32 on the
+// CPU: logits, log-probs and every gradient within bf16 tolerances (and not equal: the bf16 GEMMs
+// ran), the bf16 weight copy refreshed by an optimizer step, and generation's log-probs against
+// the bf16 model's own scores of what it generated.
+void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& what) {
+  for (int qk = 0; qk < 2; qk++) {
+    wst::LlamaConfig cfg = tiny_llama_config(61, qk);
+    const std::string tag = what + (qk ? " (qk-norm, tied)" : " (qkv bias)");
+    wst::LlamaModel ref(&wst::cpu_backend(), cfg);
+    cfg.bf16 = true;
+    wst::LlamaModel m(&be, cfg);
+    ref.init_random(5, 0.1f);
+    m.init_random(5, 0.1f);
+    const int B = 3, T = 11, N = B * T;
+    Rng rng(301 + qk);
+    std::vector<int32_t> tokens(N), targets(N);
+    for (int n = 0; n < N; n++) {
+      tokens[n] = (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
+      targets[n] = n % T < 3 ? -1 : (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
+    }
+    auto logits_err = [&] {
+      std::vector<float> lr((size_t)N * cfg.vocab), lm(lr.size(), NAN);
+      ref.forward_logits(tokens.data(), B, T, lr.data());
+      m.forward_logits(tokens.data(), B, T, lm.data());
+      return rel_err(lm, lr);
+    };
+    const double e_logits = logits_err();
+    rep.check("bf16 model logits vs fp32" + tag, e_logits, 2e-2);
+    rep.check("bf16 model logits differ from fp32 (the bf16 GEMMs ran)" + tag, e_logits > 1e-5 ? 0 : 1, 0);
+    std::vector<float> sr(N), sm(N, NAN);
+    ref.score(tokens.data(), targets.data(), B, T, sr.data(), nullptr);
+    m.score(tokens.data(), targets.data(), B, T, sm.data(), nullptr);
+    rep.check("bf16 model score logprobs vs fp32" + tag, rel_err(sm, sr), 1e-2);
+
+    wst::SftParams sp{(double)N};
+    auto rr = ref.train_sft(tokens.data(), targets.data(), B, T, sp);
+    auto rm = m.train_sft(tokens.data(), targets.data(), B, T, sp);
+    rep.check("bf16 model sft loss vs fp32" + tag, std::fabs(rm.loss - rr.loss) / std::fabs(rr.loss), 2e-3);
+    double e_grads = 0;
+    for (const auto& t : ref.tensors()) {
+      std::vector<float> gr(t.size), gm(t.size, NAN);
+      ref.get_grad(t, gr.data());
+      m.get_grad(*m.find(t.name), gm.data());
+      e_grads = std::max(e_grads, rel_err(gm, gr));
+    }
+    rep.check("bf16 model sft grads vs fp32 (every tensor)" + tag, e_grads, 5e-2);
+
+    // The optimizer updates the fp32 master weights; the next forward must read a refreshed bf16
+    // copy: against the fp32 model given the same updated weights (a stale copy is off by the
+    // step, several times the tolerance).
+    const wst::OptimizerParams op{1e-2, 0.9, 0.999, 1e-8, 0.0, 1.0};
+    m.optimizer_step(op);
+    for (const auto& t : m.tensors()) {
+      std::vector<float> w(t.size);
+      m.get_tensor(t, w.data());
+      ref.set_tensor(*ref.find(t.name), w.data());
+    }
+    rep.check("bf16 model logits vs fp32 after an optimizer step" + tag, logits_err(), 2e-2);
+
+    // Generation (prefill + decode through the bf16 GEMMs) against the model's own scores.
+    auto ctx = m.create_context(2, 16);
+    ctx->sampling = wst::SamplingParams{1.f, 0, 1.f, 0.f};
+    for (int b = 0; b < 2; b++) ctx->add_row(77 + b, 6);
+    const std::vector<int32_t> prompts = {3, 4, 5, 6, 7, 8, 9};
+    const std::vector<int64_t> off = {0, 4, 7};
+    m.prefill(*ctx, prompts.data(), off.data(), 2);
+    while (m.decode(*ctx, 3) > 0) {
+    }
+    double e_gen = 0;
+    for (int b = 0; b < 2; b++) {
+      std::vector<int32_t> seq(prompts.begin() + off[b], prompts.begin() + off[b + 1]);
+      const int P = (int)seq.size(), G = (int)ctx->out_tokens[b].size();
+      seq.insert(seq.end(), ctx->out_tokens[b].begin(), ctx->out_tokens[b].end());
+      std::vector<int32_t> tgt(seq.size(), -1);
+      for (int t = P - 1; t + 1 < (int)seq.size(); t++) tgt[t] = seq[t + 1];
+      std::vector<float> lp(seq.size(), NAN);
+      m.score(seq.data(), tgt.data(), 1, (int)seq.size(), lp.data(), nullptr);
+      std::vector<float> got(ctx->out_logprobs[b].begin(), ctx->out_logprobs[b].end()), want(lp.begin() + P - 1, lp.begin() + P - 1 + G);
+      e_gen = std::max(e_gen, G == 6 ? rel_err(got, want) : INFINITY);
+    }
+    rep.check("bf16 model generated logprobs vs its scores" + tag, e_gen, 1e-4);
+  }
+}
+
 }  // namespace wst_test

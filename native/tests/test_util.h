@@ -119,6 +119,7 @@ namespace wst_test {
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_value_head(Report& rep, const wst::Backend& be, const std::string& what);
+void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_decode_shards(Report& rep);
 void check_lane_deal(Report& rep);
 void check_model_finish_row(Report& rep);

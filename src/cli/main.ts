@@ -159,6 +159,10 @@ const MODEL_OPTIONS = ['model', 'teacher', 'student', 'untrained', 'strong', 're
 for (const c of Object.values(commands))
   if (MODEL_OPTIONS.some((k) => k in c.options)) c.options.revision = str('REV', 'for hub model ids (org/name): branch, tag or commit (default main)');
 
+// Commands that place models (--device) also take their GEMM precision.
+for (const c of Object.values(commands))
+  if ('device' in c.options) c.options.dtype = str('fp32|bf16', 'the linear layers\' GEMM inputs (default bf16 with --device cuda, else fp32; bf16: mixed precision, fp32 master weights)');
+
 /**
  * Hub model ids are downloaded once into the hub cache (progress on stderr; $HF_TOKEN, $HF_ENDPOINT,
  * $HF_HUB_OFFLINE as Hugging Face tools read them) and replaced by their local folder; a task's
@@ -209,6 +213,11 @@ export async function main(argv: string[]): Promise<number> {
     if (typeof values['data-dir'] === 'string') {
       if (!statSync(values['data-dir'], { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--data-dir ${values['data-dir']}: not a folder`);
       process.env.WST_DASH_DATA = values['data-dir'];
+    }
+    // --dtype: the precision of every model this process creates (models read $WST_DASH_DTYPE).
+    if ('device' in command.options && values.dtype !== undefined) {
+      if (values.dtype !== 'fp32' && values.dtype !== 'bf16') throw new UsageError(`--dtype must be fp32 or bf16, got "${values.dtype}"`);
+      process.env.WST_DASH_DTYPE = values.dtype;
     }
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --; see wst-dash ${name} --help)`);
     await fetchNamedInputs(values);

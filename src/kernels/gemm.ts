@@ -52,15 +52,11 @@ export const matmulTf32 = defineOp((a: Float32Array, b: Float32Array, opts: Matm
   };
 });
 
-/** Float32Array -> bf16 bits (round to nearest even; NaN stays NaN). */
+/** Float32Array -> bf16 bits (round to nearest even; NaN stays NaN): the engine's cast_bf16. */
 export function toBf16(x: Float32Array): Uint16Array {
   if (!(x instanceof Float32Array)) throw new TypeError('toBf16 expects a Float32Array');
-  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
   const out = new Uint16Array(x.length);
-  for (let i = 0; i < u.length; i++) {
-    const b = u[i];
-    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
-  }
+  native.castBf16({ out, x }, false);
   return out;
 }
 

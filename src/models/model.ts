@@ -149,6 +149,26 @@ export function checkDevice(device: unknown, name = 'device'): Device {
   return device;
 }
 
+/**
+ * The linear layers' GEMM precision. 'bf16' is mixed precision as torch's bf16 autocast: the GEMMs
+ * take bf16 inputs (a bf16 copy of the weights, activations and gradients cast per call) with fp32
+ * accumulation; master weights, gradients, AdamW state, norms, attention, softmax, log-probs and
+ * losses stay fp32. Default: $WST_DASH_DTYPE when set (the CLI's --dtype sets it), else 'bf16' on
+ * CUDA and 'fp32' on the CPU (where the CPU GEMM widens bf16 back to fp32: a check of the numerics,
+ * not a speed-up).
+ */
+export type Dtype = 'fp32' | 'bf16';
+
+export function checkDtype(dtype: unknown, device: Device, name = 'dtype'): Dtype {
+  if (dtype === undefined) {
+    const env = process.env.WST_DASH_DTYPE;
+    if (env !== undefined && env !== '') return checkDtype(env, device, 'WST_DASH_DTYPE');
+    return device === 'cuda' ? 'bf16' : 'fp32';
+  }
+  if (dtype !== 'fp32' && dtype !== 'bf16') throw new RangeError(`${name} must be "fp32" or "bf16", got ${JSON.stringify(dtype)}`);
+  return dtype;
+}
+
 /** Row i of a generate call with one numeric seed draws with Philox key seed + i. */
 function rowSeed(seed: number, row: number): bigint {
   return BigInt.asUintN(64, BigInt(Math.floor(seed)) + BigInt(row));
@@ -164,9 +184,10 @@ export class Model {
     readonly config: ModelConfig,
     readonly tokenizer: Tokenizer | undefined,
     readonly device: Device,
+    readonly dtype: Dtype,
   ) {
     // A reward model has no LM head natively (its score head lives here, see `head`).
-    this.handle = new native.Model({ ...config, tieWordEmbeddings: config.tieWordEmbeddings || config.scoreHead === true, device });
+    this.handle = new native.Model({ ...config, tieWordEmbeddings: config.tieWordEmbeddings || config.scoreHead === true, device, dtype });
     if (config.scoreHead) {
       const C = config.hiddenSize;
       this.head = { w: new Float32Array(C), g: new Float32Array(C), m: new Float32Array(C), v: new Float32Array(C), t: 0 };
@@ -180,27 +201,29 @@ export class Model {
   private head: { w: Float32Array; g: Float32Array; m: Float32Array; v: Float32Array; t: number } | undefined;
 
   /** A model with seeded random weights (normal(0, std); norms 1). */
-  static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer; device?: Device } = {}): Model {
+  static create(config: ModelConfig, options: { seed?: number; std?: number; tokenizer?: Tokenizer; device?: Device; dtype?: Dtype } = {}): Model {
     validateConfig(config);
-    const m = new Model(config, options.tokenizer, checkDevice(options.device, 'options.device'));
+    const device = checkDevice(options.device, 'options.device');
+    const m = new Model(config, options.tokenizer, device, checkDtype(options.dtype, device, 'options.dtype'));
     m.handle.initRandom({ seed: options.seed ?? 0, std: options.std ?? 0.02 });
     return m;
   }
 
   /** A reward model on this language model's backbone and tokenizer (its LM head dropped), with a zero score head. */
   static rewardModelFrom(lm: Model): Model {
-    const rm = new Model({ ...lm.config, scoreHead: true }, lm.tokenizer, lm.device);
+    const rm = new Model({ ...lm.config, scoreHead: true }, lm.tokenizer, lm.device, lm.dtype);
     for (const t of rm.tensorNames()) rm.handle.setTensor({ name: t.name, data: lm.getTensor(t.name) });
     return rm;
   }
 
   /** Loads a Hugging Face folder: config.json, model.safetensors (or shards), tokenizer if any. */
-  static async load(dir: string, options: { device?: Device } = {}): Promise<Model> {
+  static async load(dir: string, options: { device?: Device; dtype?: Dtype } = {}): Promise<Model> {
     const device = checkDevice(options.device, 'options.device');
+    const dtype = checkDtype(options.dtype, device, 'options.dtype');
     if (!existsSync(dir)) throw new Error(`model folder ${dir} does not exist`);
     const { config, tensors } = await loadCheckpoint(dir);
     const tokenizer = await loadTokenizer(dir);
-    const m = new Model(config, tokenizer, device);
+    const m = new Model(config, tokenizer, device, dtype);
     for (const [name, t] of tensors) {
       if (name === 'score.weight' && m.head) m.head.w.set(t.data);
       else m.handle.setTensor({ name, data: t.data });
@@ -748,6 +771,6 @@ export class Model {
   }
 }
 
-export async function loadModel(dir: string, options: { device?: Device } = {}): Promise<Model> {
+export async function loadModel(dir: string, options: { device?: Device; dtype?: Dtype } = {}): Promise<Model> {
   return Model.load(dir, options);
 }

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseConfig, type ModelConfig } from '../models/config.js';
-import { Model, type Device } from '../models/model.js';
+import { checkDtype, Model, type Device } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
 import { cacheDir } from '../paths.js';
 import { contentKey, SFT_MODULES } from './cache-key.js';
@@ -73,7 +73,8 @@ export function builtinSftEntry(options: Partial<BuiltinSftOptions> & { device?:
   // Keyed by content: the options, the code that makes the corpus and trains (this module, arith,
   // the trainer and model), the engine binary and its ISA path. The ISA matters: the AVX2 and
   // AVX-512 kernels round differently, and 1800 SFT steps carry that into different models.
-  const key = contentKey({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, device: options.device ?? 'cpu' },
+  const device = options.device ?? 'cpu';
+  const key = contentKey({ config, sft, vocab: ARITH_VOCAB, difficulty: BUILTIN_DIFFICULTY, device, dtype: checkDtype(undefined, device) },
     ['rl/builtin', 'rl/tasks/arith', ...SFT_MODULES]);
   return { sft, config, dir: path.join(cacheDir(), `arith-sft-${key}`) };
 }

@@ -19,7 +19,7 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { parseConfig, type ModelConfig } from '../models/config.js';
-import { Model, type Device } from '../models/model.js';
+import { checkDtype, Model, type Device } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
 import { extractGsm8k, numberEqual } from '../rl/answers.js';
 import { cacheDir } from '../rl/builtin.js';
@@ -194,7 +194,8 @@ export interface WarmedModel {
 
 async function warm(role: 'student' | 'teacher', w: WarmupOptions, o: { device?: Device; refresh?: boolean; log?: (l: string) => void }): Promise<WarmedModel> {
   const config = role === 'student' ? studentConfig() : teacherConfig();
-  const key = contentKey({ role, config, w, vocab: OPS_VOCAB, device: o.device ?? 'cpu' }, ['wst/builtin', 'wst/templates', ...SFT_MODULES]);
+  const device = o.device ?? 'cpu';
+  const key = contentKey({ role, config, w, vocab: OPS_VOCAB, device, dtype: checkDtype(undefined, device) }, ['wst/builtin', 'wst/templates', ...SFT_MODULES]);
   const dir = path.join(cacheDir(), `wst-${role}-${key}`);
   if (!o.refresh && existsSync(path.join(dir, 'model.safetensors'))) return { model: await Model.load(dir, { device: o.device }), dir, cached: true, seconds: 0 };
   const model = Model.create(config, { seed: w.seed, std: 0.02, tokenizer: opsTokenizer(), device: o.device });
