@@ -26,6 +26,7 @@ describe('bench scale (tiny shape, CPU)', () => {
     expect(r.config.architecture).toBe('qwen2');
     expect(r.config.attentionBias).toBe(true);
     expect(r.config.eosTokenId).toBeNull();
+    expect(r.dtype).toBe('fp32'); // the CPU's default
     expect(r.ours.map((o) => o.phase)).toEqual(['generate', 'train']);
     for (const o of r.ours) {
       expect(o.tokensPerSecond).toBeGreaterThan(0);
@@ -90,6 +91,7 @@ describe('bench dash --shape (tiny)', () => {
     const lines: string[] = [];
     const r = await runScaleRace({ shape: 'tiny', steps: 1, promptsPerStep: 2, promptLen: 8, maxNewTokens: 12, log: (l) => lines.push(l) });
     expect(r.note).toMatch(/accuracy .* mean nothing/);
+    expect(r.dtype).toBe('fp32');
     expect(lines.join('\n')).toMatch(/accuracy .* mean nothing/);
     expect(Object.keys(r.arms)).toEqual(['grpo', 'dash']);
     const { grpo, dash } = r.arms;

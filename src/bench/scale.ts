@@ -15,7 +15,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { native, packageRoot } from '../native.js';
-import { Model, type Device } from '../models/model.js';
+import { Model, checkDtype, type Device, type Dtype } from '../models/model.js';
 import { writeFileAtomic } from '../models/atomic.js';
 import { parameterCount, type ModelConfig } from '../models/config.js';
 import type { Tokenizer } from '../models/tokenizer.js';
@@ -138,6 +138,8 @@ export interface ScaleResult {
   gpu?: string | null;
   isa: string;
   threads: number;
+  /** Our model's linear-layer precision (Model.dtype: --dtype / $WST_DASH_DTYPE, default bf16 on CUDA, fp32 on the CPU). */
+  dtype: Dtype;
   params: number;
   config: ModelConfig;
   settings: { batch: number; seq: number; microBatch: number; prompts: number; promptLen: number; newTokens: number; temperature: number; reps: number };
@@ -296,7 +298,7 @@ const fmt = (x: number | undefined | null, d = 1) => (x === undefined || x === n
 export function scaleTable(r: ScaleResult): string {
   const s = r.settings;
   const lines = [
-    `bench scale: ${r.shape} (${(r.params / 1e6).toFixed(1)}M parameters, random seeded weights) on ${r.device}${r.gpu ? ` (${r.gpu})` : ` (${r.threads} thread(s), ${r.isa})`}`,
+    `bench scale: ${r.shape} (${(r.params / 1e6).toFixed(1)}M parameters, random seeded weights) on ${r.device}${r.gpu ? ` (${r.gpu})` : ` (${r.threads} thread(s), ${r.isa})`}; ours ${r.dtype === 'bf16' ? 'bf16 mixed precision' : 'fp32'}, torch ${r.device === 'cuda' ? 'bf16 autocast (train), bf16 weights (generate)' : 'fp32'}`,
     `  train: ${s.batch} x ${s.seq} tokens per step (micro-batches of ${s.microBatch}), forward + backward + AdamW; generate: ${s.prompts} prompts of ${s.promptLen} tokens x ${s.newTokens} new tokens, ${s.temperature > 0 ? `sampled at T ${s.temperature}` : 'greedy'}, no EOS; median of ${s.reps}`,
     '',
     'phase     implementation   tokens/s    s/run   peak memory MiB          ours / it',
@@ -338,7 +340,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
   if (posInt(o.threads, '--threads') !== undefined) native.setThreads(o.threads!);
   const config = scaleConfig(shape);
   const result: ScaleResult = {
-    shape, device, isa: native.isa as string, threads: native.getThreads(), params: parameterCount(config), config, settings, ours: [],
+    shape, device, isa: native.isa as string, threads: native.getThreads(), dtype: checkDtype(undefined, device, 'WST_DASH_DTYPE'), params: parameterCount(config), config, settings, ours: [],
     torch: { ran: false, rows: [] }, ratios: {},
   };
 
@@ -376,6 +378,7 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
   if (device === 'cuda') result.gpu = gpuName();
   log(`creating the ${shape} model (${(result.params / 1e6).toFixed(1)}M parameters) on ${device}`);
   const model = createScaleModel(shape, { device });
+  result.dtype = model.dtype;
   const poll = new DeviceMemory();
   for (const phase of (['generate', 'train'] as const).filter((p) => what.includes(p))) {
     log(`ours: ${phase}`);

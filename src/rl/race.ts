@@ -187,7 +187,6 @@ export function meanInterval(xs: readonly number[]): Interval {
   return { mean, low: mean - h, high: mean + h, n };
 }
 
-
 /** What the SFT warm-up was trained on, in words (the report says it). */
 function sftCorpus(over: Partial<BuiltinSftOptions> = {}): string | undefined {
   const rate = over.flawedRate ?? BUILTIN_SFT.flawedRate, kind = over.flawedKind ?? BUILTIN_SFT.flawedKind;

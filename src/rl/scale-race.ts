@@ -14,7 +14,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
-import type { Device, Model } from '../models/model.js';
+import { checkDtype, type Device, type Dtype, type Model } from '../models/model.js';
 import { CharTokenizer } from '../models/tokenizer.js';
 import { benchPrompts, median } from '../bench/model.js';
 import { createScaleModel, scaleConfig, type ScaleShape } from '../bench/scale.js';
@@ -70,6 +70,8 @@ export interface ScaleArmResult {
 export interface ScaleRaceResult {
   shape: ScaleShape;
   device: Device;
+  /** The models' linear-layer precision (--dtype / $WST_DASH_DTYPE; default bf16 on CUDA). */
+  dtype: Dtype;
   params: number;
   note: string;
   settings: Required<Pick<ScaleRaceOptions, 'steps' | 'promptsPerStep' | 'groupSize' | 'microBatch' | 'promptLen' | 'maxNewTokens' | 'tau' | 'seed' | 'repeat' | 'warmup'>> & { lr: number; temperature: number; reward: string };
@@ -145,8 +147,8 @@ export async function runScaleRace(o: ScaleRaceOptions): Promise<ScaleRaceResult
       onStep: (m) => o.progress?.(`[${name}] step ${m.step}/${over.steps ?? s.steps}  kept ${(100 * m.keptFraction).toFixed(0)}%  ${m.elapsed.toFixed(1)} s`),
     });
   };
-  const result: ScaleRaceResult = { shape: o.shape, device: o.device ?? 'cpu', params: parameterCount(config), note: SCALE_RACE_NOTE, settings, arms: {} };
-  o.log(`bench dash --shape ${o.shape}: ${(result.params / 1e6).toFixed(1)}M parameters, random init, on ${result.device}; ${s.steps} steps x ${s.promptsPerStep} prompts x G ${s.groupSize}, ${s.maxNewTokens} new tokens per completion (no EOS), micro-batches of ${s.microBatch}`);
+  const result: ScaleRaceResult = { shape: o.shape, device: o.device ?? 'cpu', dtype: checkDtype(undefined, o.device ?? 'cpu', 'WST_DASH_DTYPE'), params: parameterCount(config), note: SCALE_RACE_NOTE, settings, arms: {} };
+  o.log(`bench dash --shape ${o.shape}: ${(result.params / 1e6).toFixed(1)}M parameters, random init, on ${result.device} (${result.dtype}); ${s.steps} steps x ${s.promptsPerStep} prompts x G ${s.groupSize}, ${s.maxNewTokens} new tokens per completion (no EOS), micro-batches of ${s.microBatch}`);
   o.log(SCALE_RACE_NOTE);
   if (s.warmup) {
     const t0 = performance.now();
@@ -193,7 +195,7 @@ export async function runScaleRace(o: ScaleRaceOptions): Promise<ScaleRaceResult
 export function scaleRaceTable(r: ScaleRaceResult): string {
   const s = r.settings;
   const lines = [
-    `DASH race at the ${r.shape} shape (${(r.params / 1e6).toFixed(1)}M parameters) on ${r.device}: ${s.steps} steps, ${s.promptsPerStep} prompts x G ${s.groupSize}, ${s.promptLen}-token prompts, ${s.maxNewTokens} new tokens per completion (fixed length), micro-batches of ${s.microBatch}`,
+    `DASH race at the ${r.shape} shape (${(r.params / 1e6).toFixed(1)}M parameters) on ${r.device} (${r.dtype}): ${s.steps} steps, ${s.promptsPerStep} prompts x G ${s.groupSize}, ${s.promptLen}-token prompts, ${s.maxNewTokens} new tokens per completion (fixed length), micro-batches of ${s.microBatch}`,
     `(${r.note})`,
     '',
     '| arm | wall s | generate | score | train | generate calls | kept | fixed length |',
