@@ -65,18 +65,23 @@ export interface AttentionBackwardArgs extends AttentionShape {
   out: Float32Array;
   lse: Float32Array;
 }
-/** One query per row against a KV cache (batch, maxSeq, kvHeads, headDim); lengths (batch) in [1, maxSeq]. */
-export interface AttentionDecodeArgs {
-  out: Float32Array;
+/** One query per row against a KV cache. */
+export interface AttentionDecodeOptions {
+  /** One query per batch row: (batch, heads, headDim). */
   q: Float32Array;
+  /** (batch, maxSeq, kvHeads, headDim); row b's positions 0..lengths[b]-1 are filled. */
   kCache: Float32Array;
   vCache: Float32Array;
+  /** Int32Array (batch): keys each row sees, in [1, maxSeq] (its own key already written). */
   lengths: Int32Array;
   batch: number;
   heads: number;
   kvHeads: number;
   maxSeq: number;
   headDim: number;
+}
+export interface AttentionDecodeArgs extends AttentionDecodeOptions {
+  out: Float32Array;
 }
 
 export interface RowsDim {
@@ -203,7 +208,8 @@ export interface GrpoMicroBatchArgs extends TokenBatch, GrpoParams {
   prefix?: NativePrefix | null;
 }
 
-export interface NativeStepResult {
+/** One training micro-batch's result. */
+export interface StepResult {
   loss: number;
   tokens: number;
   entropy: number;
@@ -278,9 +284,9 @@ export interface NativeModel {
   valueForward: NativeOp<TokenBatch & { last: Int32Array; w: Float32Array; prefix?: NativePrefix | null }, Float32Array>;
   /** Right after valueForward: dw (hidden), the backbone's gradients accumulated. */
   valueBackward: NativeOp<{ dr: Float32Array; w: Float32Array }, Float32Array>;
-  trainSft: NativeOp<TokenBatch & { targets: Int32Array; normalizer: number }, NativeStepResult>;
-  trainGrpo: NativeOp<GrpoMicroBatchArgs, NativeStepResult>;
-  trainGrpoMany: NativeOp<{ microBatches: GrpoMicroBatchArgs[] }, NativeStepResult[]>;
+  trainSft: NativeOp<TokenBatch & { targets: Int32Array; normalizer: number }, StepResult>;
+  trainGrpo: NativeOp<GrpoMicroBatchArgs, StepResult>;
+  trainGrpoMany: NativeOp<{ microBatches: GrpoMicroBatchArgs[] }, StepResult[]>;
   /** Resolves to the gradient norm before clipping. */
   optimizerStep: NativeOp<NativeOptimizerArgs, number>;
   zeroGrad(): void;

@@ -665,11 +665,8 @@ void check_model_on_device(Report& rep) {
     gpu.init_random(5, 0.3f);
     const int B = 3, T = 11, N = B * T;
     Rng rng(101 + qk);
-    std::vector<int32_t> tokens(N), targets(N);
-    for (int n = 0; n < N; n++) {
-      tokens[n] = (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
-      targets[n] = n % T < 3 ? -1 : (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
-    }
+    std::vector<int32_t> tokens, targets;
+    random_rows(rng, cfg.vocab, B, T, tokens, targets);
     std::vector<float> lc((size_t)N * cfg.vocab), lg(lc.size(), NAN);
     cpu.forward_logits(tokens.data(), B, T, lc.data());
     gpu.forward_logits(tokens.data(), B, T, lg.data());

@@ -27,6 +27,15 @@ wst::LlamaConfig tiny_llama_config(int vocab, bool qk_norm) {
   return cfg;
 }
 
+void random_rows(Rng& rng, int vocab, int B, int T, std::vector<int32_t>& tokens, std::vector<int32_t>& targets) {
+  tokens.resize((size_t)B * T);
+  targets.resize((size_t)B * T);
+  for (int n = 0; n < B * T; n++) {
+    tokens[n] = (int32_t)(rng.uniform() * vocab) % vocab;
+    targets[n] = n % T < 3 ? -1 : (int32_t)(rng.uniform() * vocab) % vocab;
+  }
+}
+
 // Every parameter's accumulated gradient, concatenated in tensor order.
 static std::vector<float> all_grads(wst::LlamaModel& m) {
   std::vector<float> all;
@@ -672,11 +681,8 @@ void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& wh
     m.init_random(5, 0.1f);
     const int B = 3, T = 11, N = B * T;
     Rng rng(301 + qk);
-    std::vector<int32_t> tokens(N), targets(N);
-    for (int n = 0; n < N; n++) {
-      tokens[n] = (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
-      targets[n] = n % T < 3 ? -1 : (int32_t)(rng.uniform() * cfg.vocab) % cfg.vocab;
-    }
+    std::vector<int32_t> tokens, targets;
+    random_rows(rng, cfg.vocab, B, T, tokens, targets);
     auto logits_err = [&] {
       std::vector<float> lr((size_t)N * cfg.vocab), lm(lr.size(), NAN);
       ref.forward_logits(tokens.data(), B, T, lr.data());

@@ -119,6 +119,8 @@ namespace wst_test {
 void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_value_head(Report& rep, const wst::Backend& be, const std::string& what);
+// B rows of T random tokens, and targets with each row's first 3 positions unscored (-1).
+void random_rows(Rng& rng, int vocab, int B, int T, std::vector<int32_t>& tokens, std::vector<int32_t>& targets);
 void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_decode_shards(Report& rep);
 void check_lane_deal(Report& rep);

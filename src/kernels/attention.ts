@@ -3,11 +3,11 @@
 // projections: q (batch, seqQ, heads, headDim), k and v (batch, seqK, kvHeads, headDim).
 // Query head h reads kv head floor(h * kvHeads / heads); scores are scaled by 1/sqrt(headDim).
 import { native } from '../native.js';
-import type { AttentionShape } from '../native-api.js';
+import type { AttentionDecodeOptions, AttentionShape } from '../native-api.js';
 import { defineOp } from './define.js';
 import * as v from './validate.js';
 
-export type { AttentionShape };
+export type { AttentionDecodeOptions, AttentionShape };
 
 export interface AttentionOptions extends AttentionShape {
   /** (batch, seqQ, heads, headDim) */
@@ -27,20 +27,6 @@ export interface AttentionBackwardOptions extends AttentionOptions {
   lse: Float32Array;
 }
 
-export interface AttentionDecodeOptions {
-  /** One query per batch row: (batch, heads, headDim). */
-  q: Float32Array;
-  /** (batch, maxSeq, kvHeads, headDim); row b's positions 0..lengths[b]-1 are filled. */
-  kCache: Float32Array;
-  vCache: Float32Array;
-  /** Int32Array (batch): keys each row sees, in [1, maxSeq] (its own key already written). */
-  lengths: Int32Array;
-  batch: number;
-  heads: number;
-  kvHeads: number;
-  maxSeq: number;
-  headDim: number;
-}
 
 interface Dims {
   B: number; H: number; KVH: number; Tq: number; Tk: number; D: number; causal: boolean;

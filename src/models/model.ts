@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { native } from '../native.js';
-import type { GrpoMicroBatchArgs, GrpoParams, NativeModel } from '../native-api.js';
+import type { GrpoMicroBatchArgs, GrpoParams, NativeModel, StepResult } from '../native-api.js';
 import { GRPO_LOSS_TYPES } from '../kernels/losses.js';
 import { writeDirAtomic, writeFileAtomic } from './atomic.js';
 import { configToHf, validateConfig, type ModelConfig } from './config.js';
@@ -110,14 +110,7 @@ export interface GrpoStepOptions extends GrpoParams {
   sharePrefix?: boolean;
 }
 
-export interface StepResult {
-  loss: number;
-  tokens: number;
-  entropy: number;
-  kept: number;
-  clipFraction: number;
-  kl: number;
-}
+export type { StepResult };
 
 export interface OptimizerOptions {
   lr: number;
