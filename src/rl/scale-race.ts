@@ -136,10 +136,12 @@ export async function runScaleRace(o: ScaleRaceOptions): Promise<ScaleRaceResult
   const trainExamples = syntheticExamples(tokenizer, s.promptsPerStep * s.steps, s.promptLen, 4242 + s.seed);
   const model = () => createScaleModel(o.shape, { seed: 1234, device: o.device, tokenizer });
   const armOpts = { tau: s.tau, microBatch: s.microBatch, promptsPerStep: s.promptsPerStep, groupSize: s.groupSize, seed: s.seed };
+  // One frozen reference for every β > 0 run (it only scores): the GPU holds fewer copies of the model.
+  let frozen: Model | undefined;
   const run = async (name: ScaleArm, over: { steps?: number; promptsPerStep?: number; maxNewTokens?: number } = {}, policy?: Model): Promise<RlResult> => {
     const arm = armOptions(name, armOpts);
     const p = policy ?? model();
-    const reference = arm.beta > 0 ? model() : undefined;
+    const reference = arm.beta > 0 ? (frozen ??= model()) : undefined;
     return trainRl({
       environment, policy: p, reference, steps: over.steps ?? s.steps, promptsPerStep: over.promptsPerStep ?? s.promptsPerStep, groupSize: s.groupSize,
       microBatch: s.microBatch, generation: arm.generation, filterThreshold: arm.filterThreshold, beta: arm.beta, sharePrefix: arm.sharePrefix,
