@@ -57,6 +57,21 @@ describe('bench scale (tiny shape, CPU)', () => {
     expect(r.ratios.generate_vs_eager).toBeGreaterThan(0);
   }, 60_000);
 
+  it('--device cuda: measured where a GPU is, else the table still prints and the exit status says why', async () => {
+    // Without nvidia-smi the memory poller must not take the process down (a child that failed to
+    // spawn, killed, signals the whole process group), and a missing Python is a reason, not a crash.
+    const r = await runCli(['bench', 'scale', '--shape', 'tiny', '--device', 'cuda', '--reps', '1', '--json'], { WST_DASH_PYTHON: '/nonexistent/python' });
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!) as ScaleResult;
+    expect(result.torch.skipped).toMatch(/^torch peer skipped: \/nonexistent\/python could not be run/);
+    if (r.code === 0) {
+      for (const o of result.ours) expect(o.tokensPerSecond).toBeGreaterThan(0);
+    } else {
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n').pop()).toMatch(/^wst-dash bench scale: the model could not be created: /);
+      expect(result.ours.map((o) => o.error)).toEqual([expect.stringMatching(/could not be created/), expect.stringMatching(/could not be created/)]);
+    }
+  }, 60_000);
+
   it('bad options are one-line errors naming the option', async () => {
     for (const [args, msg] of [
       [['bench', 'scale', '--shape', 'qwen3'], /^wst-dash bench scale: --shape must be one of qwen2.5-0.5b, tiny, got "qwen3"$/],

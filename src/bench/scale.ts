@@ -172,8 +172,11 @@ class DeviceMemory {
   start(): void {
     this.max = -1;
     try {
-      this.proc = spawn('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits', '--id=0', '-lms', '100'], { stdio: ['ignore', 'pipe', 'ignore'] });
-      this.proc.on('error', () => undefined);
+      const proc = spawn('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits', '--id=0', '-lms', '100'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      proc.on('error', () => undefined);
+      // No nvidia-smi: no pid. Never kill() such a child: it would signal pid 0, our own process group.
+      if (proc.pid === undefined) return;
+      this.proc = proc;
       createInterface({ input: this.proc.stdout! }).on('line', (l) => {
         const v = Number(l.trim());
         if (Number.isFinite(v)) this.max = Math.max(this.max, v);
@@ -265,9 +268,10 @@ function runTorchPeer(python: string, args: string[], timeoutS: number, log: (l:
     const rows: TorchRow[] = [];
     const proc = spawn(python, [path.join(packageRoot, 'bench', 'torch_scale.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutS * 1000);
     // A `timeout` around this process must not leave the peer holding the GPU for the next step.
-    const onSignal = () => { proc.kill('SIGKILL'); process.exit(143); };
+    const kill = () => { if (proc.pid !== undefined && proc.exitCode === null) proc.kill('SIGKILL'); };
+    const timer = setTimeout(() => { timedOut = true; kill(); }, timeoutS * 1000);
+    const onSignal = () => { kill(); process.exit(143); };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
     const settle = () => { clearTimeout(timer); process.off('SIGTERM', onSignal); process.off('SIGINT', onSignal); };
@@ -377,14 +381,20 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
   const baseMB = device === 'cuda' ? DeviceMemory.used() : null;
   if (device === 'cuda') result.gpu = gpuName();
   log(`creating the ${shape} model (${(result.params / 1e6).toFixed(1)}M parameters) on ${device}`);
-  const model = createScaleModel(shape, { device });
-  result.dtype = model.dtype;
+  let model: Model | undefined, failed: string | undefined;
+  try {
+    model = createScaleModel(shape, { device });
+    result.dtype = model.dtype;
+  } catch (e) {
+    failed = `the model could not be created: ${(e as Error).message ?? String(e)}`;
+  }
   const poll = new DeviceMemory();
   for (const phase of (['generate', 'train'] as const).filter((p) => what.includes(p))) {
     log(`ours: ${phase}`);
     if (device === 'cuda') poll.start();
     let row: OurRow;
     try {
+      if (!model) throw new Error(failed);
       row = phase === 'generate' ? await measureOurGenerate(model, settings, settings.reps) : await measureOurTrain(model, settings, settings.reps);
     } catch (e) {
       // Reported in its row (out of memory at this shape, say); the other phase still runs.
@@ -413,6 +423,8 @@ export async function runScaleBench(o: ScaleBenchOptions): Promise<ScaleResult> 
     log(`wrote ${o.out}`);
   }
   console.log(o.json ? JSON.stringify(result) : scaleTable(result));
+  // The table (with the torch rows) is out; the exit status still says our side failed.
+  if (failed) throw new Error(failed);
   return result;
 }
 
