@@ -27,7 +27,7 @@
 # WST_GPU_RACE_S (race timeout), WST_GPU_KERNELS=full (gpu-check.sh's shapes, not --quick),
 # WST_GPU_SCALE_ARGS (extra bench scale options, e.g. "--torch-compile off" or "--reps 3"),
 # WST_GPU_SCALE_S (bench scale timeout, default 300), WST_GPU_TORCH_S (its torch peer, default 200),
-# WST_GPU_SCALE_RACE_ARGS (default "--steps 2 --new-tokens 256"), WST_GPU_SCALE_RACE_S (default 150).
+# WST_GPU_SCALE_RACE_ARGS (default "--steps 2 --new-tokens 256"), WST_GPU_SCALE_RACE_S (default 200).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -75,7 +75,7 @@ run)
     WST_DASH_PYTHON=python3 timeout ${WST_GPU_SCALE_S:-300} node bin/wst-dash.js bench scale --shape qwen2.5-0.5b --device cuda \
       --reps 2 --torch-timeout ${WST_GPU_TORCH_S:-200} --out "$out/scale.json" ${WST_GPU_SCALE_ARGS:-} > "$out/scale.txt" 2>&1
     log "bench scale rc $?"; grep -v '^\[' "$out/scale.txt" | tail -14
-    timeout ${WST_GPU_SCALE_RACE_S:-150} node bin/wst-dash.js bench dash --shape qwen2.5-0.5b --device cuda \
+    timeout ${WST_GPU_SCALE_RACE_S:-200} node bin/wst-dash.js bench dash --shape qwen2.5-0.5b --device cuda \
       ${WST_GPU_SCALE_RACE_ARGS:---steps 2 --new-tokens 256} --out "$out/race-scale" > "$out/race-scale.txt" 2>&1
     log "race at the 0.5B shape rc $?"; tail -11 "$out/race-scale.txt"
   fi

@@ -93,7 +93,7 @@ async function scaleRaceCommand(values: Record<string, unknown>): Promise<void> 
   const outDir = (values.out as string | undefined) ?? path.join('bench', 'results', 'dash');
   const bar = progressLine();
   const r = await runScaleRace({
-    shape, device: parseDevice(values), arms: values.decoupled ? ['grpo', 'grpo_decoupled', 'dash'] : ['grpo', 'dash'],
+    shape, device: parseDevice(values), arms: values.decoupled ? ['dash', 'grpo_decoupled', 'grpo'] : ['dash', 'grpo'],
     steps: optInt(values, 'steps'), promptsPerStep: optInt(values, 'prompts-per-step'), promptLen: optInt(values, 'prompt-len'),
     maxNewTokens: optInt(values, 'new-tokens'), repeat: optInt(values, 'repeat'), tau, warmup: !values['no-warmup'], outDir,
     log: (l) => { bar.done(); console.error(l); },

@@ -30,7 +30,10 @@ export type ScaleArm = Extract<ArmName, 'grpo' | 'grpo_decoupled' | 'dash'>;
 export interface ScaleRaceOptions {
   shape: ScaleShape;
   device?: Device;
-  /** Default grpo, dash. */
+  /**
+   * Run in this order (default dash, grpo: when a timeout cuts the run, DASH's time is in and
+   * GRPO's progress lines give its seconds per step).
+   */
   arms?: ScaleArm[];
   /** Optimizer steps per arm (default 2). */
   steps?: number;
@@ -115,7 +118,7 @@ function syntheticExamples(tokenizer: CharTokenizer, n: number, len: number, see
 }
 
 export async function runScaleRace(o: ScaleRaceOptions): Promise<ScaleRaceResult> {
-  const arms = o.arms ?? ['grpo', 'dash'];
+  const arms = o.arms ?? ['dash', 'grpo'];
   const int = (v: number | undefined, fallback: number, name: string, min = 1) => {
     const x = v ?? fallback;
     if (!Number.isInteger(x) || x < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${x}`);
