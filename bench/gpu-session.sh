@@ -8,15 +8,26 @@
 #
 # `run` (on the GPU machine), most important first, each step under its own timeout, each log
 # written straight to $OUT (so a step cut off still leaves the earlier ones):
-#   1. native-tests.txt  every CUDA kernel against the CPU kernel (wst_native_tests)
-#   2. race.txt          bench dash --device cuda (GRPO per-micro-batch / decoupled / DASH), JSON last
-#   3. vitest-cuda.txt   the TypeScript suite through the CUDA addon (WST_DASH_BACKEND=cuda)
-#   4. kernels.jsonl     ours vs torch on the same card (wst_gpu_bench, gpu_check_torch.py --quick)
-#   5. model-bench.jsonl bench decode|train --device cuda
-#   6. demo-cuda.txt     demo --device cuda (only when WST_GPU_STEPS names it)
-# Knobs: WST_GPU_STEPS (space-separated subset of: tests race vitest kernels model demo),
+#   1. scale.txt, scale.json          issue 18 at Qwen2.5-0.5B's shape (random weights): bench scale
+#      race-scale.txt, race-scale/    --device cuda (train step 8 x 1024 and generation 64 x 512, ours
+#                                     vs torch eager and torch.compile, tokens/s, peak memory, ratios),
+#                                     then bench dash --shape qwen2.5-0.5b --device cuda (per-micro-batch
+#                                     GRPO vs DASH, fixed-length completions, wall time). ~4-6 min.
+#   2. native-tests.txt  every CUDA kernel against the CPU kernel (wst_native_tests)
+#   3. race.txt          bench dash --device cuda (GRPO per-micro-batch / decoupled / DASH), JSON last
+#   4. vitest-cuda.txt   the TypeScript suite through the CUDA addon (WST_DASH_BACKEND=cuda)
+#   5. kernels.jsonl     ours vs torch on the same card (wst_gpu_bench, gpu_check_torch.py --quick)
+#   6. model-bench.jsonl bench decode|train --device cuda (31M model; only when WST_GPU_STEPS names it)
+#   7. demo-cuda.txt     demo --device cuda (only when WST_GPU_STEPS names it)
+# A device call stops at 10 minutes: the default steps (scale tests race vitest kernels) fit it on
+# an H100 by estimate (setup ~0.5, scale ~4-6, the rest ~3-4 minutes); what a cut-off step leaves
+# in $OUT still comes back.
+# Knobs: WST_GPU_STEPS (space-separated subset of: scale tests race vitest kernels model demo),
 # WST_GPU_REPEAT (race runs per arm, default 2), WST_GPU_RACE_ARGS (e.g. --ablation),
-# WST_GPU_RACE_S (race timeout), WST_GPU_KERNELS=full (gpu-check.sh's shapes, not --quick).
+# WST_GPU_RACE_S (race timeout), WST_GPU_KERNELS=full (gpu-check.sh's shapes, not --quick),
+# WST_GPU_SCALE_ARGS (extra bench scale options, e.g. "--torch-compile off" or "--reps 3"),
+# WST_GPU_SCALE_S (bench scale timeout, default 300), WST_GPU_TORCH_S (its torch peer, default 200),
+# WST_GPU_SCALE_RACE_ARGS (default "--steps 2 --new-tokens 256"), WST_GPU_SCALE_RACE_S (default 200).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -47,7 +58,7 @@ prepare)
   ;;
 run)
   out=${OUT:-/tmp/wst-gpu-out}
-  steps=${WST_GPU_STEPS:-tests race vitest kernels model}
+  steps=${WST_GPU_STEPS:-scale tests race vitest kernels}
   mkdir -p "$out"
   t0=$SECONDS
   log() { echo "[gpu-session $((SECONDS - t0))s] $*"; }
@@ -58,6 +69,16 @@ run)
   export WST_DASH_CACHE=/tmp/wst-cache && mkdir -p "$WST_DASH_CACHE" && cp -r .gpu/cache/. "$WST_DASH_CACHE"/
   node -e "const a=require('./build/Release/cuda/wst_dash_cuda.node'); console.log('CUDA addon:', a.backend, 'devices', a.deviceCount())" 2>&1 | tail -3
   log "setup done"
+  if [[ " $steps " == *" scale "* ]]; then
+    # The torch peer first (eager rows, then torch.compile's; killed at WST_GPU_TORCH_S), then ours;
+    # the table to the log, JSON to scale.json.
+    WST_DASH_PYTHON=python3 timeout ${WST_GPU_SCALE_S:-300} node bin/wst-dash.js bench scale --shape qwen2.5-0.5b --device cuda \
+      --reps 2 --torch-timeout ${WST_GPU_TORCH_S:-200} --out "$out/scale.json" ${WST_GPU_SCALE_ARGS:-} > "$out/scale.txt" 2>&1
+    log "bench scale rc $?"; grep -v '^\[' "$out/scale.txt" | tail -14
+    timeout ${WST_GPU_SCALE_RACE_S:-200} node bin/wst-dash.js bench dash --shape qwen2.5-0.5b --device cuda \
+      ${WST_GPU_SCALE_RACE_ARGS:---steps 2 --new-tokens 256} --out "$out/race-scale" > "$out/race-scale.txt" 2>&1
+    log "race at the 0.5B shape rc $?"; tail -11 "$out/race-scale.txt"
+  fi
   if [[ " $steps " == *" tests "* ]]; then
     timeout 100 ./build/wst_native_tests > "$out/native-tests.txt" 2>&1
     log "native tests rc $?"; grep -E "^FAIL|checks,|CUDA device" "$out/native-tests.txt" | head -30

@@ -52,7 +52,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        # In float32 whatever x's dtype (bf16 activations in bench/torch_scale.py); a no-op for fp32.
+        dt = x.dtype
+        x = x.float()
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(dt) * self.weight.to(dt)
 
 
 def rope_tables(T, Dh, theta):

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { UsageError, parseDevice, parseIntArg } from './args.js';
 import { exportGgufCommand, generateCommand, logitsCommand } from './model-commands.js';
 import { benchDashCommand, evalCommand, trainCommand } from './rl-commands.js';
+import { SCALE_BENCH_OPTIONS, SCALE_RACE_OPTIONS, benchDashOrScaleCommand, scaleBenchCommand } from './scale-command.js';
 import { demoWstCommand, evalWstCommand, trainWstCommand } from './wst-commands.js';
 import {
   BENCH_DASH_OPTIONS, DASH_OPTIONS, DEMO_OPTIONS, DEMO_WST_OPTIONS, DEVICE, EVAL_OPTIONS, EVAL_WST_OPTIONS, GENERATE_OPTIONS, GRPO_OPTIONS, JSON_OUT,
@@ -25,9 +26,14 @@ const commands: Record<string, Command> = {
     run: (values) => benchDashCommand(values, true),
   },
   'bench dash': {
-    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task: time and accuracy side by side',
-    options: BENCH_DASH_OPTIONS,
-    run: (values) => benchDashCommand(values),
+    summary: 'GRPO per-micro-batch vs GRPO decoupled vs DASH on the built-in task: time and accuracy side by side (--shape: wall time at a real model shape)',
+    options: { ...BENCH_DASH_OPTIONS, ...SCALE_RACE_OPTIONS },
+    run: (values) => benchDashOrScaleCommand(values),
+  },
+  'bench scale': {
+    summary: 'a real model shape (Qwen2.5-0.5B, random weights): training step and generation tokens/s and peak memory, ours vs PyTorch in the same call',
+    options: SCALE_BENCH_OPTIONS,
+    run: (values) => scaleBenchCommand(values),
   },
   'demo wst': {
     summary: 'the embedded WST default: built-in student and teacher (cached), the teacher trained by DASH and GRPO, every teacher evaluated, report folder',

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { writeFileAtomic } from '../models/atomic.js';
 import { Model, type Device } from '../models/model.js';
 import { builtinSftModel, builtinTask, BUILTIN_DIFFICULTY, BUILTIN_SFT, type BuiltinSftOptions } from './builtin.js';
+import { median } from '../bench/model.js';
 import { accuracySvg } from './plot.js';
 import { DASH_TAU, PRESETS, type AlgorithmPreset } from './presets.js';
 import { evaluate, phasesOf, trainRl, type RewardFn, type RlOptions, type RlResult, type StepMetrics } from './trainer.js';
@@ -142,7 +143,8 @@ export interface RaceResult {
   files: { json: string; svg: string; metrics: string[] };
 }
 
-function armOptions(name: ArmName, o: RaceOptions): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward' | 'sharePrefix'> & { description: string } {
+/** An arm's trainer settings and its description (the race's and bench dash --shape's). */
+export function armOptions(name: ArmName, o: Pick<RaceOptions, 'tau' | 'microBatch' | 'promptsPerStep' | 'groupSize' | 'seed' | 'controlRewardRate'>): Pick<RlOptions, 'generation' | 'filterThreshold' | 'beta' | 'reward' | 'sharePrefix'> & { description: string } {
   const tau = o.tau ?? DASH_TAU;
   const dash: AlgorithmPreset = { ...PRESETS.dash, filterThreshold: tau };
   const pick = (p: AlgorithmPreset) => ({ generation: p.generation, filterThreshold: p.filterThreshold, beta: p.beta, sharePrefix: p.sharePrefix });
@@ -183,12 +185,6 @@ export function meanInterval(xs: readonly number[]): Interval {
   const t = n - 1 <= 30 ? T975[n - 2] : 1.96 + 2.4 / (n - 1);
   const h = (t * sampleSd(xs)) / Math.sqrt(n);
   return { mean, low: mean - h, high: mean + h, n };
-}
-
-function median(xs: readonly number[]): number {
-  const v = [...xs].sort((a, b) => a - b);
-  const h = Math.floor(v.length / 2);
-  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
 }
 
 /** What the SFT warm-up was trained on, in words (the report says it). */
