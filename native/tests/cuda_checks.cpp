@@ -680,16 +680,7 @@ void check_model_on_device(Report& rep) {
     gpu.score(tokens.data(), targets.data(), B, T, sg2.data(), nullptr);
     rep.check("cuda model score (no entropy)" + tag, rel_err(sg2, sc), 1e-4);
 
-    auto grads_err = [&] {
-      double e = 0;
-      for (const auto& t : cpu.tensors()) {
-        std::vector<float> gc(t.size), gg(t.size, NAN);
-        cpu.get_grad(t, gc.data());
-        gpu.get_grad(*gpu.find(t.name), gg.data());
-        e = std::max(e, rel_err(gg, gc));
-      }
-      return e;
-    };
+    auto grads_err = [&] { return tensors_rel_err(gpu, cpu, true); };
     wst::SftParams sp{(double)N};
     auto rc = cpu.train_sft(tokens.data(), targets.data(), B, T, sp);
     auto rg = gpu.train_sft(tokens.data(), targets.data(), B, T, sp);
@@ -726,14 +717,7 @@ void check_model_on_device(Report& rep) {
     wst::OptimizerParams op{1e-3, 0.9, 0.999, 0.1, 0.01, 1.0};
     const double nc = cpu.optimizer_step(op), ng = gpu.optimizer_step(op);
     rep.check("cuda model grad norm" + tag, std::fabs(ng - nc) / nc, 1e-4);
-    double pe = 0;
-    for (const auto& t : cpu.tensors()) {
-      std::vector<float> pc(t.size), pg(t.size, NAN);
-      cpu.get_tensor(t, pc.data());
-      gpu.get_tensor(*gpu.find(t.name), pg.data());
-      pe = std::max(pe, rel_err(pg, pc));
-    }
-    rep.check("cuda model params after AdamW (every tensor)" + tag, pe, 1e-4);
+    rep.check("cuda model params after AdamW (every tensor)" + tag, tensors_rel_err(gpu, cpu, false), 1e-4);
     {  // AdamW state: downloaded from the device, and a round trip through set/get is exact
       const size_t P = cpu.num_params();
       std::vector<float> mc(P), vc(P), mg(P, NAN), vg(P, NAN);

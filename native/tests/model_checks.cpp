@@ -36,6 +36,23 @@ void random_rows(Rng& rng, int vocab, int B, int T, std::vector<int32_t>& tokens
   }
 }
 
+double tensors_rel_err(wst::LlamaModel& got, wst::LlamaModel& want, bool grads) {
+  double e = 0;
+  for (const auto& t : want.tensors()) {
+    std::vector<float> w(t.size), g(t.size, NAN);
+    const wst::TensorInfo& tg = *got.find(t.name);
+    if (grads) {
+      want.get_grad(t, w.data());
+      got.get_grad(tg, g.data());
+    } else {
+      want.get_tensor(t, w.data());
+      got.get_tensor(tg, g.data());
+    }
+    e = std::max(e, rel_err(g, w));
+  }
+  return e;
+}
+
 // Every parameter's accumulated gradient, concatenated in tensor order.
 static std::vector<float> all_grads(wst::LlamaModel& m) {
   std::vector<float> all;
@@ -701,14 +718,7 @@ void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& wh
     auto rr = ref.train_sft(tokens.data(), targets.data(), B, T, sp);
     auto rm = m.train_sft(tokens.data(), targets.data(), B, T, sp);
     rep.check("bf16 model sft loss vs fp32" + tag, std::fabs(rm.loss - rr.loss) / std::fabs(rr.loss), 2e-3);
-    double e_grads = 0;
-    for (const auto& t : ref.tensors()) {
-      std::vector<float> gr(t.size), gm(t.size, NAN);
-      ref.get_grad(t, gr.data());
-      m.get_grad(*m.find(t.name), gm.data());
-      e_grads = std::max(e_grads, rel_err(gm, gr));
-    }
-    rep.check("bf16 model sft grads vs fp32 (every tensor)" + tag, e_grads, 5e-2);
+    rep.check("bf16 model sft grads vs fp32 (every tensor)" + tag, tensors_rel_err(m, ref, true), 5e-2);
 
     // The optimizer updates the fp32 master weights; the next forward must read a refreshed bf16
     // copy: against the fp32 model given the same updated weights (a stale copy is off by the

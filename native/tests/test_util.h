@@ -113,6 +113,7 @@ std::vector<Check> cuda_checks();  // empty when built without CUDA
 namespace wst {
 struct Backend;
 struct LlamaConfig;
+class LlamaModel;
 }
 namespace wst_test {
 // Model checks run on any backend, against the CPU model (model_checks.cpp).
@@ -121,6 +122,8 @@ void check_model_grpo_many(Report& rep, const wst::Backend& be, const std::strin
 void check_model_value_head(Report& rep, const wst::Backend& be, const std::string& what);
 // B rows of T random tokens, and targets with each row's first 3 positions unscored (-1).
 void random_rows(Rng& rng, int vocab, int B, int T, std::vector<int32_t>& tokens, std::vector<int32_t>& targets);
+// The largest relative error over every tensor (or every gradient) of `got` against `want`.
+double tensors_rel_err(wst::LlamaModel& got, wst::LlamaModel& want, bool grads);
 void check_model_bf16(Report& rep, const wst::Backend& be, const std::string& what);
 void check_model_decode_shards(Report& rep);
 void check_lane_deal(Report& rep);
