@@ -64,6 +64,18 @@ static std::vector<float> all_grads(wst::LlamaModel& m) {
   return all;
 }
 
+// A PrefixBatch over Bp prefixes of Tp tokens (right-padded), their lengths and each row's prefix.
+static wst::PrefixBatch prefix_batch(const std::vector<int32_t>& tokens, int Bp, int Tp, const std::vector<int32_t>& lengths,
+                                     const std::vector<int32_t>& row_prefix) {
+  wst::PrefixBatch pb;
+  pb.tokens = tokens.data();
+  pb.Bp = Bp;
+  pb.Tp = Tp;
+  pb.lengths = lengths.data();
+  pb.row_prefix = row_prefix.data();
+  return pb;
+}
+
 // One GRPO micro-batch's data (rows, targets, advantages, optional shared prefixes) and the
 // GrpoMicroBatch that points into it.
 struct GrpoData {
@@ -76,11 +88,7 @@ struct GrpoData {
   // pb over pre_tok (Bp x Tp), lengths and row_prefix, as filled.
   void set_prefix(int Bp, int Tp) {
     prefixed = true;
-    pb.tokens = pre_tok.data();
-    pb.Bp = Bp;
-    pb.Tp = Tp;
-    pb.lengths = lengths.data();
-    pb.row_prefix = row_prefix.data();
+    pb = prefix_batch(pre_tok, Bp, Tp, lengths, row_prefix);
   }
   wst::GrpoMicroBatch micro_batch(const wst::GrpoParams& gp) const {
     wst::GrpoMicroBatch m;
@@ -133,12 +141,7 @@ void check_model_prefix_batch(Report& rep, const wst::Backend& be, const std::st
         ftgt[at(b, t)] = tgt[(size_t)b * T + t];
       }
     }
-    wst::PrefixBatch pb;
-    pb.tokens = pre_tok.data();
-    pb.Bp = Bp;
-    pb.Tp = Tp;
-    pb.lengths = lengths.data();
-    pb.row_prefix = row_prefix.data();
+    const wst::PrefixBatch pb = prefix_batch(pre_tok, Bp, Tp, lengths, row_prefix);
 
     wst::LlamaModel ref(&wst::cpu_backend(), cfg), m(&be, cfg);
     ref.init_random(9, 0.3f);
@@ -250,12 +253,7 @@ void check_model_value_head(Report& rep, const wst::Backend& be, const std::stri
       for (int t = 0; t < T2; t++) full[(size_t)b * Tf + L + t] = blk[(size_t)b * T2 + t];
       flast[b] = L + blast[b];
     }
-    wst::PrefixBatch pb;
-    pb.tokens = pre.data();
-    pb.Bp = Bp;
-    pb.Tp = Tp;
-    pb.lengths = lengths.data();
-    pb.row_prefix = row_prefix.data();
+    const wst::PrefixBatch pb = prefix_batch(pre, Bp, Tp, lengths, row_prefix);
     wst::LlamaModel ref2(&wst::cpu_backend(), cfg), m2(&be, cfg);
     ref2.init_random(12, 0.3f);
     m2.init_random(12, 0.3f);
